@@ -1,0 +1,233 @@
+"""The command line: parse options, build the configuration, analyse, render. Nothing else."""
+
+from __future__ import annotations
+
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from relulint import __version__
+from relulint.config import Config, config_from_table, find_config_file, load_config_file
+from relulint.engine import analyse
+from relulint.errors import UsageError
+from relulint.findings import ModelResult
+from relulint.report import FORMATS, FormatUnavailable, Run, format_for_path, render, write_atomically
+from relulint.rules import all_rules, rule_by_id
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    return [part for value in values for part in value.replace(",", " ").split()]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def expand_paths(paths: tuple[str, ...]) -> tuple[list[str], list[ModelResult]]:
+    """Files as given, folders searched recursively for *.onnx (sorted); unusable paths become errors."""
+    models: list[str] = []
+    errors: list[ModelResult] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.rglob("*.onnx") if p.is_file())
+            if not found:
+                errors.append(ModelResult(path=given, error="folder holds no .onnx files"))
+            models.extend(found)
+        else:
+            models.append(given)
+    return models, errors
+
+
+def _cli_table(options: dict[str, Any]) -> dict[str, Any]:
+    """Command-line options that were given, as a table shaped like the configuration file."""
+    table: dict[str, Any] = {}
+    if options["select"]:
+        table["select"] = _split(options["select"])
+    if options["ignore"]:
+        table["ignore"] = _split(options["ignore"])
+    if options["input_shape"]:
+        shapes = {}
+        for item in options["input_shape"]:
+            name, sep, shape = item.rpartition("=")
+            if not sep or not name:
+                raise UsageError(f"--input-shape expects NAME=1x3x224x224, got '{item}'")
+            shapes[name] = shape
+        table["input-shape"] = shapes
+    simple = {
+        "fail_on": "fail-on", "exit_zero": "exit-zero", "probe": "probe", "jobs": "jobs",
+        "max_model_size": "max-model-size", "batch": "batch", "samples": "samples",
+        "input_dist": "input-dist", "data": "data", "probe_timeout": "probe-timeout",
+        "probe_memory": "probe-memory", "seed": "seed", "sarif_root": "sarif-root",
+    }  # fmt: skip
+    for name, key in simple.items():
+        if options[name] is not None:
+            table[key] = options[name]
+    return table
+
+
+def build_config(options: dict[str, Any]) -> Config:
+    if options["config"]:
+        base = load_config_file(Path(options["config"]))
+    else:
+        found = find_config_file(Path.cwd())
+        base = load_config_file(found) if found else Config()
+    try:
+        return config_from_table(_cli_table(options), base)
+    except ValueError as exc:
+        raise UsageError(f"command line: {exc}") from None
+
+
+def plan_outputs(formats: tuple[str, ...], outputs: tuple[str, ...]) -> list[tuple[str, str | None]]:
+    """Pair formats with destinations: the i-th --format goes to the i-th -o (None = stdout)."""
+    if not outputs:
+        if len(formats) > 1:
+            raise UsageError("several --format values need as many -o/--output files")
+        return [(formats[0] if formats else "text", None)]
+    if len(formats) > len(outputs):
+        raise UsageError("more --format values than -o/--output files")
+    plan = []
+    for index, destination in enumerate(outputs):
+        fmt = formats[index] if index < len(formats) else format_for_path(destination)
+        if fmt is None:
+            raise UsageError(f"cannot tell the format of '{destination}' from its name; give --format for it")
+        plan.append((fmt, None if destination == "-" else destination))
+    return plan
+
+
+def _check_destination(destination: str, models: list[str]) -> Path:
+    path = Path(destination)
+    if not path.parent.is_dir():
+        raise UsageError(f"{destination}: cannot write the report: folder '{path.parent}' does not exist")
+    if path.exists() and any(path.resolve() == Path(model).resolve() for model in models):
+        raise UsageError(f"{destination}: refusing to overwrite an input model with a report")
+    if path.is_dir():
+        raise UsageError(f"{destination}: is a folder; give a file name for the report")
+    return path
+
+
+def run_models(models: list[str], config: Config) -> list[ModelResult]:
+    if config.jobs > 1 and len(models) > 1:
+        with ProcessPoolExecutor(max_workers=min(config.jobs, len(models))) as pool:
+            return list(pool.map(analyse, models, [config] * len(models)))  # keeps the input order
+    return [analyse(model, config) for model in models]
+
+
+def exit_status(results: list[ModelResult], config: Config) -> int:
+    if any(result.error is not None for result in results):
+        return 2
+    if config.exit_zero:
+        return 0
+    failing = any(f.severity >= config.fail_on for result in results for f in result.findings)
+    return 1 if failing else 0
+
+
+def _list_rules() -> str:
+    rows = [f"{rule.id}  {rule.meta.name:<32} {str(rule.meta.severity):<8} {rule.meta.summary}" for rule in all_rules()]
+    return "\n".join(rows) + "\n"
+
+
+SEVERITIES = click.Choice(["error", "warning", "note"], case_sensitive=False)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--format", "formats", multiple=True, type=click.Choice(FORMATS), help="Output format (repeat with -o for several reports). [default: text]")
+@click.option("-o", "--output", "outputs", multiple=True, help="Write a report to this file ('-' for stdout); the format follows --format at the same position, or the file's extension.")
+@click.option("--select", multiple=True, help="Rule ids or prefixes to enable (RL2 = every bias rule). [default: RL]")
+@click.option("--ignore", multiple=True, help="Rule ids or prefixes to disable.")
+@click.option("--fail-on", type=SEVERITIES, default=None, help="Lowest severity that makes the exit status 1. [default: error]")
+@click.option("--exit-zero", is_flag=True, default=None, help="Exit 0 even when findings are reported (2 still means an unreadable model).")
+@click.option("--probe/--no-probe", default=None, help="Run the onnxruntime probe that measures dead units. [default: on]")
+@click.option("--config", type=click.Path(), help="Configuration file (relulint.toml or pyproject.toml); default: found upward from the current folder.")
+@click.option("--jobs", "-j", type=int, default=None, help="Models analysed in parallel processes. [default: 1]")
+@click.option("--max-model-size", default=None, help="Largest model file to read, e.g. 512MB. [default: 2GB]")
+@click.option("--batch", type=int, default=None, help="Probe batch size. [default: 8]")
+@click.option("--samples", type=int, default=None, help="Probe samples in all. [default: 32]")
+@click.option("--input-shape", multiple=True, help="Shape of a model input for the probe: NAME=1x3x224x224.")
+@click.option("--input-dist", default=None, help="Synthetic probe inputs: normal, normal:MEAN,STD or uniform:LOW,HIGH. [default: normal]")
+@click.option("--data", default=None, help="Real probe inputs: a .npz (one array per input), a .npy (one-input model) or a folder of them.")
+@click.option("--probe-timeout", type=float, default=None, help="Seconds the probe may run. [default: 60]")
+@click.option("--probe-memory", default=None, help="Memory the probe may use, e.g. 4GB. [default: 4GB]")
+@click.option("--seed", type=int, default=None, help="Seed of the synthetic probe inputs. [default: 0]")
+@click.option("--sarif-root", default=None, help="Folder SARIF paths are relative to. [default: the git top level, else the current folder]")
+@click.option("--list-rules", is_flag=True, help="List every rule and exit.")
+@click.option("--explain", metavar="RULE", help="Print a rule's documentation and exit.")
+@click.option("-q", "--quiet", is_flag=True, help="Only findings: no notes, no summary when clean.")
+@click.option("-v", "--verbose", is_flag=True, help="Also model details and fix hints.")
+@click.version_option(__version__, prog_name="relulint")
+def main(**options: Any) -> None:
+    """Lint ONNX models for the dying-ReLU problem.
+
+    PATHS are .onnx files or folders searched for them. Exit status: 0 clean, 1 findings at or
+    above --fail-on, 2 a usage error or a model that could not be analysed.
+    """
+    try:
+        sys.exit(_main(options))
+    except UsageError as exc:
+        click.echo(f"relulint: error: {exc}", err=True)
+        sys.exit(2)
+
+
+def _main(options: dict[str, Any]) -> int:
+    if options["list_rules"]:
+        click.echo(_list_rules(), nl=False)
+        return 0
+    if options["explain"]:
+        from relulint.docs import rule_page
+
+        rule = rule_by_id(options["explain"])
+        if rule is None:
+            raise UsageError(f"no rule '{options['explain']}' (see --list-rules)")
+        click.echo(rule_page(rule.meta), nl=False)
+        return 0
+    if not options["paths"]:
+        raise UsageError("no model given; usage: relulint [OPTIONS] PATH...")
+    config = build_config(options)
+    plan = plan_outputs(options["formats"], options["outputs"])
+    models, path_errors = expand_paths(options["paths"])
+    destinations = {dest: _check_destination(dest, models) for _, dest in plan if dest is not None}
+    if not any(dest is None for _, dest in plan) and not options["quiet"]:
+        plan.append(("text", None))  # reports go to files: still tell the terminal what was found
+    started = _now()
+    run = Run(
+        results=path_errors + run_models(models, config),
+        config=config,
+        started=started,
+        finished=_now(),
+        command_line=["relulint", *sys.argv[1:]],
+        verbose=1 if options["verbose"] else (-1 if options["quiet"] else 0),
+    )
+    for result in run.results:
+        if result.error is not None:
+            click.echo(f"relulint: error: {_clean(result.path)}: {_clean(result.error)}", err=True)
+    for fmt, destination in plan:
+        try:
+            text = render(fmt, replace(run, color=destination is None and fmt == "text" and _color()))
+        except FormatUnavailable as exc:
+            raise UsageError(str(exc)) from None
+        if destination is None:
+            click.echo(text, nl=False)
+        else:
+            try:
+                write_atomically(destinations[destination], text)
+            except OSError as exc:
+                raise UsageError(f"{destination}: cannot write the report ({exc.strerror or exc})") from None
+    return exit_status(run.results, config)
+
+
+def _clean(text: str) -> str:
+    from relulint.report.text import clean
+
+    return clean(text)
+
+
+def _color() -> bool:
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+

@@ -1,0 +1,71 @@
+"""What a rule's ``check`` sees: the model, its graph, the unit view and the analyses' results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from relulint.config import Config
+from relulint.findings import Note
+from relulint.graph import Graph
+from relulint.loader import LoadedModel
+from relulint.stats import WeightStats, weight_stats
+from relulint.units import Layer, bias_vector, weight_matrix
+
+
+@dataclass
+class Context:
+    loaded: LoadedModel
+    graph: Graph
+    layers: list[Layer]
+    config: Config
+    notes: list[Note] = field(default_factory=list)
+    # Per-layer numbers the analyses measured, for the reports (layer name -> metric -> value).
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Results of the analyses beyond the static graph, keyed by name ("probe", ...).
+    analyses: dict[str, Any] = field(default_factory=dict)
+    _stats: dict[str, WeightStats | None] = field(default_factory=dict, repr=False)
+    _bias: dict[str, np.ndarray | None] = field(default_factory=dict, repr=False)
+    _derived: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def path(self) -> str:
+        return self.loaded.path
+
+    def weights(self, layer: Layer) -> np.ndarray | None:
+        """``[units, fan_in]`` weight matrix (read on demand, not cached: it may be large)."""
+        return weight_matrix(self.graph, layer)
+
+    def weight_stats(self, layer: Layer) -> WeightStats | None:
+        if layer.name not in self._stats:
+            matrix = self.weights(layer)
+            stats = None
+            if matrix is not None and matrix.ndim == 2 and matrix.shape[0] and layer.fan_in and layer.fan_out:
+                stats = weight_stats(matrix, layer.fan_in, layer.fan_out)
+                self.metric(layer, **stats.to_json())
+            self._stats[layer.name] = stats
+        return self._stats[layer.name]
+
+    def bias(self, layer: Layer) -> np.ndarray | None:
+        if layer.name not in self._bias:
+            self._bias[layer.name] = bias_vector(self.graph, layer)
+        return self._bias[layer.name]
+
+    def cached(self, key: str, compute: Any) -> Any:
+        """A model-wide derived value (e.g. propagated input scales), computed once on first use."""
+        if key not in self._derived:
+            self._derived[key] = compute(self)
+        return self._derived[key]
+
+    def metric(self, layer: Layer, **values: Any) -> None:
+        self.metrics.setdefault(layer.name, {}).update(values)
+
+    def layer_records(self) -> list[dict[str, Any]]:
+        records = []
+        for layer in self.layers:
+            record = layer.to_json()
+            record["metrics"] = self.metrics.get(layer.name, {})
+            records.append(record)
+        return records

@@ -1,0 +1,133 @@
+"""One model through the pipeline: load -> graph -> analyses -> rules -> ``ModelResult``."""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+
+from relulint.config import Config
+from relulint.context import Context
+from relulint.errors import ModelError
+from relulint.findings import Finding, ModelResult, Note
+from relulint.graph import build_graph, count_parameters
+from relulint.loader import load_model
+from relulint.rules import Rule, all_rules, matches
+from relulint.units import find_layers
+
+# Analyses that rules can ask for with ``needs``: name -> "module:function(ctx) -> None".
+# Each stores its result in ``ctx.analyses[name]`` or explains in a note why it could not.
+ANALYSES: dict[str, str] = {"probe": "relulint.probe:run_probe_analysis"}
+
+
+def debug() -> bool:
+    """RELULINT_DEBUG=1 lets internal errors raise (the tests set it) instead of becoming notes."""
+    return os.environ.get("RELULINT_DEBUG") == "1"
+
+
+def selected_rules(config: Config) -> list[Rule]:
+    return [r for r in all_rules() if matches(r.id, config.select) and not matches(r.id, config.ignore)]
+
+
+def analyse(path: str, config: Config) -> ModelResult:
+    """Analyse one model; a model that cannot be read gives a result with ``error`` set."""
+    try:
+        loaded = load_model(path, config.max_model_size)
+    except ModelError as exc:
+        return ModelResult(path=str(path), error=exc.problem)
+    except Exception as exc:
+        if debug():
+            raise
+        return ModelResult(path=str(path), error=f"internal error while loading: {_short(exc)}")
+    try:
+        return _analyse_loaded(loaded, config)
+    except Exception as exc:
+        if debug():
+            raise
+        return ModelResult(path=str(path), sha256=loaded.sha256, error=f"internal error: {_short(exc)}")
+
+
+def _analyse_loaded(loaded, config: Config) -> ModelResult:
+    graph = build_graph(loaded)
+    layers = find_layers(graph)
+    ctx = Context(loaded=loaded, graph=graph, layers=layers, config=config)
+    ctx.notes.extend(loaded.notes)
+    ctx.notes.extend(graph.notes)
+    rules = selected_rules(config)
+    _run_analyses(ctx, rules)
+    findings: list[Finding] = []
+    for rule in rules:
+        if any(need not in ctx.analyses for need in rule.meta.needs):
+            continue  # the analysis did not run; its note says why
+        findings.extend(_run_rule(ctx, rule))
+    findings = _sorted(_apply_config(findings, config), graph)
+    for layer in layers:  # statistics for the reports, even when no rule asked for them
+        ctx.weight_stats(layer)
+    info = loaded.info()
+    info["parameters"] = count_parameters(graph)
+    info["nodes"] = len(graph.nodes)
+    result = ModelResult(
+        path=loaded.path,
+        sha256=loaded.sha256,
+        info=info,
+        layers=ctx.layer_records(),
+        findings=findings,
+        notes=ctx.notes,
+    )
+    for name, value in ctx.analyses.items():
+        to_json = getattr(value, "to_json", None)
+        if callable(to_json):
+            result.extra[name] = to_json()
+    return result
+
+
+def _run_analyses(ctx: Context, rules: list[Rule]) -> None:
+    wanted = {need for rule in rules for need in rule.meta.needs}
+    for name in sorted(wanted):
+        if name == "probe" and not ctx.config.probe:
+            continue
+        target = ANALYSES.get(name)
+        if target is None:
+            continue
+        module_name, function_name = target.split(":")
+        run: Callable[[Context], None] = getattr(importlib.import_module(module_name), function_name)
+        try:
+            run(ctx)
+        except Exception as exc:
+            if debug():
+                raise
+            ctx.notes.append(Note("skipped", f"the {name} analysis failed ({_short(exc)}); its rules did not run"))
+
+
+def _run_rule(ctx: Context, rule: Rule) -> Iterable[Finding]:
+    try:
+        return list(rule.check(ctx, ctx.config.options_for(rule.id)))
+    except Exception as exc:
+        if debug():
+            raise
+        ctx.notes.append(Note("skipped", f"rule {rule.id} failed on this model ({_short(exc)}); it reported nothing"))
+        return []
+
+
+def _apply_config(findings: list[Finding], config: Config) -> list[Finding]:
+    kept = []
+    for finding in findings:
+        node = finding.node or ""
+        if any(fnmatch.fnmatchcase(node, glob) and matches(finding.rule, ids) for glob, ids in config.per_node_ignores.items()):
+            continue
+        if finding.rule in config.severities:
+            finding = replace(finding, severity=config.severities[finding.rule])
+        kept.append(finding)
+    return kept
+
+
+def _sorted(findings: list[Finding], graph) -> list[Finding]:
+    order = {node_id: index for index, node_id in enumerate(graph.nodes)}
+    return sorted(findings, key=lambda f: (order.get(f.node or "", -1), f.rule))
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text[:200]}"

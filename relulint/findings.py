@@ -1,0 +1,148 @@
+"""Findings, notes and per-model results: the data every reporter renders.
+
+The field names of ``to_json`` are the JSON contract documented in README.md;
+the SARIF, GitHub and HTML reporters and users' scripts build on them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Severity(enum.IntEnum):
+    """Ordered so that ``severity >= fail_on`` decides the exit status."""
+
+    NOTE = 1
+    WARNING = 2
+    ERROR = 3
+
+    @classmethod
+    def parse(cls, text: str) -> Severity:
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            raise ValueError(f"unknown severity {text!r} (expected error, warning or note)") from None
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class AffectedUnits:
+    """Which units of a layer a finding is about."""
+
+    count: int
+    total: int
+    worst: tuple[int, ...] = ()  # a few unit (channel) indices, worst first
+
+    @property
+    def fraction(self) -> float:
+        return self.count / self.total if self.total else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "total": self.total,
+            "fraction": round(self.fraction, 6),
+            "worst": list(self.worst),
+        }
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    severity: Severity
+    message: str
+    node: str | None = None  # node path, e.g. "If_0/then/Conv_3"
+    tensor: str | None = None
+    units: AffectedUnits | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+    fix: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "severity": str(self.severity),
+            "node": self.node,
+            "tensor": self.tensor,
+            "message": self.message,
+            "units": self.units.to_json() if self.units else None,
+            "evidence": _jsonable(self.evidence),
+            "fix": self.fix,
+        }
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something the run could not do or wants the reader to know.
+
+    ``kind`` is one of: "checker" (onnx checker complaint), "skipped" (an
+    analysis or part of one did not run), "info".
+    """
+
+    kind: str
+    message: str
+    node: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "message": self.message, "node": self.node}
+
+
+@dataclass
+class ModelResult:
+    """Everything known about one model after analysis (or its load error)."""
+
+    path: str
+    sha256: str | None = None
+    error: str | None = None  # set when the model could not be analysed at all
+    info: dict[str, Any] = field(default_factory=dict)  # opset, ir_version, producer, parameters
+    layers: list[dict[str, Any]] = field(default_factory=list)  # the unit view with per-layer metrics
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. "probe", "compare"
+
+    def counts(self) -> dict[str, int]:
+        counts = {str(s): 0 for s in sorted(Severity, reverse=True)}
+        for finding in self.findings:
+            counts[str(finding.severity)] += 1
+        return counts
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"path": self.path, "sha256": self.sha256}
+        if self.error is not None:
+            data["error"] = self.error
+        data.update(_jsonable(self.info))
+        data["units"] = _jsonable(self.layers)
+        data["findings"] = [f.to_json() for f in self.findings]
+        data["notes"] = [n.to_json() for n in self.notes]
+        data["summary"] = self.counts()
+        data.update(_jsonable(self.extra))
+        return data
+
+
+def _jsonable(value: Any) -> Any:
+    """Turn numpy scalars/arrays and tuples into plain JSON values; NaN/Inf become strings."""
+    import math
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        number = float(value)
+        if math.isnan(number):
+            return "nan"
+        if math.isinf(number):
+            return "inf" if number > 0 else "-inf"
+        return round(number, 6) if abs(number) >= 1e-4 or number == 0 else float(f"{number:.6g}")
+    return value

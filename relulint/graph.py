@@ -1,0 +1,364 @@
+"""The graph model: ONNX nodes (subgraphs included) in a networkx DiGraph.
+
+Node ids are paths: a main-graph node keeps its name (``Conv_3``); a node inside a
+branch of an ``If``, the body of a ``Loop`` or ``Scan`` is named through it
+(``If_0/then/Conv_3``). Unnamed nodes are called ``<OpType>_<index>``.
+
+Tensor ids follow the same scoping: a tensor defined in the main graph keeps its
+name; one defined inside a subgraph is prefixed with the subgraph's path, so two
+branches can reuse a local name. A subgraph's reference to an outer tensor
+resolves to the outer id, so edges cross scopes just as data does.
+
+Edges go producer -> consumer and carry the tensor ids in ``tensors``. The node
+that owns a subgraph also gets an edge from the producer of each subgraph output.
+
+Constant tensors (initializers, Constant nodes and constant-only chains) are read
+lazily with ``constant(tensor_id)`` and cached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import onnx
+from onnx import AttributeProto, TensorProto, helper
+
+from relulint.findings import Note
+from relulint.loader import LoadedModel
+from relulint.tensors import TensorUnavailable, read_tensor, tensor_shape
+
+BRANCH_NAMES = {"then_branch": "then", "else_branch": "else", "body": "body"}
+# Ops whose output is a function of constant inputs only, and cheap to evaluate in numpy.
+FOLDABLE_OPS = {
+    "Identity", "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze",
+    "ConstantOfShape", "DequantizeLinear", "Flatten",
+}  # fmt: skip
+MAX_FOLD_DEPTH = 64  # a longer constant chain is treated as unknown (hostile models)
+
+
+@dataclass
+class Node:
+    id: str  # unique path
+    op: str
+    domain: str
+    proto: onnx.NodeProto
+    inputs: list[str]  # tensor ids; "" for an omitted optional input
+    outputs: list[str]
+    scope: str  # "" for the main graph, else the subgraph's path, e.g. "If_0/then"
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        for attribute in self.proto.attribute:
+            if attribute.name == name:
+                return helper.get_attribute_value(attribute)
+        return default
+
+    @property
+    def computed_inputs(self) -> list[str]:
+        return [t for t in self.inputs if t]
+
+
+@dataclass
+class Graph:
+    loaded: LoadedModel
+    nx: nx.DiGraph = field(default_factory=nx.DiGraph)
+    nodes: dict[str, Node] = field(default_factory=dict)
+    producers: dict[str, str] = field(default_factory=dict)  # tensor id -> node id
+    consumer_ids: dict[str, list[str]] = field(default_factory=dict)  # tensor id -> node ids
+    inputs: list[str] = field(default_factory=list)  # main-graph inputs that are not initializers
+    outputs: list[str] = field(default_factory=list)
+    initializers: dict[str, TensorProto] = field(default_factory=dict)
+    value_info: dict[str, onnx.ValueInfoProto] = field(default_factory=dict)
+    notes: list[Note] = field(default_factory=list)
+    _cache: dict[str, np.ndarray | None] = field(default_factory=dict, repr=False)
+
+    # ---- lookups -------------------------------------------------------------------------
+    def producer(self, tensor: str) -> Node | None:
+        node_id = self.producers.get(tensor)
+        return self.nodes[node_id] if node_id is not None else None
+
+    def consumers(self, tensor: str) -> list[Node]:
+        return [self.nodes[n] for n in self.consumer_ids.get(tensor, ())]
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes.values())
+
+    def is_constant(self, tensor: str) -> bool:
+        return self._constant_source(tensor, 0)
+
+    def _constant_source(self, tensor: str, depth: int) -> bool:
+        if tensor in self.initializers:
+            return True
+        node = self.producer(tensor)
+        if node is None or depth > MAX_FOLD_DEPTH:
+            return False
+        if node.op == "Constant":
+            return True
+        if node.op in FOLDABLE_OPS and node.domain in ("", "ai.onnx"):
+            return all(self._constant_source(t, depth + 1) for t in node.computed_inputs)
+        return False
+
+    def constant(self, tensor: str) -> np.ndarray | None:
+        """The value of a constant tensor, or None when it is computed or unreadable."""
+        if tensor in self._cache:
+            return self._cache[tensor]
+        value = self._evaluate(tensor, 0)
+        # Initializer values are views of the model's bytes or memory maps: cheap to read again,
+        # so only folded results (which cost a computation) are kept.
+        if tensor not in self.initializers:
+            self._cache[tensor] = value
+        return value
+
+    def constant_shape(self, tensor: str) -> tuple[int, ...] | None:
+        if tensor in self.initializers:
+            return tensor_shape(self.initializers[tensor])
+        value = self.constant(tensor)
+        return None if value is None else tuple(value.shape)
+
+    def _evaluate(self, tensor: str, depth: int) -> np.ndarray | None:
+        if tensor in self.initializers:
+            try:
+                return read_tensor(self.initializers[tensor], self.loaded)
+            except TensorUnavailable:
+                return None
+        node = self.producer(tensor)
+        if node is None or depth > MAX_FOLD_DEPTH or node.domain not in ("", "ai.onnx"):
+            return None
+        if node.op == "Constant":
+            return _constant_node_value(node, self.loaded)
+        if node.op not in FOLDABLE_OPS:
+            return None
+        args = []
+        for name in node.inputs:
+            if not name:
+                args.append(None)
+                continue
+            value = self._cache.get(name) if name in self._cache else self._evaluate(name, depth + 1)
+            if value is None:
+                return None
+            args.append(value)
+        try:
+            return _fold(node, args)
+        except Exception:  # a malformed constant chain is simply not constant
+            return None
+
+    def tensor_shape(self, tensor: str) -> list[int | str | None] | None:
+        """Declared shape from graph inputs, outputs or value_info (symbolic dims as strings)."""
+        info = self.value_info.get(tensor)
+        if info is None:
+            shape = self.constant_shape(tensor) if self.is_constant(tensor) else None
+            return list(shape) if shape is not None else None
+        if not info.type.HasField("tensor_type") or not info.type.tensor_type.HasField("shape"):
+            return None
+        dims: list[int | str | None] = []
+        for dim in info.type.tensor_type.shape.dim:
+            if dim.HasField("dim_value"):
+                dims.append(dim.dim_value)
+            elif dim.HasField("dim_param"):
+                dims.append(dim.dim_param)
+            else:
+                dims.append(None)
+        return dims
+
+
+def build_graph(loaded: LoadedModel) -> Graph:
+    graph = Graph(loaded=loaded)
+    builder = _Builder(graph)
+    builder.add_scope(loaded.model.graph, scope="", outer={})
+    main = loaded.model.graph
+    initializer_names = {t.name for t in main.initializer}
+    graph.inputs = [i.name for i in main.input if i.name not in initializer_names]
+    graph.outputs = [o.name for o in main.output]
+    builder.add_edges()
+    return graph
+
+
+class _Builder:
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.used_ids: set[str] = set()
+        self.pending: list[tuple[Node, list[str]]] = []  # subgraph owner, its subgraph output ids
+        self.dangling: set[str] = set()
+        self.duplicates: set[str] = set()
+
+    def add_scope(self, proto: onnx.GraphProto, scope: str, outer: dict[str, str]) -> dict[str, str]:
+        """Register one (sub)graph's tensors and nodes; return its local-name -> id map."""
+        graph = self.graph
+        prefix = f"{scope}/" if scope else ""
+        env = dict(outer)
+
+        def define(name: str) -> str:
+            tensor_id = prefix + name
+            env[name] = tensor_id
+            return tensor_id
+
+        for info in list(proto.input) + list(proto.value_info) + list(proto.output):
+            graph.value_info.setdefault(prefix + info.name, info)
+        for tensor in proto.initializer:
+            graph.initializers[define(tensor.name)] = tensor
+        for info in proto.input:
+            define(info.name)
+        nodes: list[tuple[Node, onnx.NodeProto]] = []
+        for index, node_proto in enumerate(proto.node):
+            node_id = self._unique_id(prefix + (node_proto.name or f"{node_proto.op_type}_{index}"))
+            outputs = []
+            for name in node_proto.output:
+                if not name:
+                    outputs.append("")
+                    continue
+                tensor_id = define(name)
+                if tensor_id in graph.producers:
+                    self.duplicates.add(tensor_id)
+                else:
+                    graph.producers[tensor_id] = node_id
+                outputs.append(tensor_id)
+            node = Node(node_id, node_proto.op_type, node_proto.domain, node_proto, [], outputs, scope)
+            graph.nodes[node_id] = node
+            nodes.append((node, node_proto))
+        for node, node_proto in nodes:
+            node.inputs = [self._resolve(name, env, prefix) for name in node_proto.input]
+            for attribute in node_proto.attribute:
+                subgraphs = []
+                if attribute.type == AttributeProto.GRAPH:
+                    subgraphs = [(BRANCH_NAMES.get(attribute.name, attribute.name), attribute.g)]
+                elif attribute.type == AttributeProto.GRAPHS:
+                    subgraphs = [(f"{attribute.name}{i}", g) for i, g in enumerate(attribute.graphs)]
+                for branch, subgraph in subgraphs:
+                    sub_env = self.add_scope(subgraph, f"{node.id}/{branch}", env)
+                    self.pending.append((node, [sub_env.get(o.name, "") for o in subgraph.output]))
+        return env
+
+    def _unique_id(self, wanted: str) -> str:
+        node_id, suffix = wanted, 1
+        while node_id in self.used_ids:
+            suffix += 1
+            node_id = f"{wanted}#{suffix}"
+        self.used_ids.add(node_id)
+        return node_id
+
+    def _resolve(self, name: str, env: dict[str, str], prefix: str) -> str:
+        if not name:
+            return ""
+        if name in env:
+            return env[name]
+        self.dangling.add(prefix + name)
+        return prefix + name
+
+    def add_edges(self) -> None:
+        graph = self.graph
+        g = graph.nx
+        g.add_nodes_from(graph.nodes)
+        edges: dict[tuple[str, str], list[str]] = {}
+        for node in graph.nodes.values():
+            for tensor in node.computed_inputs:
+                graph.consumer_ids.setdefault(tensor, []).append(node.id)
+                source = graph.producers.get(tensor)
+                if source is not None:
+                    edges.setdefault((source, node.id), []).append(tensor)
+        for owner, outputs in self.pending:
+            for tensor in outputs:
+                source = graph.producers.get(tensor)
+                if source is not None and source != owner:
+                    edges.setdefault((source, owner.id), []).append(tensor)
+        g.add_edges_from((u, v, {"tensors": tensors}) for (u, v), tensors in edges.items())
+        for tensor in sorted(self.dangling - set(graph.initializers) - set(graph.value_info))[:20]:
+            graph.notes.append(Note("checker", f"tensor '{tensor}' is used but produced by no node, input or initializer"))
+        for tensor in sorted(self.duplicates)[:20]:
+            graph.notes.append(
+                Note("checker", f"tensor '{tensor}' is written by more than one node; the first writer is used")
+            )
+        if not nx.is_directed_acyclic_graph(g):
+            cycle = nx.find_cycle(g)
+            path = " -> ".join(u for u, _ in cycle[:6])
+            graph.notes.append(Note("checker", f"the graph has a cycle ({path} -> …); rules that walk it stop at the cycle"))
+
+
+def _constant_node_value(node: Node, loaded: LoadedModel) -> np.ndarray | None:
+    for attribute in node.proto.attribute:
+        try:
+            if attribute.name == "value":
+                return read_tensor(attribute.t, loaded)
+            if attribute.name == "value_float":
+                return np.array(attribute.f, dtype=np.float32)
+            if attribute.name == "value_floats":
+                return np.array(list(attribute.floats), dtype=np.float32)
+            if attribute.name == "value_int":
+                return np.array(attribute.i, dtype=np.int64)
+            if attribute.name == "value_ints":
+                return np.array(list(attribute.ints), dtype=np.int64)
+        except TensorUnavailable:
+            return None
+    return None
+
+
+def _axes(node: Node, args: list[np.ndarray | None]) -> list[int] | None:
+    if len(args) > 1 and args[1] is not None:
+        return [int(a) for a in np.asarray(args[1]).reshape(-1)]
+    axes = node.attr("axes")
+    return list(axes) if axes is not None else None
+
+
+def _fold(node: Node, args: list[np.ndarray | None]) -> np.ndarray | None:
+    """Evaluate one foldable op in numpy (raises on malformed input)."""
+    x = args[0] if args else None
+    op = node.op
+    if op == "Identity":
+        return x
+    if op == "Cast":
+        return np.asarray(x).astype(helper.tensor_dtype_to_np_dtype(node.attr("to")))
+    if op == "Transpose":
+        perm = node.attr("perm")
+        return np.transpose(x, perm if perm else None)
+    if op == "Reshape":
+        shape = [int(d) for d in np.asarray(args[1]).reshape(-1)]
+        if not node.attr("allowzero", 0):
+            shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+        return np.reshape(x, shape)
+    if op == "Flatten":
+        axis = node.attr("axis", 1)
+        axis = axis + x.ndim if axis < 0 else axis
+        return np.reshape(x, (int(np.prod(x.shape[:axis])), -1))
+    if op == "Squeeze":
+        axes = _axes(node, args)
+        return np.squeeze(x, axis=tuple(axes) if axes is not None else None)
+    if op == "Unsqueeze":
+        axes = _axes(node, args) or []
+        out_rank = x.ndim + len(axes)
+        return np.expand_dims(x, tuple(sorted(a + out_rank if a < 0 else a for a in axes)))
+    if op == "ConstantOfShape":
+        shape = [int(d) for d in np.asarray(x).reshape(-1)]
+        if int(np.prod(shape, dtype=np.int64)) > 1 << 28:  # refuse to allocate a hostile size
+            return None
+        value = node.attr("value")
+        fill = onnx.numpy_helper.to_array(value).reshape(-1)[0] if value is not None else np.float32(0)
+        return np.full(shape, fill, dtype=np.asarray(fill).dtype)
+    if op == "DequantizeLinear":
+        scale = np.asarray(args[1], dtype=np.float32)
+        zero = args[2] if len(args) > 2 and args[2] is not None else np.zeros_like(scale)
+        values = np.asarray(x, dtype=np.float32)
+        if scale.ndim == 1 and scale.size > 1:
+            if node.attr("block_size", 0):
+                return None
+            axis = node.attr("axis", 1)
+            shape = [1] * values.ndim
+            shape[axis] = -1
+            scale = scale.reshape(shape)
+            zero = np.asarray(zero, dtype=np.float32).reshape(shape)
+        return (values - np.asarray(zero, dtype=np.float32)) * scale
+    return None
+
+
+def count_parameters(graph: Graph) -> int:
+    """Elements of floating-point initializers (the learnable weights), from their shapes alone."""
+    float_types = {
+        TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE,
+        TensorProto.INT8, TensorProto.UINT8, TensorProto.INT4, TensorProto.UINT4,
+    }  # fmt: skip
+    total = 0
+    for tensor in graph.initializers.values():
+        if tensor.data_type in float_types:
+            total += int(np.prod(tensor_shape(tensor), dtype=np.int64))
+    return total

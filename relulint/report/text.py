@@ -1,0 +1,71 @@
+"""``--format text``: one line per finding, ``path: node [RLxxx] severity: message``, as ruff does."""
+
+from __future__ import annotations
+
+from relulint.findings import ModelResult, Severity
+from relulint.report import Run
+
+COLORS = {Severity.ERROR: "31", Severity.WARNING: "33", Severity.NOTE: "36"}
+
+
+def _paint(text: str, code: str, color: bool) -> str:
+    return f"\x1b[{code}m{text}\x1b[0m" if color else text
+
+
+def clean(text: str) -> str:
+    """Model-supplied names may hold control characters: show them escaped, never raw."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def model_lines(result: ModelResult, run: Run) -> list[str]:
+    color = run.color
+    path = _paint(clean(result.path), "1", color)
+    if result.error is not None:
+        return []  # already said on stderr as one line; the summary counts it
+    lines = []
+    for finding in result.findings:
+        where = f" {clean(finding.node)}" if finding.node else ""
+        rule = _paint(f"[{finding.rule}]", COLORS[finding.severity] + ";1", color)
+        severity = _paint(str(finding.severity), COLORS[finding.severity], color)
+        lines.append(f"{path}:{where} {rule} {severity}: {clean(finding.message)}")
+        if run.verbose > 0 and finding.fix:
+            lines.append(f"  help: {clean(finding.fix)}")
+    if run.verbose >= 0:
+        for note in result.notes:
+            where = f" {clean(note.node)}" if note.node else ""
+            lines.append(f"{path}:{where} {_paint('note', '2', color)}: {clean(note.message)}")
+    if run.verbose > 0:
+        info = result.to_json()
+        producer = info.get("producer") or {}
+        lines.append(
+            f"{path}: opset {info.get('opset')}, IR {info.get('ir_version')}, producer "
+            f"{clean(producer.get('name') or '?')} {clean(producer.get('version') or '')}".rstrip()
+            + f", {info.get('parameters', 0):,} parameters, {len(result.layers)} ReLU-family layers"
+        )
+    return lines
+
+
+def summary(run: Run) -> str:
+    counts = {severity: 0 for severity in Severity}
+    for result in run.results:
+        for finding in result.findings:
+            counts[finding.severity] += 1
+    failed = sum(1 for result in run.results if result.error is not None)
+    models = len(run.results)
+    parts = [
+        f"{counts[s]} {str(s)}{'' if counts[s] == 1 else 's'}" for s in sorted(Severity, reverse=True) if counts[s]
+    ]
+    text = f"Found {', '.join(parts)}" if parts else "No findings"
+    text += f" in {models} model{'' if models == 1 else 's'}"
+    if failed:
+        text += f" ({failed} could not be analysed)"
+    return text + "."
+
+
+def render(run: Run) -> str:
+    lines: list[str] = []
+    for result in run.results:
+        lines.extend(model_lines(result, run))
+    if run.verbose >= 0 or any(r.findings for r in run.results):
+        lines.append(summary(run))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,81 @@
+"""Weight and bias statistics of one layer, computed in one pass over its weight matrix."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class WeightStats:
+    units: int
+    fan_in: int
+    fan_out: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    nonfinite: int  # NaN and ±Inf entries (excluded from the other statistics)
+    row_norms: np.ndarray  # [units] L2 norm of each unit's weight row (finite entries)
+    zero_rows: np.ndarray  # indices of units whose weight row is all zeros
+
+    @property
+    def he_std(self) -> float:
+        return math.sqrt(2.0 / self.fan_in) if self.fan_in else float("nan")
+
+    @property
+    def xavier_std(self) -> float:
+        total = self.fan_in + self.fan_out
+        return math.sqrt(2.0 / total) if total else float("nan")
+
+    @property
+    def he_ratio(self) -> float:
+        return self.std / self.he_std if self.he_std else float("nan")
+
+    def to_json(self) -> dict[str, float | int]:
+        return {
+            "weight_mean": self.mean,
+            "weight_std": self.std,
+            "weight_min": self.min,
+            "weight_max": self.max,
+            "he_std": self.he_std,
+            "xavier_std": self.xavier_std,
+            "he_ratio": self.he_ratio,
+            "nonfinite_weights": self.nonfinite,
+            "zero_rows": int(self.zero_rows.size),
+        }
+
+
+def weight_stats(matrix: np.ndarray, fan_in: int, fan_out: int) -> WeightStats:
+    """Statistics of a ``[units, fan_in]`` weight matrix."""
+    w = np.asarray(matrix)
+    finite_mask = np.isfinite(w)
+    nonfinite = int(w.size - np.count_nonzero(finite_mask))
+    if nonfinite:
+        w = np.where(finite_mask, w, 0.0)
+    count = w.size - nonfinite
+    if count == 0:
+        nan = float("nan")
+        empty = np.zeros(w.shape[0])
+        return WeightStats(w.shape[0], fan_in, fan_out, nan, nan, nan, nan, nonfinite, empty, np.arange(0))
+    # float64 accumulators: float32 sums over millions of weights lose digits.
+    total = float(np.sum(w, dtype=np.float64))
+    mean = total / count
+    squares = np.einsum("ij,ij->i", w, w, dtype=np.float64) if w.ndim == 2 else np.sum(w.astype(np.float64) ** 2)
+    variance = max(float(np.sum(squares)) / count - mean * mean, 0.0)
+    finite_values = w[finite_mask] if nonfinite else w
+    row_norms = np.sqrt(squares) if w.ndim == 2 else np.sqrt(np.atleast_1d(squares))
+    return WeightStats(
+        units=w.shape[0],
+        fan_in=fan_in,
+        fan_out=fan_out,
+        mean=mean,
+        std=math.sqrt(variance),
+        min=float(np.min(finite_values)),
+        max=float(np.max(finite_values)),
+        nonfinite=nonfinite,
+        row_norms=row_norms,
+        zero_rows=np.flatnonzero(row_norms == 0.0),
+    )

@@ -1,0 +1,333 @@
+"""The unit view: for each ReLU-family activation, the layer of units that feeds it.
+
+A ``Layer`` names the activation, the linear op before it (Conv, ConvTranspose,
+Gemm, MatMul with a constant operand), where its weight and bias come from, the
+normalization and residual join in between, and how many units (channels) it has.
+The static rules and the probe both work on this view; ``weight_matrix`` and
+``bias_vector`` read the numbers lazily.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from relulint.graph import Graph, Node
+from relulint.tensors import as_float
+
+PLAIN = "plain"
+VARIANT = "variant"
+VARIANT_OPS = {
+    "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "HardSwish", "Mish", "Softplus", "ThresholdedRelu",
+}  # fmt: skip
+LINEAR_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+NORM_OPS = {"BatchNormalization", "LayerNormalization", "GroupNormalization", "InstanceNormalization"}
+DECOMPOSED_LAYERNORM = "LayerNormalization (decomposed)"
+# Ops that move data without changing which unit a value belongs to.
+PASS_THROUGH_OPS = {"Identity", "Dropout", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"}
+MAX_WALK = 64  # steps back from an activation before giving up (cycles, hostile graphs)
+
+
+@dataclass(frozen=True)
+class BiasTerm:
+    tensor: str
+    sign: int = 1  # -1 for ``x - b``
+    scale: float = 1.0  # Gemm's beta
+
+
+@dataclass(frozen=True)
+class Layer:
+    """The units feeding one ReLU-family activation."""
+
+    name: str  # the activation's node id: the layer's name in every report
+    activation_op: str
+    family: str  # "plain" (Relu, ReLU6 as Clip, Max(x, 0)) or "variant"
+    pre_activation: str  # tensor id entering the activation
+    output: str  # tensor id leaving it
+    channel_axis: int  # axis of the output that indexes units: 1 (Conv) or -1 (Gemm/MatMul)
+    linear: str | None = None  # node id of the linear op, None when none was found
+    linear_op: str | None = None
+    weight: str | None = None  # tensor id of the constant weight; None: unknown
+    weight_layout: str | None = None  # conv | convtranspose | gemm | gemm_transposed | matmul_right | matmul_left
+    group: int = 1
+    bias: tuple[BiasTerm, ...] = ()
+    units: int | None = None
+    fan_in: int | None = None
+    fan_out: int | None = None
+    norm: str | None = None  # node id of the normalization between linear op and activation
+    norm_op: str | None = None
+    residual: bool = False  # a join of two computed tensors (Add/Sum) before the activation
+    scope: str = ""  # "" or the subgraph path, e.g. "If_0/then"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["bias"] = [term.tensor for term in self.bias]
+        data.pop("weight_layout")
+        data.pop("group")
+        return data
+
+
+def activation_family(graph: Graph, node: Node) -> tuple[str, str] | None:
+    """(family, computed input) when the node is a ReLU-family activation, else None."""
+    if node.domain not in ("", "ai.onnx") or not node.computed_inputs:
+        return None
+    if node.op == "Relu":
+        return PLAIN, node.inputs[0]
+    if node.op in VARIANT_OPS:
+        return VARIANT, node.inputs[0]
+    if node.op == "Clip":
+        low = node.attr("min") if len(node.inputs) < 2 or not node.inputs[1] else _scalar(graph, node.inputs[1])
+        if low is not None and float(low) == 0.0:
+            return PLAIN, node.inputs[0]
+        return None
+    if node.op == "Max" and len(node.computed_inputs) == 2:
+        a, b = node.computed_inputs
+        for computed, other in ((a, b), (b, a)):
+            value = graph.constant(other) if graph.is_constant(other) else None
+            if value is not None and value.size and not graph.is_constant(computed) and np.all(value == 0):
+                return PLAIN, computed
+    return None
+
+
+def _scalar(graph: Graph, tensor: str) -> float | None:
+    value = graph.constant(tensor)
+    if value is None or value.size != 1:
+        return None
+    return float(np.asarray(value, dtype=np.float64).reshape(-1)[0])
+
+
+def find_layers(graph: Graph) -> list[Layer]:
+    layers = []
+    for node in graph:
+        kind = activation_family(graph, node)
+        if kind is None or not node.outputs or not node.outputs[0]:
+            continue
+        layers.append(_layer_for(graph, node, *kind))
+    return layers
+
+
+@dataclass
+class _Walk:
+    linear: Node | None = None
+    bias: list[BiasTerm] | None = None
+    norm: Node | None = None
+    norm_op: str | None = None
+    residual: bool = False
+
+
+def _layer_for(graph: Graph, act: Node, family: str, pre_activation: str) -> Layer:
+    walk = _walk_back(graph, pre_activation, _Walk(bias=[]), MAX_WALK)
+    base = dict(
+        name=act.id,
+        activation_op=act.op,
+        family=family,
+        pre_activation=pre_activation,
+        output=act.outputs[0],
+        norm=walk.norm.id if walk.norm else None,
+        norm_op=walk.norm_op,
+        residual=walk.residual,
+        scope=act.scope,
+    )
+    linear = walk.linear
+    if linear is None:
+        return Layer(channel_axis=1, units=_units_from_shape(graph, act.outputs[0], 1), **base)
+    shape_info = _weight_layout(graph, linear)
+    bias = list(walk.bias or [])
+    own_bias = _own_bias(graph, linear)
+    if own_bias:
+        bias.insert(0, own_bias)
+    channel_axis = 1 if linear.op in ("Conv", "ConvTranspose") else -1
+    if shape_info is None:
+        units = _units_from_shape(graph, act.outputs[0], channel_axis)
+        return Layer(channel_axis=channel_axis, linear=linear.id, linear_op=linear.op, bias=tuple(bias), units=units, **base)
+    weight, layout, group, units, fan_in, fan_out = shape_info
+    if layout == "matmul_left":
+        channel_axis = -2
+    return Layer(
+        channel_axis=channel_axis,
+        linear=linear.id,
+        linear_op=linear.op,
+        weight=weight,
+        weight_layout=layout,
+        group=group,
+        bias=tuple(bias),
+        units=units,
+        fan_in=fan_in,
+        fan_out=fan_out,
+        **base,
+    )
+
+
+def _walk_back(graph: Graph, tensor: str, walk: _Walk, budget: int) -> _Walk:
+    """Follow the data back from an activation's input to the linear op that feeds it."""
+    for _ in range(budget):
+        node = graph.producer(tensor)
+        if node is None or node.domain not in ("", "ai.onnx"):
+            return walk
+        op = node.op
+        if op in LINEAR_OPS:
+            walk.linear = node
+            return walk
+        if op in NORM_OPS:
+            _set_norm(walk, node, op)
+            tensor = node.inputs[0]
+            continue
+        if op == "Div" and _is_decomposed_layernorm(graph, node):
+            _set_norm(walk, node, DECOMPOSED_LAYERNORM)
+            tensor = graph.producer(node.inputs[0]).inputs[0]  # the Sub's X
+            continue
+        if op in PASS_THROUGH_OPS and node.computed_inputs:
+            tensor = node.inputs[0]
+            continue
+        computed = [t for t in node.computed_inputs if not graph.is_constant(t)]
+        constants = [t for t in node.computed_inputs if graph.is_constant(t)]
+        if op in ("Add", "Sub") and len(computed) == 1 and len(constants) == 1:
+            if op == "Sub" and node.inputs[0] != computed[0]:
+                return walk  # c - x flips the sign: not a bias
+            walk.bias.append(BiasTerm(constants[0], -1 if op == "Sub" else 1))
+            tensor = computed[0]
+            continue
+        if op == "Mul" and len(computed) == 1 and len(constants) == 1:
+            tensor = computed[0]  # a constant scale (e.g. a decomposed norm's gamma)
+            continue
+        if op in ("Add", "Sum") and len(computed) >= 2:
+            walk.residual = True
+            branch = _main_branch(graph, computed, budget)
+            if branch is None:
+                return walk
+            tensor = branch
+            continue
+        return walk
+    return walk
+
+
+def _set_norm(walk: _Walk, node: Node, op: str) -> None:
+    # Bias terms seen so far come after the normalization: they are its shift, not the layer's bias.
+    if walk.norm is None:
+        walk.norm, walk.norm_op = node, op
+    walk.bias = []
+
+
+def _main_branch(graph: Graph, operands: list[str], budget: int) -> str | None:
+    """Of a residual join's operands, the first that leads back to a linear op."""
+    for operand in operands:
+        if _walk_back(graph, operand, _Walk(bias=[]), budget // 2).linear is not None:
+            # The shortcut is usually the earlier activation; the main branch reaches a linear op
+            # without passing one.
+            producer = graph.producer(operand)
+            if producer is not None and activation_family(graph, producer) is None:
+                return operand
+    return None
+
+
+def _is_decomposed_layernorm(graph: Graph, div: Node) -> bool:
+    """Div(Sub(X, ReduceMean(X)), Sqrt(Add(ReduceMean(Pow(.., 2)), eps)))."""
+    if len(div.inputs) != 2:
+        return False
+    centered, spread = graph.producer(div.inputs[0]), graph.producer(div.inputs[1])
+    if centered is None or spread is None or centered.op != "Sub" or spread.op != "Sqrt":
+        return False
+    mean = graph.producer(centered.inputs[1]) if len(centered.inputs) > 1 else None
+    return mean is not None and mean.op == "ReduceMean" and mean.inputs[:1] == centered.inputs[:1]
+
+
+def _own_bias(graph: Graph, linear: Node) -> BiasTerm | None:
+    if linear.op in ("Conv", "ConvTranspose") and len(linear.inputs) > 2 and linear.inputs[2]:
+        return BiasTerm(linear.inputs[2])
+    if linear.op == "Gemm" and len(linear.inputs) > 2 and linear.inputs[2]:
+        return BiasTerm(linear.inputs[2], 1, float(linear.attr("beta", 1.0)))
+    return None
+
+
+def _weight_layout(graph: Graph, linear: Node) -> tuple[str, str, int, int, int, int] | None:
+    """(weight tensor, layout, group, units, fan_in, fan_out) when the weight is constant."""
+    op = linear.op
+    inputs = linear.inputs
+    if len(inputs) < 2:
+        return None
+    if op == "MatMul":
+        if graph.is_constant(inputs[1]) and not graph.is_constant(inputs[0]):
+            weight, layout = inputs[1], "matmul_right"
+        elif graph.is_constant(inputs[0]) and not graph.is_constant(inputs[1]):
+            weight, layout = inputs[0], "matmul_left"
+        else:
+            return None
+    elif op == "Gemm":
+        if not graph.is_constant(inputs[1]):
+            return None
+        weight, layout = inputs[1], "gemm_transposed" if linear.attr("transB", 0) else "gemm"
+    else:
+        if not graph.is_constant(inputs[1]):
+            return None
+        weight, layout = inputs[1], op.lower()
+    shape = graph.constant_shape(weight)
+    if shape is None:
+        return None
+    shape = tuple(shape)
+    group = int(linear.attr("group", 1) or 1)
+    if layout == "conv" and len(shape) >= 3:
+        receptive = int(np.prod(shape[2:], dtype=np.int64))
+        return weight, layout, group, shape[0], shape[1] * receptive, shape[0] * receptive
+    if layout == "convtranspose" and len(shape) >= 3:
+        receptive = int(np.prod(shape[2:], dtype=np.int64))
+        units = shape[1] * group
+        return weight, layout, group, units, (shape[0] // group) * receptive, shape[0] * receptive
+    matrix = tuple(d for d in shape if d != 1) if len(shape) > 2 else shape
+    if len(matrix) != 2:
+        return None
+    rows, cols = matrix
+    if layout == "gemm_transposed" or layout == "matmul_left":
+        return weight, layout, 1, rows, cols, rows
+    return weight, layout, 1, cols, rows, cols
+
+
+def _units_from_shape(graph: Graph, tensor: str, axis: int) -> int | None:
+    shape = graph.tensor_shape(tensor)
+    if not shape or len(shape) <= (axis if axis >= 0 else -axis - 1):
+        return None
+    dim = shape[axis]
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def weight_matrix(graph: Graph, layer: Layer) -> np.ndarray | None:
+    """The layer's weight as ``[units, fan_in]`` floats, or None when it is unknown."""
+    if layer.weight is None:
+        return None
+    value = graph.constant(layer.weight)
+    if value is None:
+        return None
+    w = as_float(value)
+    layout = layer.weight_layout
+    if layout == "conv":
+        return w.reshape(w.shape[0], -1)
+    if layout == "convtranspose":
+        group, in_channels = layer.group, w.shape[0]
+        per_group = in_channels // group
+        # [C, M/g, k...] -> for each group g, units g*M/g.. use input channels of that group only
+        blocks = [
+            np.moveaxis(w[g * per_group : (g + 1) * per_group], 1, 0).reshape(w.shape[1], -1) for g in range(group)
+        ]
+        return np.concatenate(blocks, axis=0)
+    if w.ndim > 2:
+        w = w.reshape([d for d in w.shape if d != 1])
+    if layout in ("gemm_transposed", "matmul_left"):
+        return w
+    return w.T
+
+
+def bias_vector(graph: Graph, layer: Layer) -> np.ndarray | None:
+    """The summed per-unit bias (zeros when the layer has none), or None when unreadable."""
+    if layer.units is None:
+        return None
+    total = np.zeros(layer.units, dtype=np.float64)
+    for term in layer.bias:
+        value = graph.constant(term.tensor)
+        if value is None:
+            return None
+        flat = np.asarray(value, dtype=np.float64).reshape(-1)
+        if flat.size not in (1, layer.units):
+            return None  # not per unit (e.g. broadcast over another axis)
+        total += term.sign * term.scale * flat
+    return total
