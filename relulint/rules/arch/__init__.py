@@ -1,0 +1,1 @@
+"""Architecture rules (RL4xx)."""

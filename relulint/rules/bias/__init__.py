@@ -1,0 +1,1 @@
+"""Bias rules (RL2xx)."""

@@ -1,0 +1,1 @@
+"""Initialization rules (RL1xx)."""

@@ -1,0 +1,1 @@
+"""Normalization rules (RL3xx)."""

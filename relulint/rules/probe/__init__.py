@@ -1,0 +1,1 @@
+"""Probe rules (RL5xx): need the probe analysis."""
