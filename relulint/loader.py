@@ -224,9 +224,35 @@ def _check_opsets(loaded: LoadedModel) -> None:
 def _run_checker(loaded: LoadedModel) -> None:
     """The onnx checker's complaints are a note: a model it rejects may still be worth linting."""
     try:
-        onnx.checker.check_model(loaded.model)
+        onnx.checker.check_model(_checker_skeleton(loaded.model))
     except Exception as exc:
         loaded.notes.append(Note("checker", f"onnx checker: {_one_line(exc, 300)}"))
+
+
+def _checker_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its main-graph initializers turned into typed graph inputs.
+
+    The checker would otherwise copy every weight (it serializes the model) and look for external
+    data relative to the working folder; the loader and ``relulint.tensors`` check the data itself.
+    """
+    skeleton = onnx.ModelProto()
+    for name in ("ir_version", "producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        setattr(skeleton, name, getattr(model, name))
+    skeleton.opset_import.extend(model.opset_import)
+    skeleton.metadata_props.extend(model.metadata_props)
+    skeleton.functions.extend(model.functions)
+    source, graph = model.graph, skeleton.graph
+    graph.name = source.name
+    graph.node.extend(source.node)
+    graph.output.extend(source.output)
+    graph.value_info.extend(source.value_info)
+    graph.sparse_initializer.extend(source.sparse_initializer)
+    graph.input.extend(source.input)
+    declared = {i.name for i in source.input}
+    for tensor in source.initializer:
+        if tensor.name not in declared:
+            graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+    return skeleton
 
 
 def _one_line(exc: BaseException, limit: int = 200) -> str:
