@@ -85,16 +85,20 @@ def build_config(options: dict[str, Any]) -> Config:
 
 
 def plan_outputs(formats: tuple[str, ...], outputs: tuple[str, ...]) -> list[tuple[str, str | None]]:
-    """Pair formats with destinations: the i-th --format goes to the i-th -o (None = stdout)."""
+    """(format, destination) pairs; destination None is stdout.
+
+    Without -o, the one --format goes to stdout. With -o, each file's format comes from its
+    extension (.txt .json .sarif .html); a single -o may take its format from --format instead.
+    """
+    if len(formats) > 1:
+        raise UsageError("give one --format; with several -o files each file's format follows its extension")
     if not outputs:
-        if len(formats) > 1:
-            raise UsageError("several --format values need as many -o/--output files")
         return [(formats[0] if formats else "text", None)]
-    if len(formats) > len(outputs):
-        raise UsageError("more --format values than -o/--output files")
+    if formats and len(outputs) > 1:
+        raise UsageError("with several -o files, each file's format follows its extension (.txt .json .sarif .html)")
     plan = []
-    for index, destination in enumerate(outputs):
-        fmt = formats[index] if index < len(formats) else format_for_path(destination)
+    for destination in outputs:
+        fmt = formats[0] if formats else format_for_path(destination)
         if fmt is None:
             raise UsageError(f"cannot tell the format of '{destination}' from its name; give --format for it")
         plan.append((fmt, None if destination == "-" else destination))
@@ -138,8 +142,8 @@ SEVERITIES = click.Choice(["error", "warning", "note"], case_sensitive=False)
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--format", "formats", multiple=True, type=click.Choice(FORMATS), help="Output format (repeat with -o for several reports). [default: text]")
-@click.option("-o", "--output", "outputs", multiple=True, help="Write a report to this file ('-' for stdout); the format follows --format at the same position, or the file's extension.")
+@click.option("--format", "formats", multiple=True, type=click.Choice(FORMATS), help="Output format of stdout, or of the one -o file. [default: text]")
+@click.option("-o", "--output", "outputs", multiple=True, help="Write a report to this file ('-' for stdout); repeat for several reports, each in the format its extension names (.txt .json .sarif .html).")
 @click.option("--select", multiple=True, help="Rule ids or prefixes to enable (RL2 = every bias rule). [default: RL]")
 @click.option("--ignore", multiple=True, help="Rule ids or prefixes to disable.")
 @click.option("--fail-on", type=SEVERITIES, default=None, help="Lowest severity that makes the exit status 1. [default: error]")

@@ -1,0 +1,163 @@
+"""The command line, run as a user runs it: a real process, exit status, stdout and stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+from relulint.modelkit import ModelBuilder
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    environment = {**os.environ, **(env or {})}
+    environment.pop("RELULINT_DEBUG", None)  # as a user runs it: internal errors must not raise
+    return subprocess.run(
+        [sys.executable, "-m", "relulint", *args], capture_output=True, text=True, cwd=cwd, env=environment, timeout=300
+    )
+
+
+def healthy(tmp_path: Path, name: str = "good.onnx") -> Path:
+    b = ModelBuilder(seed=3)
+    x = b.input("x", [1, 4])
+    y = b.relu(b.gemm(x, 4, 8, name="fc1"), "act1")
+    path = tmp_path / name
+    onnx.save(b.build([b.gemm(y, 8, 2, name="fc2")]), path)
+    return path
+
+
+def test_good_garbage_and_missing(tmp_path):
+    good = healthy(tmp_path)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(os.urandom(64) + b"\xff\xff\xff")
+    result = run(str(good), str(garbage), str(tmp_path / "missing.onnx"), "--no-probe", "--format", "json")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 2
+    assert errors[0].startswith(f"relulint: error: {garbage}: not an ONNX model")
+    assert errors[1] == f"relulint: error: {tmp_path / 'missing.onnx'}: no such file"
+    models = json.loads(result.stdout)["models"]
+    assert [m["path"] for m in models] == [str(good), str(garbage), str(tmp_path / "missing.onnx")]
+    assert models[0]["opset"] == 17 and len(models[0]["units"]) == 1 and "error" not in models[0]
+    assert models[2]["error"] == "no such file"
+
+
+def test_json_contract_fields(tmp_path):
+    result = run(str(healthy(tmp_path)), "--no-probe", "--format", "json")
+    document = json.loads(result.stdout)
+    assert set(document) >= {"version", "tool", "models"}
+    assert document["tool"]["name"] == "relulint"
+    model = document["models"][0]
+    assert set(model) >= {"path", "sha256", "opset", "producer", "ir_version", "parameters", "units", "findings", "notes"}
+    unit = model["units"][0]
+    assert {k: unit[k] for k in ("name", "activation_op", "family", "linear", "linear_op", "units", "fan_in")} == {
+        "name": "act1", "activation_op": "Relu", "family": "plain", "linear": "fc1", "linear_op": "Gemm",
+        "units": 8, "fan_in": 4,
+    }  # fmt: skip
+    assert unit["metrics"]["he_std"] == pytest.approx((2 / 4) ** 0.5, rel=1e-5)
+
+
+def test_python_dash_m_and_console_script_agree(tmp_path):
+    script = shutil.which("relulint")
+    if script is None:
+        pytest.skip("console script not on PATH")
+    model = str(healthy(tmp_path))
+    via_script = subprocess.run([script, model, "--no-probe", "--format", "json"], capture_output=True, text=True)
+    via_module = run(model, "--no-probe", "--format", "json")
+    assert json.loads(via_script.stdout)["models"] == json.loads(via_module.stdout)["models"]
+
+
+def test_folders_are_searched_recursively_and_empty_ones_are_errors(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "empty").mkdir()
+    healthy(tmp_path / "a", "one.onnx")
+    healthy(tmp_path / "a" / "b", "two.onnx")
+    (tmp_path / "a" / "notes.txt").write_text("not a model")
+    result = run(str(tmp_path / "a"), "--no-probe", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    found = [m["path"] for m in json.loads(result.stdout)["models"]]
+    assert found == [str(tmp_path / "a" / "b" / "two.onnx"), str(tmp_path / "a" / "one.onnx")]  # sorted paths
+    result = run(str(tmp_path / "empty"), "--no-probe")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"relulint: error: {tmp_path / 'empty'}: folder holds no .onnx files"
+
+
+def test_output_files_are_written_and_bad_destinations_refused(tmp_path):
+    model = healthy(tmp_path)
+    report = tmp_path / "report.json"
+    result = run(str(model), "--no-probe", "-o", str(report), "-o", str(tmp_path / "r.txt"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(report.read_text())["models"][0]["path"] == str(model)
+    assert "No findings in 1 model." in (tmp_path / "r.txt").read_text()
+    assert "No findings" in result.stdout  # the terminal still hears what was found
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary files left behind
+
+    result = run(str(model), "--no-probe", "-o", str(tmp_path / "missing" / "r.json"))
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("does not exist") and "Traceback" not in result.stderr
+    before = model.read_bytes()
+    result = run(str(model), "--no-probe", "--format", "json", "-o", str(model))
+    assert result.returncode == 2 and "refusing to overwrite an input model" in result.stderr
+    assert model.read_bytes() == before
+
+
+def test_usage_errors_are_one_line_exit_2(tmp_path):
+    model = str(healthy(tmp_path))
+    for args, message in [
+        ((), "no model given"),
+        (("--explain", "RL999"), "no rule 'RL999'"),
+        ((model, "--select", "XYZ"), "is not a rule id or prefix"),
+        ((model, "--input-shape", "1x3"), "--input-shape expects NAME=1x3x224x224"),
+        ((model, "--format", "json", "--format", "text"), "give one --format"),
+        ((model, "--format", "json", "-o", "a.json", "-o", "b.txt"), "each file's format follows its extension"),
+        ((model, "-o", str(tmp_path / "r.unknown")), "cannot tell the format"),
+        ((model, "--max-model-size", "lots"), "must be a size"),
+    ]:
+        result = run(*args)
+        assert result.returncode == 2, args
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (args, result.stderr)
+
+
+def test_configuration_file_is_found_upward_and_the_cli_overrides_it(tmp_path):
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    model = healthy(project / "models")
+    (project / "pyproject.toml").write_text('[tool.relulint]\nmax-model-size = "100B"\n')
+    result = run(str(model), "--no-probe", cwd=project / "models")
+    assert result.returncode == 2 and "over the 100-byte limit" in result.stderr
+    result = run(str(model), "--no-probe", "--max-model-size", "1MB", cwd=project / "models")
+    assert result.returncode == 0, result.stderr
+    (project / "relulint.toml").write_text("unknown-key = 1\n")  # relulint.toml wins over pyproject.toml
+    result = run(str(model), "--no-probe", cwd=project / "models")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"relulint: error: {project / 'relulint.toml'}: unknown key 'unknown-key'"
+
+
+def test_jobs_keep_the_input_order_and_exit_status(tmp_path):
+    paths = [str(healthy(tmp_path, f"m{i}.onnx")) for i in range(5)]
+    garbage = tmp_path / "bad.onnx"
+    garbage.write_text("nope")
+    args = [*paths[:2], str(garbage), *paths[2:], "--no-probe", "--format", "json"]
+    serial, parallel = run(*args), run(*args, "--jobs", "3")
+    assert serial.returncode == parallel.returncode == 2
+    order = [m["path"] for m in json.loads(parallel.stdout)["models"]]
+    assert order == [*paths[:2], str(garbage), *paths[2:]]
+    assert json.loads(serial.stdout)["models"] == json.loads(parallel.stdout)["models"]
+    assert serial.stderr == parallel.stderr
+
+
+def test_list_rules_and_version():
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.startswith("relulint, version ")
+    result = run("--list-rules")
+    assert result.returncode == 0
