@@ -134,7 +134,7 @@ def exit_status(results: list[ModelResult], config: Config) -> int:
 
 def _list_rules() -> str:
     rows = [f"{rule.id}  {rule.meta.name:<32} {str(rule.meta.severity):<8} {rule.meta.summary}" for rule in all_rules()]
-    return "\n".join(rows) + "\n"
+    return "".join(row + "\n" for row in rows)
 
 
 SEVERITIES = click.Choice(["error", "warning", "note"], case_sensitive=False)
