@@ -64,7 +64,6 @@ class Node:
 @dataclass
 class Graph:
     loaded: LoadedModel
-    nx: nx.DiGraph = field(default_factory=nx.DiGraph)
     nodes: dict[str, Node] = field(default_factory=dict)
     producers: dict[str, str] = field(default_factory=dict)  # tensor id -> node id
     consumer_ids: dict[str, list[str]] = field(default_factory=dict)  # tensor id -> node ids
@@ -73,7 +72,21 @@ class Graph:
     initializers: dict[str, TensorProto] = field(default_factory=dict)
     value_info: dict[str, onnx.ValueInfoProto] = field(default_factory=dict)
     notes: list[Note] = field(default_factory=list)
+    # (subgraph owner, subgraph output ids): data leaving a subgraph flows into its owner node
+    subgraph_outputs: list[tuple[str, list[str]]] = field(default_factory=list)
     _cache: dict[str, np.ndarray | None] = field(default_factory=dict, repr=False)
+    _nx: nx.DiGraph | None = field(default=None, repr=False)
+
+    @property
+    def nx(self) -> nx.DiGraph:
+        """The networkx view (node ids; edges carry ``tensors``), built on first use.
+
+        Built lazily because a plain lint needs only the producer/consumer maps, and on a graph of
+        many thousand nodes networkx construction costs as much as parsing the file.
+        """
+        if self._nx is None:
+            self._nx = _build_nx(self)
+        return self._nx
 
     # ---- lookups -------------------------------------------------------------------------
     def producer(self, tensor: str) -> Node | None:
@@ -172,15 +185,72 @@ def build_graph(loaded: LoadedModel) -> Graph:
     initializer_names = {t.name for t in main.initializer}
     graph.inputs = [i.name for i in main.input if i.name not in initializer_names]
     graph.outputs = [o.name for o in main.output]
-    builder.add_edges()
+    builder.report()
+    cycle = find_cycle(graph)
+    if cycle:
+        graph.notes.append(
+            Note("checker", f"the graph has a cycle ({' -> '.join(cycle[:6])} -> …); rules that walk it stop at the cycle")
+        )
     return graph
+
+
+def find_cycle(graph: Graph) -> list[str]:
+    """Node ids along one cycle, or [] for a DAG (Kahn's algorithm over the producer map)."""
+    producers = graph.producers
+    incoming: dict[str, set[str]] = {
+        node.id: {producers[t] for t in node.inputs if t in producers} for node in graph.nodes.values()
+    }
+    for owner, outputs in graph.subgraph_outputs:
+        incoming[owner].update(graph.producers[t] for t in outputs if t in graph.producers and graph.producers[t] != owner)
+    outgoing: dict[str, list[str]] = {node_id: [] for node_id in graph.nodes}
+    for node_id, sources in incoming.items():
+        for source in sources:
+            outgoing[source].append(node_id)
+    remaining = {node_id: len(sources) for node_id, sources in incoming.items()}
+    ready = [node_id for node_id, count in remaining.items() if count == 0]
+    while ready:
+        node_id = ready.pop()
+        for target in outgoing[node_id]:
+            remaining[target] -= 1
+            if remaining[target] == 0:
+                ready.append(target)
+        del remaining[node_id]
+    if not remaining:
+        return []
+    # Walk back inside the leftover nodes until one repeats: that stretch is a cycle.
+    start = next(iter(remaining))
+    seen: dict[str, int] = {}
+    path: list[str] = []
+    current = start
+    while current not in seen:
+        seen[current] = len(path)
+        path.append(current)
+        current = next(s for s in incoming[current] if s in remaining)
+    return list(reversed(path[seen[current] :]))
+
+
+def _build_nx(graph: Graph) -> nx.DiGraph:
+    edges: dict[tuple[str, str], list[str]] = {}
+    for node in graph.nodes.values():
+        for tensor in node.inputs:
+            source = graph.producers.get(tensor) if tensor else None
+            if source is not None:
+                edges.setdefault((source, node.id), []).append(tensor)
+    for owner, outputs in graph.subgraph_outputs:
+        for tensor in outputs:
+            source = graph.producers.get(tensor)
+            if source is not None and source != owner:
+                edges.setdefault((source, owner), []).append(tensor)
+    view = nx.DiGraph()
+    view.add_nodes_from(graph.nodes)
+    view.add_edges_from((u, v, {"tensors": tensors}) for (u, v), tensors in edges.items())
+    return view
 
 
 class _Builder:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self.used_ids: set[str] = set()
-        self.pending: list[tuple[Node, list[str]]] = []  # subgraph owner, its subgraph output ids
         self.dangling: set[str] = set()
         self.duplicates: set[str] = set()
 
@@ -189,18 +259,14 @@ class _Builder:
         graph = self.graph
         prefix = f"{scope}/" if scope else ""
         env = dict(outer)
-
-        def define(name: str) -> str:
-            tensor_id = prefix + name
-            env[name] = tensor_id
-            return tensor_id
-
-        for info in list(proto.input) + list(proto.value_info) + list(proto.output):
-            graph.value_info.setdefault(prefix + info.name, info)
+        producers, consumers, value_info = graph.producers, graph.consumer_ids, graph.value_info
+        for info in (*proto.input, *proto.value_info, *proto.output):
+            value_info.setdefault(prefix + info.name, info)
         for tensor in proto.initializer:
-            graph.initializers[define(tensor.name)] = tensor
+            env[tensor.name] = prefix + tensor.name
+            graph.initializers[prefix + tensor.name] = tensor
         for info in proto.input:
-            define(info.name)
+            env[info.name] = prefix + info.name
         nodes: list[tuple[Node, onnx.NodeProto]] = []
         for index, node_proto in enumerate(proto.node):
             node_id = self._unique_id(prefix + (node_proto.name or f"{node_proto.op_type}_{index}"))
@@ -209,27 +275,42 @@ class _Builder:
                 if not name:
                     outputs.append("")
                     continue
-                tensor_id = define(name)
-                if tensor_id in graph.producers:
+                tensor_id = env[name] = prefix + name
+                if tensor_id in producers:
                     self.duplicates.add(tensor_id)
                 else:
-                    graph.producers[tensor_id] = node_id
+                    producers[tensor_id] = node_id
                 outputs.append(tensor_id)
             node = Node(node_id, node_proto.op_type, node_proto.domain, node_proto, [], outputs, scope)
             graph.nodes[node_id] = node
             nodes.append((node, node_proto))
         for node, node_proto in nodes:
-            node.inputs = [self._resolve(name, env, prefix) for name in node_proto.input]
-            for attribute in node_proto.attribute:
-                subgraphs = []
-                if attribute.type == AttributeProto.GRAPH:
-                    subgraphs = [(BRANCH_NAMES.get(attribute.name, attribute.name), attribute.g)]
-                elif attribute.type == AttributeProto.GRAPHS:
-                    subgraphs = [(f"{attribute.name}{i}", g) for i, g in enumerate(attribute.graphs)]
-                for branch, subgraph in subgraphs:
-                    sub_env = self.add_scope(subgraph, f"{node.id}/{branch}", env)
-                    self.pending.append((node, [sub_env.get(o.name, "") for o in subgraph.output]))
+            inputs = node.inputs
+            for name in node_proto.input:
+                if not name:
+                    inputs.append("")
+                    continue
+                tensor_id = env.get(name)
+                if tensor_id is None:
+                    tensor_id = prefix + name
+                    self.dangling.add(tensor_id)
+                inputs.append(tensor_id)
+                consumers.setdefault(tensor_id, []).append(node.id)
+            if node_proto.attribute:
+                self._add_subgraphs(node, node_proto, env)
         return env
+
+    def _add_subgraphs(self, node: Node, node_proto: onnx.NodeProto, env: dict[str, str]) -> None:
+        for attribute in node_proto.attribute:
+            if attribute.type == AttributeProto.GRAPH:
+                subgraphs = [(BRANCH_NAMES.get(attribute.name, attribute.name), attribute.g)]
+            elif attribute.type == AttributeProto.GRAPHS:
+                subgraphs = [(f"{attribute.name}{i}", g) for i, g in enumerate(attribute.graphs)]
+            else:
+                continue
+            for branch, subgraph in subgraphs:
+                sub_env = self.add_scope(subgraph, f"{node.id}/{branch}", env)
+                self.graph.subgraph_outputs.append((node.id, [sub_env.get(o.name, "") for o in subgraph.output]))
 
     def _unique_id(self, wanted: str) -> str:
         node_id, suffix = wanted, 1
@@ -239,41 +320,14 @@ class _Builder:
         self.used_ids.add(node_id)
         return node_id
 
-    def _resolve(self, name: str, env: dict[str, str], prefix: str) -> str:
-        if not name:
-            return ""
-        if name in env:
-            return env[name]
-        self.dangling.add(prefix + name)
-        return prefix + name
-
-    def add_edges(self) -> None:
+    def report(self) -> None:
         graph = self.graph
-        g = graph.nx
-        g.add_nodes_from(graph.nodes)
-        edges: dict[tuple[str, str], list[str]] = {}
-        for node in graph.nodes.values():
-            for tensor in node.computed_inputs:
-                graph.consumer_ids.setdefault(tensor, []).append(node.id)
-                source = graph.producers.get(tensor)
-                if source is not None:
-                    edges.setdefault((source, node.id), []).append(tensor)
-        for owner, outputs in self.pending:
-            for tensor in outputs:
-                source = graph.producers.get(tensor)
-                if source is not None and source != owner:
-                    edges.setdefault((source, owner.id), []).append(tensor)
-        g.add_edges_from((u, v, {"tensors": tensors}) for (u, v), tensors in edges.items())
         for tensor in sorted(self.dangling - set(graph.initializers) - set(graph.value_info))[:20]:
             graph.notes.append(Note("checker", f"tensor '{tensor}' is used but produced by no node, input or initializer"))
         for tensor in sorted(self.duplicates)[:20]:
             graph.notes.append(
                 Note("checker", f"tensor '{tensor}' is written by more than one node; the first writer is used")
             )
-        if not nx.is_directed_acyclic_graph(g):
-            cycle = nx.find_cycle(g)
-            path = " -> ".join(u for u, _ in cycle[:6])
-            graph.notes.append(Note("checker", f"the graph has a cycle ({path} -> …); rules that walk it stop at the cycle"))
 
 
 def _constant_node_value(node: Node, loaded: LoadedModel) -> np.ndarray | None:

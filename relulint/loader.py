@@ -221,10 +221,20 @@ def _check_opsets(loaded: LoadedModel) -> None:
             )
 
 
+# Below this size (and without external data) the checker gets the model itself: serializing it
+# costs less than building a skeleton of a graph with many thousand small initializers.
+CHECK_WHOLE_MODEL_BELOW = 16 * 1024**2
+
+
 def _run_checker(loaded: LoadedModel) -> None:
     """The onnx checker's complaints are a note: a model it rejects may still be worth linting."""
+    model = loaded.model
+    external = any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer)
     try:
-        onnx.checker.check_model(_checker_skeleton(loaded.model))
+        if loaded.file_size < CHECK_WHOLE_MODEL_BELOW and not external:
+            onnx.checker.check_model(model)
+        else:
+            onnx.checker.check_model(_checker_skeleton(model))
     except Exception as exc:
         loaded.notes.append(Note("checker", f"onnx checker: {_one_line(exc, 300)}"))
 
@@ -232,8 +242,9 @@ def _run_checker(loaded: LoadedModel) -> None:
 def _checker_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with its main-graph initializers turned into typed graph inputs.
 
-    The checker would otherwise copy every weight (it serializes the model) and look for external
-    data relative to the working folder; the loader and ``relulint.tensors`` check the data itself.
+    For a large model the checker would otherwise copy every weight (it serializes the model), and
+    it looks for external data relative to the working folder; the loader and ``relulint.tensors``
+    check the data itself.
     """
     skeleton = onnx.ModelProto()
     for name in ("ir_version", "producer_name", "producer_version", "domain", "model_version", "doc_string"):

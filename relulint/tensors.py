@@ -18,7 +18,7 @@ class TensorUnavailable(Exception):
 
 
 def tensor_shape(tensor: TensorProto) -> tuple[int, ...]:
-    return tuple(int(d) for d in tensor.dims)
+    return tuple(tensor.dims)
 
 
 def read_tensor(tensor: TensorProto, loaded: LoadedModel) -> np.ndarray:

@@ -1,0 +1,616 @@
+"""Static bias margins: how far below zero each unit's pre-activation sits, from the weights alone.
+
+Every ReLU-family unit is modelled by a Gaussian pre-activation ``N(mean_j, std_j^2)``:
+
+- a layer with no normalization between its linear op and the activation (judged by RL201):
+  ``mean_j = bias_j`` and ``std_j = ||w_j||_2 * sigma_in``, where ``sigma_in`` is the root mean square of the
+  linear op's input, propagated statically through the graph (see ``propagate_scales``);
+- a layer with a normalization (judged by RL202): the normalized value is ``N(0, 1)`` per channel, so
+  ``mean_j = beta_j`` and ``std_j = |gamma_j|`` (times any constant scale and plus any constant shift
+  between the normalization and the activation).
+
+When a residual join sits before the activation, the shortcut's propagated mean is added to ``mean_j`` and
+its variance to ``std_j^2`` (the shortcut is assumed independent of the main branch).
+
+The unit's *margin* is ``mean_j / std_j``: the number of standard deviations its bias puts it below (or
+above) zero. A unit whose margin is below ``-k`` is positive on fewer than ``Phi(-k)`` of Gaussian inputs
+(0.13% at k = 3): it is at risk of never switching on.
+
+Approximations, on purpose: the input of every linear op is treated as independent coordinates with one
+scale (its RMS), which ignores the mean term ``mu_in * sum(w_j)`` and correlations; average and max pooling
+keep the RMS of their input (an overestimate after averaging, which makes margins smaller in magnitude,
+so the rules err towards silence). Where a scale cannot be propagated, ``sigma_in`` falls back to 1.0 and
+``input_scale_source`` says why.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from relulint.graph import Graph, Node
+from relulint.stats import WeightStats
+from relulint.units import LINEAR_OPS, NORM_OPS, PASS_THROUGH_OPS, Layer
+
+if TYPE_CHECKING:
+    from relulint.context import Context
+
+BIAS_RULE = "RL201"  # judges layers without normalization
+NORM_RULE = "RL202"  # judges layers with normalization
+CONSTANT_RULE = "RL102"
+JUDGED_BY_BIAS = "bias"
+JUDGED_BY_NORM = "norm"
+FALLBACK_SCALE = 1.0
+TINY_SCALE = 1e-12  # below this an upstream scale is treated as unknown (an upstream finding explains it)
+MAX_WALK = 64
+# Ops whose output has (about) the root mean square of their first input: they move, pad, pool or select.
+SCALE_KEEPING_OPS = PASS_THROUGH_OPS | {
+    "Transpose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "Pad", "Slice",
+    "Split", "Gather", "Expand", "Tile", "Resize", "Upsample", "DepthToSpace", "SpaceToDepth", "ReduceMean",
+    "ReduceMax",
+}  # fmt: skip
+# Slope of the negative side of the ReLU variants whose output moments are computed with it; the other
+# variants (Elu, Gelu, Mish, ...) are treated as ReLU: their negative side is small and bounded.
+LEAKY_DEFAULT_SLOPE = {"LeakyRelu": 0.01, "PRelu": 0.25}
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A tensor's statically estimated mean and root mean square, or why there is none."""
+
+    mean: float | None
+    rms: float | None
+    source: str
+    layer: str | None = None  # the nearest upstream ReLU layer the estimate went through
+
+    @property
+    def known(self) -> bool:
+        return self.rms is not None and self.mean is not None and math.isfinite(self.rms) and self.rms > TINY_SCALE
+
+    @property
+    def variance(self) -> float:
+        return max((self.rms or 0.0) ** 2 - (self.mean or 0.0) ** 2, 0.0)
+
+
+def unknown(reason: str) -> Scale:
+    return Scale(None, None, reason)
+
+
+@dataclass(frozen=True)
+class UnitModel:
+    """The Gaussian model of one layer's pre-activations, one entry per unit."""
+
+    layer: str
+    judged_by: str  # "bias" (RL201) or "norm" (RL202)
+    mean: np.ndarray
+    std: np.ndarray
+    margins: np.ndarray  # mean / std; NaN where std is 0 and the unit is a weight rule's business
+    input_scale: float  # sigma_in of the linear op's input (NaN when the layer has no linear op)
+    input_scale_source: str
+    input_scale_fallback: bool
+    upstream: str | None = None  # the ReLU layer sigma_in was propagated from
+    shortcut_mean: float = 0.0
+    shortcut_std: float = 0.0
+    gamma: np.ndarray | None = None  # effective normalization scale per unit (norm layers)
+    beta: np.ndarray | None = None
+
+    @property
+    def units(self) -> int:
+        return int(self.mean.size)
+
+
+@dataclass(frozen=True)
+class Margins:
+    models: dict[str, UnitModel] = field(default_factory=dict)  # layer name -> unit model
+    skipped: dict[str, str] = field(default_factory=dict)  # layer name -> why it has no unit model
+    scales: dict[str, Scale] = field(default_factory=dict)  # tensor id -> estimate
+
+
+# ---- shared predicates (the init rules use them too, so one cause gives one finding) ----------------
+def is_constant_weight(stats: WeightStats, tolerance: float) -> bool:
+    """All weights equal (zero included), or a std negligible next to their size and He's std."""
+    if stats.nonfinite or not math.isfinite(stats.std):
+        return False
+    reference = max(abs(stats.mean), stats.he_std if math.isfinite(stats.he_std) else 0.0)
+    return stats.min == stats.max or stats.std <= tolerance * reference
+
+
+def layer_has_nonfinite(ctx: Context, layer: Layer) -> bool:
+    stats = ctx.weight_stats(layer)
+    if stats is not None and stats.nonfinite:
+        return True
+    bias = ctx.bias(layer)
+    if bias is not None and not np.all(np.isfinite(bias)):
+        return True
+    return any(not np.all(np.isfinite(v)) for v in norm_parameters(ctx.graph, layer).values() if v is not None)
+
+
+def constant_tolerance(ctx: Context) -> float:
+    return float(ctx.config.options_for(CONSTANT_RULE).get("std_tolerance", 1e-6))
+
+
+def norm_parameters(graph: Graph, layer: Layer) -> dict[str, np.ndarray | None]:
+    """The constant parameters of the layer's normalization node: gamma, beta (and BN's mean, var)."""
+    if layer.norm is None:
+        return {}
+    node = graph.nodes[layer.norm]
+    names = {"BatchNormalization": ("gamma", "beta", "mean", "var")}.get(node.op, ("gamma", "beta"))
+    values: dict[str, np.ndarray | None] = {}
+    for index, name in enumerate(names, start=1):
+        tensor = node.inputs[index] if len(node.inputs) > index else ""
+        values[name] = _float_constant(graph, tensor) if tensor else None
+    return values
+
+
+def _float_constant(graph: Graph, tensor: str) -> np.ndarray | None:
+    value = graph.constant(tensor)
+    if value is None or value.dtype.kind not in "fiu":
+        return None
+    return np.asarray(value, dtype=np.float64)
+
+
+# ---- Gaussian moments -------------------------------------------------------------------------------
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+
+
+def normal_cdf(t: np.ndarray) -> np.ndarray:
+    return 0.5 * _erfc(-np.asarray(t, dtype=np.float64) / math.sqrt(2.0))
+
+
+def normal_pdf(t: np.ndarray) -> np.ndarray:
+    return np.exp(-0.5 * np.square(t)) / math.sqrt(2.0 * math.pi)
+
+
+def rectified_moments(mean: np.ndarray, std: np.ndarray, slope: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """E[f(X)] and E[f(X)^2] for X ~ N(mean, std^2) and f(x) = max(x, 0) + slope * min(x, 0)."""
+    m = np.asarray(mean, dtype=np.float64)
+    s = np.asarray(std, dtype=np.float64)
+    positive_s = s > 0
+    safe_s = np.where(positive_s, s, 1.0)
+    t = m / safe_s
+    cdf, pdf, cdf_neg = normal_cdf(t), normal_pdf(t), normal_cdf(-t)
+    first_pos = m * cdf + safe_s * pdf
+    second_pos = (m * m + safe_s * safe_s) * cdf + m * safe_s * pdf
+    first_neg = -m * cdf_neg + safe_s * pdf  # E[max(-X, 0)]
+    second_neg = (m * m + safe_s * safe_s) * cdf_neg - m * safe_s * pdf
+    first = first_pos - slope * first_neg
+    second = np.maximum(second_pos, 0.0) + slope * slope * np.maximum(second_neg, 0.0)
+    # A unit with no spread outputs f(mean) exactly.
+    exact = np.where(m > 0, m, slope * m)
+    return np.where(positive_s, first, exact), np.where(positive_s, second, exact * exact)
+
+
+def margins_of(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(std > 0, mean / np.where(std > 0, std, 1.0), np.nan)
+
+
+# ---- the analysis -----------------------------------------------------------------------------------
+def margins(ctx: Context) -> Margins:
+    """The model's unit models and propagated scales, computed once per run."""
+    return ctx.cached("margins", compute_margins)
+
+
+def compute_margins(ctx: Context) -> Margins:
+    result = Margins()
+    propagate_scales(ctx, result)
+    for layer in ctx.layers:
+        model = result.models.get(layer.name)
+        if model is not None:
+            _record_metrics(ctx, layer, model)
+    return result
+
+
+def risk_options(ctx: Context, model: UnitModel) -> tuple[float, float]:
+    """(k, scale tolerance) of the rule that judges this unit model."""
+    if model.judged_by == JUDGED_BY_NORM:
+        options = ctx.config.options_for(NORM_RULE)
+        return float(options.get("k", 3.0)), float(options.get("scale_tolerance", 1e-3))
+    return float(ctx.config.options_for(BIAS_RULE).get("k", 3.0)), 0.0
+
+
+def at_risk(model: UnitModel, k: float, scale_tolerance: float = 0.0) -> np.ndarray:
+    """Units whose margin is below -k; for normalized units also those scaled to (almost) zero with a
+    non-positive shift, which are never (or only negligibly) positive."""
+    with np.errstate(invalid="ignore"):
+        mask = np.nan_to_num(model.margins, nan=np.inf) < -k
+    if model.judged_by == JUDGED_BY_NORM:
+        mask |= (model.std <= scale_tolerance) & (model.mean <= 0)
+    return mask
+
+
+def _record_metrics(ctx: Context, layer: Layer, model: UnitModel) -> None:
+    k, tolerance = risk_options(ctx, model)
+    risky = at_risk(model, k, tolerance)
+    finite = model.margins[np.isfinite(model.margins)]
+    count = int(np.count_nonzero(risky))
+    ctx.metric(
+        layer,
+        input_scale=model.input_scale,
+        bias_margin_min=float(finite.min()) if finite.size else float("nan"),
+        at_risk=count,
+        at_risk_fraction=count / model.units if model.units else 0.0,
+    )
+
+
+def propagate_scales(ctx: Context, result: Margins) -> None:
+    """One forward pass over the nodes (ONNX keeps them in topological order within each graph)."""
+    graph = ctx.graph
+    by_activation = {layer.name: layer for layer in ctx.layers}
+    by_linear = {layer.linear: layer for layer in ctx.layers if layer.linear}
+    decomposed_norms = {layer.norm for layer in ctx.layers if layer.norm and layer.norm_op and "decomposed" in layer.norm_op}
+    input_scale = float(ctx.config.options_for(BIAS_RULE).get("input_scale", FALLBACK_SCALE))
+    for tensor in graph.inputs:
+        result.scales[tensor] = Scale(0.0, input_scale, "graph input")
+
+    def scale_of(tensor: str) -> Scale:
+        if tensor in result.scales:
+            return result.scales[tensor]
+        if graph.is_constant(tensor):
+            value = _float_constant(graph, tensor)
+            if value is None or value.size == 0:
+                return unknown(f"constant '{tensor}' is not numeric")
+            return Scale(float(value.mean()), float(np.sqrt(np.mean(np.square(value)))), "constant")
+        producer = graph.producer(tensor)
+        where = f"{producer.op} node '{producer.id}'" if producer else f"tensor '{tensor}'"
+        return unknown(f"no scale estimate through {where}")
+
+    for node in graph:
+        if not node.outputs or not node.outputs[0]:
+            continue
+        if node.id in by_activation:
+            estimate = _layer_output(ctx, by_activation[node.id], scale_of, result)
+        elif node.id in by_linear:
+            estimate = _linear_output(ctx, by_linear[node.id], scale_of)
+        elif node.op in NORM_OPS or node.id in decomposed_norms:
+            estimate = _normalized_output(graph, node)
+        else:
+            estimate = _generic_output(graph, node, scale_of)
+        if estimate is None:
+            continue
+        for tensor in node.outputs if node.op == "Split" else node.outputs[:1]:
+            if tensor:
+                result.scales[tensor] = estimate
+
+
+def _linear_input(graph: Graph, layer: Layer) -> str | None:
+    node = graph.nodes[layer.linear] if layer.linear else None
+    if node is None or not node.inputs:
+        return None
+    return node.inputs[1] if layer.weight_layout == "matmul_left" else node.inputs[0]
+
+
+def _input_scale(graph: Graph, layer: Layer, scale_of: Callable[[str], Scale]) -> tuple[float, str, bool, str | None]:
+    """(sigma_in, where it came from, whether it is the fallback, upstream layer)."""
+    tensor = _linear_input(graph, layer)
+    if tensor is None:
+        return float("nan"), "no linear op", True, None
+    estimate = scale_of(tensor)
+    if not estimate.known:
+        reason = estimate.source if estimate.rms is None else f"the upstream scale of '{tensor}' is zero"
+        return FALLBACK_SCALE, f"fallback {FALLBACK_SCALE:g}: {reason}", True, None
+    return float(estimate.rms), estimate.source, False, estimate.layer
+
+
+def _row_norms(ctx: Context, layer: Layer) -> np.ndarray | None:
+    stats = ctx.weight_stats(layer)
+    if stats is None or stats.nonfinite:
+        return None
+    alpha = ctx.graph.nodes[layer.linear].attr("alpha", 1.0) if layer.linear_op == "Gemm" else 1.0
+    return np.asarray(stats.row_norms, dtype=np.float64) * abs(float(alpha))
+
+
+def _linear_output(ctx: Context, layer: Layer, scale_of: Callable[[str], Scale]) -> Scale:
+    """RMS of a linear op's output: sqrt(mean_j(||w_j||^2 sigma_in^2 + b_j^2)), own bias only."""
+    graph = ctx.graph
+    rows = _row_norms(ctx, layer)
+    tensor = _linear_input(graph, layer)
+    if rows is None or tensor is None:
+        return unknown(f"the weights of '{layer.linear}' are unknown or not finite")
+    estimate = scale_of(tensor)
+    if not estimate.known:
+        return estimate
+    node = graph.nodes[layer.linear]
+    bias = np.zeros(rows.size)
+    if node.op in ("Conv", "ConvTranspose", "Gemm") and len(node.inputs) > 2 and node.inputs[2]:
+        value = _float_constant(graph, node.inputs[2])
+        if value is not None and value.size in (1, rows.size):
+            bias = bias + value.reshape(-1) * (float(node.attr("beta", 1.0)) if node.op == "Gemm" else 1.0)
+    rms = math.sqrt(float(np.mean(np.square(rows) * estimate.rms**2 + np.square(bias))))
+    return Scale(float(bias.mean()), rms, estimate.source, estimate.layer)
+
+
+def _normalized_output(graph: Graph, node: Node) -> Scale:
+    """A normalization outputs N(beta, gamma^2) per channel: RMS sqrt(mean(gamma^2 + beta^2))."""
+    source = f"normalized by '{node.id}'"
+    if node.op not in NORM_OPS:
+        return Scale(0.0, 1.0, source)  # a decomposed LayerNorm's Div: gamma and beta follow as Mul/Add
+    gamma = _float_constant(graph, node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] else None
+    beta = _float_constant(graph, node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+    gamma = np.ones(1) if gamma is None else gamma.reshape(-1)
+    beta = np.zeros(1) if beta is None else beta.reshape(-1)
+    if not (np.all(np.isfinite(gamma)) and np.all(np.isfinite(beta))):
+        return unknown(f"'{node.id}' has non-finite parameters")
+    rms = math.sqrt(float(np.mean(np.square(gamma)) + np.mean(np.square(beta))))
+    return Scale(float(beta.mean()), rms, source)
+
+
+def _generic_output(graph: Graph, node: Node, scale_of: Callable[[str], Scale]) -> Scale | None:
+    if node.domain not in ("", "ai.onnx"):
+        return unknown(f"no scale estimate through {node.domain}.{node.op} node '{node.id}'")
+    inputs = node.computed_inputs
+    if graph.is_constant(node.outputs[0]):
+        return None  # constants are read where they are used
+    if node.op in SCALE_KEEPING_OPS and inputs:
+        return scale_of(inputs[0])
+    if node.op in ("Add", "Sum", "Sub") and inputs:
+        return _sum_of([scale_of(t) for t in inputs], subtract_rest=node.op == "Sub")
+    if node.op == "Mul" and len(inputs) == 2:
+        constants = [t for t in inputs if graph.is_constant(t)]
+        if len(constants) == 1:
+            x = scale_of(next(t for t in inputs if t != constants[0]))
+            c = scale_of(constants[0])
+            if x.known and c.rms is not None:
+                return Scale(x.mean * c.mean, x.rms * c.rms, x.source, x.layer)
+            return x
+    if node.op == "Concat" and inputs:
+        parts = [scale_of(t) for t in inputs]
+        missing = next((p for p in parts if not p.known), None)
+        if missing is not None:
+            return missing
+        rms = math.sqrt(float(np.mean([p.rms**2 for p in parts])))
+        return Scale(float(np.mean([p.mean for p in parts])), rms, parts[0].source, parts[0].layer)
+    return unknown(f"no scale estimate through {node.op} node '{node.id}'")
+
+
+def _sum_of(parts: list[Scale], subtract_rest: bool = False) -> Scale:
+    """Independent terms: means add, variances add."""
+    missing = next((p for p in parts if p.rms is None or p.mean is None), None)
+    if missing is not None:
+        return missing
+    signs = [1.0] + [-1.0 if subtract_rest else 1.0] * (len(parts) - 1)
+    mean = sum(sign * p.mean for sign, p in zip(signs, parts))
+    variance = sum(p.variance for p in parts)
+    computed = [p for p in parts if p.source != "constant"] or parts
+    return Scale(mean, math.sqrt(variance + mean * mean), computed[0].source, computed[0].layer)
+
+
+# ---- one layer ----------------------------------------------------------------------------------------
+def _layer_output(ctx: Context, layer: Layer, scale_of: Callable[[str], Scale], result: Margins) -> Scale:
+    """Build the layer's unit model (when it has one) and estimate its activation's output."""
+    model = _unit_model(ctx, layer, scale_of, result)
+    slope = _negative_slope(ctx.graph, layer)
+    if model is not None:
+        result.models[layer.name] = model
+        first, second = rectified_moments(model.mean, model.std, slope)
+        mean, rms = float(np.mean(first)), math.sqrt(float(np.mean(second)))
+    else:
+        pre = scale_of(layer.pre_activation)
+        if not pre.known:
+            return unknown(f"no scale estimate for the input of '{layer.name}' ({pre.source})")
+        first, second = rectified_moments(np.array([pre.mean]), np.array([math.sqrt(pre.variance)]), slope)
+        mean, rms = float(first[0]), math.sqrt(float(second[0]))
+    ceiling = _clip_ceiling(ctx.graph, layer)
+    if ceiling is not None:
+        mean, rms = min(mean, ceiling), min(rms, ceiling)
+    return Scale(mean, rms, f"output of '{layer.name}' (rectified-Gaussian estimate)", layer.name)
+
+
+def _unit_model(ctx: Context, layer: Layer, scale_of: Callable[[str], Scale], result: Margins) -> UnitModel | None:
+    reason = _skip_reason(ctx, layer)
+    if reason is not None:
+        result.skipped[layer.name] = reason
+        return None
+    graph = ctx.graph
+    sigma, source, fallback, upstream = _input_scale(graph, layer, scale_of)
+    path = _path_to(graph, layer.pre_activation, layer.norm or layer.linear)
+    if layer.norm is not None:
+        built = _normalized_units(graph, layer, path)
+        if built is None:
+            result.skipped[layer.name] = f"the parameters of '{layer.norm}' do not map to the layer's units"
+            return None
+        mean, std, gamma, beta = built
+        judged_by = JUDGED_BY_NORM
+    else:
+        rows, bias = _row_norms(ctx, layer), ctx.bias(layer)
+        if rows is None or bias is None or rows.size != bias.size:
+            result.skipped[layer.name] = "the bias is not one number per unit"
+            return None
+        mean, std, gamma, beta = bias.astype(np.float64), rows * sigma, None, None
+        judged_by = JUDGED_BY_BIAS
+    shortcut_mean, shortcut_var = 0.0, 0.0
+    for tensor, factor in path.shortcuts if path else ():
+        estimate = scale_of(tensor)
+        if estimate.known:
+            shortcut_mean += factor * estimate.mean
+            shortcut_var += factor * factor * estimate.variance
+    if shortcut_mean or shortcut_var:
+        mean = mean + shortcut_mean
+        std = np.sqrt(np.square(std) + shortcut_var)
+    return UnitModel(
+        layer=layer.name,
+        judged_by=judged_by,
+        mean=mean,
+        std=std,
+        margins=margins_of(mean, std),
+        input_scale=sigma,
+        input_scale_source=source,
+        input_scale_fallback=fallback,
+        upstream=upstream,
+        shortcut_mean=shortcut_mean,
+        shortcut_std=math.sqrt(shortcut_var),
+        gamma=gamma,
+        beta=beta,
+    )
+
+
+def _skip_reason(ctx: Context, layer: Layer) -> str | None:
+    if layer.linear is None and layer.norm is None:
+        return "no linear op or normalization feeds the activation"
+    if layer_has_nonfinite(ctx, layer):
+        return "non-finite weights, biases or normalization parameters (RL103)"
+    stats = ctx.weight_stats(layer) if layer.linear else None
+    if stats is not None and is_constant_weight(stats, constant_tolerance(ctx)):
+        return "all weights are equal (RL102)"
+    if layer.norm is None and stats is None:
+        return "the weights are not a known constant"
+    return None
+
+
+@dataclass
+class _Path:
+    """Constant affine steps and residual joins between a layer's base tensor and its activation."""
+
+    scale: np.ndarray | float = 1.0
+    shift: np.ndarray | float = 0.0
+    shortcuts: list[tuple[str, float]] = field(default_factory=list)  # (tensor, scalar factor)
+
+
+def _path_to(graph: Graph, tensor: str, target: str | None) -> _Path | None:
+    """Walk back from the activation's input to ``target`` (the norm or linear node); None when lost."""
+    path = _Path()
+    for _ in range(MAX_WALK):
+        node = graph.producer(tensor)
+        if node is None or target is None:
+            return None
+        if node.id == target:
+            return path
+        computed = [t for t in node.computed_inputs if not graph.is_constant(t)]
+        constants = [t for t in node.computed_inputs if graph.is_constant(t)]
+        if node.op in PASS_THROUGH_OPS and node.computed_inputs:
+            tensor = node.inputs[0]
+        elif node.op in ("Add", "Sub", "Mul") and len(computed) == 1 and len(constants) == 1:
+            value = _float_constant(graph, constants[0])
+            if value is None:
+                return None
+            value = value.reshape(-1)
+            if node.op == "Mul":
+                path.scale = path.scale * value
+            elif node.op == "Add" or node.inputs[0] == computed[0]:
+                path.shift = path.shift + path.scale * value * (1.0 if node.op == "Add" else -1.0)
+            else:
+                return None  # c - x flips the sign
+            tensor = computed[0]
+        elif node.op in ("Add", "Sum") and len(computed) >= 2:
+            main = next((t for t in computed if _reaches(graph, t, target)), None)
+            if main is None:
+                return None
+            factor = float(np.mean(np.abs(path.scale)))
+            path.shortcuts.extend((t, factor) for t in computed if t != main)
+            tensor = main
+        else:
+            return None
+    return None
+
+
+def _reaches(graph: Graph, tensor: str, target: str) -> bool:
+    for _ in range(MAX_WALK):
+        node = graph.producer(tensor)
+        if node is None:
+            return False
+        if node.id == target:
+            return True
+        computed = [t for t in node.computed_inputs if not graph.is_constant(t)]
+        if len(computed) != 1 or node.op in LINEAR_OPS or node.op in NORM_OPS:
+            return False
+        tensor = computed[0]
+    return False
+
+
+def _per_unit(value: np.ndarray | float, units: int, groups: int | None = None) -> np.ndarray | None:
+    flat = np.asarray(value, dtype=np.float64).reshape(-1)
+    if flat.size == units:
+        return flat
+    if flat.size == 1:
+        return np.full(units, flat[0])
+    if groups and flat.size == groups and units % groups == 0:
+        return np.repeat(flat, units // groups)
+    return None
+
+
+def _normalized_units(
+    graph: Graph, layer: Layer, path: _Path | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(mean, std, effective gamma, effective beta) per unit of a normalized layer."""
+    node = graph.nodes[layer.norm]
+    params = norm_parameters(graph, layer)
+    gamma = params.get("gamma")
+    beta = params.get("beta")
+    size = next((v.size for v in (gamma, beta) if v is not None and v.size > 1), None)
+    units = layer.units or size
+    if units is None:
+        return None
+    groups = int(node.attr("num_groups", 0) or 0) or None
+    gamma = _per_unit(1.0 if gamma is None else gamma, units, groups)
+    beta = _per_unit(0.0 if beta is None else beta, units, groups)
+    path = path or _Path()
+    scale, shift = _per_unit(path.scale, units), _per_unit(path.shift, units)
+    if gamma is None or beta is None or scale is None or shift is None:
+        return None
+    effective_gamma = scale * gamma
+    effective_beta = scale * beta + shift
+    return effective_beta, np.abs(effective_gamma), effective_gamma, effective_beta
+
+
+def _negative_slope(graph: Graph, layer: Layer) -> float:
+    node = graph.nodes[layer.name]
+    if node.op == "LeakyRelu":
+        return float(node.attr("alpha", LEAKY_DEFAULT_SLOPE["LeakyRelu"]))
+    if node.op == "PRelu" and len(node.inputs) > 1:
+        slope = _float_constant(graph, node.inputs[1])
+        return float(np.mean(slope)) if slope is not None and slope.size else LEAKY_DEFAULT_SLOPE["PRelu"]
+    return 0.0
+
+
+def _clip_ceiling(graph: Graph, layer: Layer) -> float | None:
+    node = graph.nodes[layer.name]
+    if node.op != "Clip":
+        return None
+    if len(node.inputs) > 2 and node.inputs[2]:
+        value = _float_constant(graph, node.inputs[2])
+        return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
+    ceiling = node.attr("max")
+    return float(ceiling) if ceiling is not None else None
+
+
+# ---- reporting helpers shared by RL201 and RL202 -------------------------------------------------
+@dataclass(frozen=True)
+class RiskSummary:
+    count: int
+    total: int
+    worst: tuple[int, ...]  # unit indices, lowest margin first
+    margin_min: float
+    margin_median: float
+
+    @property
+    def fraction(self) -> float:
+        return self.count / self.total if self.total else 0.0
+
+
+def summarize_risk(model: UnitModel, mask: np.ndarray, worst: int) -> RiskSummary:
+    indices = np.flatnonzero(mask)
+    order = indices[np.argsort(model.margins[indices], kind="stable")]  # -inf (gamma = 0) first
+    finite = model.margins[np.isfinite(model.margins)]
+    return RiskSummary(
+        count=int(indices.size),
+        total=model.units,
+        worst=tuple(int(i) for i in order[:worst]),
+        margin_min=float(np.min(model.margins[indices])) if indices.size else float("nan"),
+        margin_median=float(np.median(finite)) if finite.size else float("nan"),
+    )
+
+
+def active_rate(margin: float) -> float:
+    """Fraction of Gaussian inputs on which a unit with this margin is positive: Phi(margin)."""
+    if math.isnan(margin):
+        return float("nan")
+    return 0.5 * math.erfc(-margin / math.sqrt(2.0))
+
+
+def percent(fraction: float) -> str:
+    value = 100.0 * fraction
+    return f"{value:.0f}%" if value >= 10 or value == 0 else f"{value:.2g}%"
