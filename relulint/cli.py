@@ -60,11 +60,19 @@ def _cli_table(options: dict[str, Any]) -> dict[str, Any]:
                 raise UsageError(f"--input-shape expects NAME=1x3x224x224, got '{item}'")
             shapes[name] = shape
         table["input-shape"] = shapes
+    if options["input_range"]:
+        ranges = {}
+        for item in options["input_range"]:
+            name, sep, spec = item.rpartition("=")
+            if not sep or not name:
+                raise UsageError(f"--input-range expects NAME=LO,HI (or NAME=LO,HI/LO,HI/... per channel), got '{item}'")
+            ranges[name] = spec
+        table["input-range"] = ranges
     simple = {
         "fail_on": "fail-on", "exit_zero": "exit-zero", "probe": "probe", "jobs": "jobs",
         "max_model_size": "max-model-size", "batch": "batch", "samples": "samples",
         "input_dist": "input-dist", "data": "data", "probe_timeout": "probe-timeout",
-        "probe_memory": "probe-memory", "seed": "seed", "sarif_root": "sarif-root",
+        "probe_memory": "probe-memory", "seed": "seed", "sarif_root": "sarif-root", "compare": "compare",
     }  # fmt: skip
     for name, key in simple.items():
         if options[name] is not None:
@@ -160,6 +168,8 @@ SEVERITIES = click.Choice(["error", "warning", "note"], case_sensitive=False)
 @click.option("--probe-timeout", type=float, default=None, help="Seconds the probe may run. [default: 60]")
 @click.option("--probe-memory", default=None, help="Memory the probe may use, e.g. 4GB. [default: 4GB]")
 @click.option("--seed", type=int, default=None, help="Seed of the synthetic probe inputs. [default: 0]")
+@click.option("--input-range", multiple=True, help="Input domain for the proofs (RL6xx): NAME=LO,HI, or NAME=LO,HI/LO,HI/... per channel.")
+@click.option("--compare", metavar="OLD.onnx", default=None, help="An earlier checkpoint of the same model: report what changed (RL7xx).")
 @click.option("--sarif-root", default=None, help="Folder SARIF paths are relative to. [default: the git top level, else the current folder]")
 @click.option("--list-rules", is_flag=True, help="List every rule and exit.")
 @click.option("--explain", metavar="RULE", help="Print a rule's documentation and exit.")

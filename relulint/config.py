@@ -42,6 +42,10 @@ class Config:
     probe_timeout: float = 60.0
     probe_memory: int = 4 * 1024**3
     seed: int = 0
+    # proofs over an input domain: input name -> [(lo, hi)] (one pair: every element; several: per channel, axis 1)
+    input_ranges: dict[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
+    # checkpoint comparison: the older checkpoint of the same architecture
+    compare: str | None = None
     # reports
     sarif_root: str | None = None
     source: str | None = None  # the configuration file used, for messages
@@ -88,6 +92,35 @@ def _input_shapes(value: Any, key: str) -> dict[str, tuple[int, ...]]:
         return {str(k): parse_shape(str(v)) for k, v in value.items()}
     except ValueError:
         raise ValueError(f"'{key}': shapes are written like 1x3x224x224") from None
+
+
+def parse_range(text: str) -> tuple[tuple[float, float], ...]:
+    """``lo,hi`` for every element, or ``lo,hi/lo,hi/...`` per channel."""
+    pairs = []
+    for part in text.split("/"):
+        bounds = [float(v) for v in part.split(",")]
+        if len(bounds) != 2 or not bounds[0] <= bounds[1]:
+            raise ValueError
+        pairs.append((bounds[0], bounds[1]))
+    return tuple(pairs)
+
+
+def _input_ranges(value: Any, key: str) -> dict[str, tuple[tuple[float, float], ...]]:
+    if not isinstance(value, dict):
+        raise ValueError(f"'{key}' must be a table of input name = [lo, hi] (or [[lo, hi], ...] per channel)")
+    ranges = {}
+    for name, spec in value.items():
+        try:
+            if isinstance(spec, str):
+                ranges[str(name)] = parse_range(spec)
+                continue
+            pairs = spec if spec and isinstance(spec[0], list) else [spec]
+            ranges[str(name)] = parse_range("/".join(",".join(str(float(v)) for v in pair) for pair in pairs))
+        except (ValueError, TypeError, IndexError):
+            raise ValueError(
+                f"'{key}': the range of '{name}' must be lo,hi with lo <= hi, or lo,hi/lo,hi/... per channel"
+            ) from None
+    return ranges
 
 
 def _positive(kind: type) -> Any:
@@ -139,6 +172,8 @@ FILE_KEYS = {
     "probe-memory": ("probe_memory", parse_size),
     "seed": ("seed", lambda v, k: int(v)),
     "sarif-root": ("sarif_root", _string),
+    "input-range": ("input_ranges", _input_ranges),
+    "compare": ("compare", _string),
 }
 
 

@@ -19,7 +19,11 @@ from relulint.units import find_layers
 
 # Analyses that rules can ask for with ``needs``: name -> "module:function(ctx) -> None".
 # Each stores its result in ``ctx.analyses[name]`` or explains in a note why it could not.
-ANALYSES: dict[str, str] = {"probe": "relulint.probe:run_probe_analysis"}
+ANALYSES: dict[str, str] = {
+    "probe": "relulint.probe:run_probe_analysis",
+    "bounds": "relulint.bounds:run_bounds_analysis",
+    "compare": "relulint.compare:run_compare_analysis",
+}
 
 
 def debug() -> bool:
