@@ -1,0 +1,137 @@
+"""--format github: workflow commands with GitHub's escaping, and the step summary."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+import relulint.rules
+from relulint.config import Config
+from relulint.findings import Finding, ModelResult, Note, Severity
+from relulint.modelkit import ModelBuilder
+from relulint.report import Run, render
+from relulint.report.github import escape_data, escape_property
+from relulint.rules import Rule, RuleMeta
+
+FAKE = RuleMeta(id="RL197", name="test-rule", severity=Severity.WARNING, summary="s", why="w", fix="f")
+
+
+@pytest.fixture(autouse=True)
+def fake_rule(monkeypatch):
+    real = relulint.rules.all_rules()
+    monkeypatch.setattr(relulint.rules, "all_rules", lambda: (*real, Rule(FAKE, lambda ctx, options: [])))
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+def run_of(*results: ModelResult, root: Path) -> Run:
+    return Run(results=list(results), config=Config(probe=False, sarif_root=str(root)))
+
+
+def unescape(text: str) -> str:
+    """What GitHub's runner does to a command's data and properties."""
+    for escaped, raw in (("%0D", "\r"), ("%0A", "\n"), ("%3A", ":"), ("%2C", ","), ("%25", "%")):
+        text = text.replace(escaped, raw)
+    return text
+
+
+def test_escaping_follows_the_runner():
+    assert escape_data("50% of units\r\ndead: a,b") == "50%25 of units%0D%0Adead: a,b"
+    assert escape_property("a:b,c%d\ne") == "a%3Ab%2Cc%25d%0Ae"
+    for text in ["%0A is not a newline", "x:y,z", "100%", "a\nb\rc"]:
+        assert unescape(escape_property(text)) == text
+        assert unescape(escape_data(text)) == text
+
+
+def test_one_command_per_finding_with_file_line_and_title(tmp_path):
+    result = ModelResult(
+        path=str(tmp_path / "models" / "net,v1.onnx"),
+        findings=[
+            Finding("RL197", Severity.ERROR, "most units dead", node="fc1_relu"),
+            Finding("RL197", Severity.WARNING, "50% at risk", node="fc2"),
+            Finding("RL197", Severity.NOTE, "model-wide"),
+            Finding("RL999", Severity.WARNING, "from a rule this version does not know", node="x"),
+        ],
+        notes=[Note("skipped", "the probe did not run"), Note("info", "not annotated")],
+    )
+    lines = render("github", run_of(result, root=tmp_path)).splitlines()
+    assert lines[:5] == [
+        "::error file=models/net%2Cv1.onnx,line=1,title=RL197 test-rule::fc1_relu: most units dead",
+        "::warning file=models/net%2Cv1.onnx,line=1,title=RL197 test-rule::fc2: 50%25 at risk",
+        "::notice file=models/net%2Cv1.onnx,line=1,title=RL197 test-rule::model-wide",
+        "::warning file=models/net%2Cv1.onnx,line=1,title=RL999::x: from a rule this version does not know",
+        "::notice file=models/net%2Cv1.onnx,line=1,title=relulint%3A skipped::the probe did not run",
+    ]
+    assert lines[5] == "Found 1 error, 2 warnings, 1 note in 1 model."
+    assert len(lines) == 6
+
+
+def test_model_supplied_names_cannot_break_out_of_a_command(tmp_path):
+    node = "evil\n::error file=x::forged\r\x1b[31m"
+    message = "two\n::error::lines\r"
+    result = ModelResult(path=str(tmp_path / "m.onnx"), findings=[Finding("RL197", Severity.WARNING, message, node=node)])
+    lines = render("github", run_of(result, root=tmp_path)).splitlines()
+    assert len(lines) == 2 and lines[0].startswith("::warning file=m.onnx,line=1,")
+    assert "\x1b" not in lines[0]
+    # the node name shows its control characters escaped; the message keeps its line break (GitHub shows it)
+    assert unescape(lines[0].split("::", 2)[2]) == "evil\\n::error file=x::forged\\r\\x1b[31m: two\n::error::lines\\r"
+
+
+def test_a_model_that_could_not_be_read_is_an_error_annotation(tmp_path):
+    result = ModelResult(path=str(tmp_path / "bad.onnx"), error="not an ONNX model: it has no graph")
+    lines = render("github", run_of(result, root=tmp_path)).splitlines()
+    assert lines[0] == "::error file=bad.onnx,line=1,title=relulint::could not be analysed: not an ONNX model: it has no graph"
+
+
+def test_step_summary_gets_a_table_of_all_findings(tmp_path, monkeypatch):
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n", encoding="utf-8")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    findings = [Finding("RL197", Severity.WARNING, f"finding {i}", node=f"n{i}") for i in range(25)]
+    findings.append(Finding("RL197", Severity.ERROR, "a | b <img src=x onerror=alert(1)>", node="pipe|node"))
+    run = run_of(ModelResult(path=str(tmp_path / "m.onnx"), findings=findings), root=tmp_path)
+    render("github", run)
+    text = summary.read_text(encoding="utf-8")
+    assert text.startswith("earlier step\n## relulint\n")  # appended, not overwritten
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 1 + 26  # header + every finding, beyond GitHub's 10 annotations per level
+    assert rows[0] == "| severity | rule | model | node | message |"
+    assert "| warning | [RL197](https://github.com/relulint/relulint/blob/main/rules/RL197.md) test-rule | m.onnx | n0 | finding 0 |" in rows
+    last = rows[-1]
+    assert last == "| error | [RL197](https://github.com/relulint/relulint/blob/main/rules/RL197.md) test-rule | m.onnx | pipe\\|node | a \\| b &lt;img src=x onerror=alert(1)&gt; |"
+    render("github", run)
+    assert summary.read_text(encoding="utf-8").count("## relulint") == 2
+
+
+def test_no_summary_file_is_written_without_the_variable(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    render("github", run_of(ModelResult(path="m.onnx", findings=[Finding("RL197", Severity.ERROR, "x")]), root=tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unwritable_summary_is_a_warning_not_a_crash(tmp_path, monkeypatch):
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "no such folder" / "summary.md"))
+    output = render("github", run_of(ModelResult(path="m.onnx"), root=tmp_path))
+    assert "::warning title=relulint::cannot append the summary to $GITHUB_STEP_SUMMARY" in output
+
+
+def test_cli_prints_annotations(tmp_path):
+    b = ModelBuilder(seed=1)
+    x = b.input("x", [1, 4])
+    onnx.save(b.build([b.relu(b.gemm(x, 4, 8, bias=[-50.0] * 8, name="fc1"), "act1")]), tmp_path / "dying.onnx")
+    (tmp_path / "broken.onnx").write_bytes(b"\x08\x07")
+    env = {k: v for k, v in os.environ.items() if k not in ("RELULINT_DEBUG", "GITHUB_STEP_SUMMARY")}
+    done = subprocess.run(
+        [sys.executable, "-m", "relulint", "broken.onnx", "dying.onnx", "--no-probe", "--format", "github"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    lines = done.stdout.splitlines()
+    assert done.returncode == 2, done.stderr  # a model that cannot be read
+    assert lines[0].startswith("::error file=broken.onnx,line=1,title=relulint::could not be analysed: ")
+    assert all(line.startswith(("::error file=dying.onnx,line=1,title=RL", "::warning file=dying.onnx,line=1,title=RL",
+                                "::notice file=dying.onnx,line=1,title=")) for line in lines[1:-1])  # fmt: skip
+    assert lines[-1].endswith("in 2 models (1 could not be analysed).")
