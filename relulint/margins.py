@@ -156,11 +156,28 @@ def _float_constant(graph: Graph, tensor: str) -> np.ndarray | None:
 
 
 # ---- Gaussian moments -------------------------------------------------------------------------------
-_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+# Chebyshev fit of erfc (Numerical Recipes' erfcc): relative error below 1.2e-7 everywhere, tails included,
+# so the moments of far-off units stay accurate; numpy has no erfc and a Python loop costs a microsecond a unit.
+_ERFC_COEFFICIENTS = (
+    -1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
+    0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277,
+)  # fmt: skip
+
+
+def erfc(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    z = np.abs(x)
+    t = 1.0 / (1.0 + 0.5 * z)
+    poly = np.zeros_like(z)
+    for coefficient in reversed(_ERFC_COEFFICIENTS):
+        poly = coefficient + t * poly
+    with np.errstate(under="ignore", over="ignore"):
+        tail = t * np.exp(-z * z + poly)
+    return np.where(x >= 0, tail, 2.0 - tail)
 
 
 def normal_cdf(t: np.ndarray) -> np.ndarray:
-    return 0.5 * _erfc(-np.asarray(t, dtype=np.float64) / math.sqrt(2.0))
+    return 0.5 * erfc(-np.asarray(t, dtype=np.float64) / math.sqrt(2.0))
 
 
 def normal_pdf(t: np.ndarray) -> np.ndarray:
