@@ -1,0 +1,155 @@
+"""RL402: a ReLU on the model's output, or right before a final Softmax, LogSoftmax or Sigmoid."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from relulint.context import Context
+from relulint.findings import Finding, Severity
+from relulint.graph import Graph
+from relulint.rules import Option, RuleMeta
+from relulint.units import PLAIN, Layer
+
+META = RuleMeta(
+    id="RL402",
+    name="relu-on-output",
+    severity=Severity.WARNING,
+    summary="A ReLU on the model's output, or right before a final Softmax, LogSoftmax or Sigmoid.",
+    why="""
+The last linear layer of a classifier or a regressor produces logits or values that must be free to go
+negative. A ReLU after it clips every negative output to zero and passes no gradient for it, so an output
+unit that starts (or drifts) negative for an input can never be pulled back by the loss on that input, and
+a unit that is negative for all inputs is dead for good: the model can no longer express that class or
+value. Before a Softmax or LogSoftmax the clipped logits all become equal, so the model cannot rank the
+classes it has pushed below zero; before a Sigmoid the output can never go below 0.5.
+
+The ReLU is found through ops that only move the data (Reshape, Flatten, Squeeze, Transpose, Concat,
+Dropout, Identity, ...) and through the branches of `If` nodes. A ReLU whose output also feeds other
+computation is an intermediate feature exported as an extra output, and is not reported.
+""",
+    fix="""
+Remove the activation after the last linear layer: return the raw logits (and let the loss apply Softmax
+or Sigmoid), or the raw regression values. If the output must be non-negative (counts, variances,
+distances), use Softplus or `exp`, which keep a gradient everywhere. If the ReLU is intended (a feature
+extractor exported without its head), ignore the rule for that node with `per-node-ignores`.
+""",
+    example="""
+```python
+model = torch.nn.Sequential(
+    torch.nn.Linear(64, 128), torch.nn.ReLU(),
+    torch.nn.Linear(128, 10), torch.nn.ReLU(),   # clips the logits
+    torch.nn.Softmax(dim=-1),
+)
+```
+""",
+    options=(
+        Option(
+            "final_ops", str, "Softmax,LogSoftmax,Sigmoid",
+            "Comma-separated ops that count as the model's final squashing op: a ReLU right before one whose "
+            "output is a model output is reported.",
+        ),
+    ),  # fmt: skip
+    tags=("architecture", "output"),
+)
+
+# Ops whose output holds their input's values (some of them, rearranged): a ReLU's zeros survive them.
+VALUE_MOVING_OPS = {
+    "Identity", "Dropout", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Transpose", "Concat",
+    "Split", "Slice",
+}  # fmt: skip
+# Ops that read only a tensor's shape: using a ReLU output there does not make it intermediate.
+SHAPE_ONLY_OPS = {"Shape", "Size"}
+MAX_WALK = 256  # tensors visited forward from one activation before the walk gives up
+
+
+@dataclass(frozen=True)
+class OutputPath:
+    output: str  # the model output the ReLU's values reach
+    final_op: str | None  # the Softmax/LogSoftmax/Sigmoid in between, if any
+
+
+def subgraph_output_owners(graph: Graph) -> dict[str, str]:
+    """Tensor id of a subgraph output -> the owner's output it becomes (If branches, Loop and Scan bodies)."""
+    owners: dict[str, str] = {}
+    for owner_id, outputs in graph.subgraph_outputs:
+        owner = graph.nodes[owner_id]
+        skip = 1 if owner.op == "Loop" else 0  # a Loop body's first output is the loop condition
+        for index, tensor in enumerate(outputs):
+            target = index - skip
+            if tensor and 0 <= target < len(owner.outputs) and owner.outputs[target]:
+                owners.setdefault(tensor, owner.outputs[target])
+    return owners
+
+
+def output_paths(graph: Graph, start: str, final_ops: set[str], owners: dict[str, str]) -> tuple[list[OutputPath], bool]:
+    """Model outputs a tensor's values reach unchanged (or through one final op), and whether other
+    computation also consumes them."""
+    outputs = set(graph.outputs)
+    reached: list[OutputPath] = []
+    consumed_elsewhere = False
+    pending: list[tuple[str, str | None]] = [(start, None)]
+    seen: set[tuple[str, str | None]] = set()
+    while pending and len(seen) < MAX_WALK:
+        tensor, final_op = pending.pop()
+        if (tensor, final_op) in seen:
+            continue
+        seen.add((tensor, final_op))
+        if tensor in outputs:
+            reached.append(OutputPath(tensor, final_op))
+        if tensor in owners:
+            pending.append((owners[tensor], final_op))
+        for consumer in graph.consumers(tensor):
+            if consumer.op in SHAPE_ONLY_OPS:
+                continue
+            if consumer.op in VALUE_MOVING_OPS:
+                pending.extend((out, final_op) for out in consumer.outputs if out)
+            elif consumer.op in final_ops and final_op is None and consumer.inputs[:1] == [tensor]:
+                pending.extend((out, consumer.op) for out in consumer.outputs[:1] if out)
+            else:
+                consumed_elsewhere = True
+    return reached, consumed_elsewhere
+
+
+def describe(layer: Layer, path: OutputPath) -> str:
+    if path.final_op is None:
+        return (
+            f"{layer.activation_op} '{layer.name}' produces the model output '{path.output}': negative outputs "
+            "are clipped to 0 and pass no gradient"
+        )
+    consequence = (
+        "the output can never go below 0.5"
+        if path.final_op == "Sigmoid"
+        else "every negative logit becomes 0, so those classes can no longer be ranked"
+    )
+    return (
+        f"{layer.activation_op} '{layer.name}' sits right before the final {path.final_op} of output "
+        f"'{path.output}': {consequence}, and clipped logits pass no gradient"
+    )
+
+
+def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
+    final_ops = {op.strip() for op in options["final_ops"].split(",") if op.strip()}
+    owners = subgraph_output_owners(ctx.graph)
+    for layer in ctx.layers:
+        if layer.family != PLAIN:
+            continue  # variants keep a gradient below zero (Softplus on an output is the fix, not a bug)
+        paths, consumed_elsewhere = output_paths(ctx.graph, layer.output, final_ops, owners)
+        if not paths or consumed_elsewhere:
+            continue
+        path = paths[0]
+        yield Finding(
+            rule=META.id,
+            severity=META.severity,
+            message=describe(layer, path),
+            node=layer.name,
+            tensor=path.output,
+            evidence={
+                "output": path.output,
+                "final_op": path.final_op,
+                "outputs": sorted({p.output for p in paths}),
+                "linear": layer.linear,
+            },
+            fix=f"remove the {layer.activation_op} after '{layer.linear or 'the last layer'}' and return the raw values",
+        )

@@ -1,0 +1,102 @@
+"""RL301: a long chain of linear+ReLU layers with no normalization anywhere in it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from relulint.chains import Link, chains
+from relulint.context import Context
+from relulint.findings import Finding, Severity
+from relulint.rules import Option, RuleMeta
+from relulint.units import PLAIN, Layer
+
+META = RuleMeta(
+    id="RL301",
+    name="missing-normalization",
+    severity=Severity.WARNING,
+    summary="A chain of consecutive linear+ReLU layers with no normalization layer between them.",
+    why="""
+Without normalization, the scale and the mean of each layer's pre-activations depend on every weight and
+bias before it. Small errors in the initialization compound with depth: after a few layers the
+pre-activations of some units sit below zero for (almost) every input, and a ReLU passes no gradient
+there, so those units stop learning and stay dead. A large learning-rate step can push whole layers the
+same way. BatchNormalization, LayerNormalization, GroupNormalization and InstanceNormalization re-centre
+and re-scale every layer's pre-activations, which keeps about half of each unit's inputs on the active
+side whatever happened upstream.
+
+Layers are *consecutive* when one layer's ReLU output reaches the next layer's linear op (Conv, Gemm,
+MatMul) through ops that only move, pool, pad or scale the data. Residual connections do not count as
+normalization: a residual network without normalization layers still drifts (it needs a scheme such as
+Fixup to train). The chain is reported once, at its last layer, with the names of its layers.
+""",
+    fix="""
+Insert a normalization between the linear op and the ReLU of each layer (`Conv -> BatchNorm -> ReLU`,
+`Linear -> LayerNorm -> ReLU`, or `Linear -> BatchNorm1d -> ReLU`). If the model is deliberately
+normalization-free (small batches, Fixup, SkipInit, NFNets), initialize it for that and raise
+`min_length`, or ignore the rule for the model.
+""",
+    example="""
+```python
+model = torch.nn.Sequential(          # four Linear+ReLU layers in a row, no normalization
+    torch.nn.Linear(64, 256), torch.nn.ReLU(),
+    torch.nn.Linear(256, 256), torch.nn.ReLU(),
+    torch.nn.Linear(256, 256), torch.nn.ReLU(),
+    torch.nn.Linear(256, 256), torch.nn.ReLU(),
+    torch.nn.Linear(256, 10),
+)
+```
+
+Use instead:
+
+```python
+def block(fan_in, units):
+    return [torch.nn.Linear(fan_in, units), torch.nn.BatchNorm1d(units), torch.nn.ReLU()]
+```
+""",
+    options=(
+        Option("min_length", int, 4, "Report a chain of at least this many consecutive unnormalized linear+ReLU layers."),
+        Option(
+            "include_variants", bool, False,
+            "Count layers with ReLU variants (LeakyReLU, PReLU, ELU, GELU, ...) too; by default only the plain "
+            "ReLU family (Relu, ReLU6, Max(x, 0)), whose units can die.",
+        ),
+    ),  # fmt: skip
+    tags=("normalization", "structure"),
+)
+
+
+def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
+    min_length = options["min_length"]
+    include_variants = options["include_variants"]
+
+    def member(layer: Layer, link: Link) -> bool:
+        family_ok = layer.family == PLAIN or include_variants
+        return layer.linear is not None and layer.norm is None and family_ok
+
+    def joins(layer: Layer, link: Link) -> bool:
+        return not link.normalized_between
+
+    for chain in chains(ctx, member, joins):
+        if len(chain) < min_length:
+            continue
+        last = chain[-1]
+        names = [layer.name for layer in chain]
+        yield Finding(
+            rule=META.id,
+            severity=META.severity,
+            message=(
+                f"{len(chain)} consecutive linear+ReLU layers without normalization, from '{names[0]}' to "
+                f"'{last.name}'; their pre-activations can drift below zero and units die"
+            ),
+            node=last.name,
+            tensor=last.output,
+            evidence={
+                "length": len(chain),
+                "chain": names,
+                "linear_ops": [layer.linear for layer in chain],
+                "residual_joins": sum(layer.residual for layer in chain),
+                "min_length": min_length,
+            },
+            fix=f"add a normalization (e.g. BatchNormalization) between the linear op and the ReLU of these {len(chain)} layers",
+        )
