@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from relulint.graph import Graph, Node
-from relulint.units import DECOMPOSED_LAYERNORM, NORM_OPS, Layer, _is_decomposed_layernorm
+from relulint.units import NORM_OPS, Layer, _is_decomposed_layernorm
 
 if TYPE_CHECKING:
     from relulint.context import Context
@@ -52,11 +52,13 @@ def data_input(graph: Graph, layer: Layer) -> str | None:
     if layer.linear is None:
         return None
     linear = graph.nodes[layer.linear]
-    if layer.weight is not None:
-        if layer.weight_layout == "matmul_left":
-            return linear.inputs[1] if len(linear.inputs) > 1 else None
+    if layer.weight_layout == "matmul_left":
+        return linear.inputs[1] if len(linear.inputs) > 1 else None
+    if layer.weight is not None or linear.op != "MatMul":
+        # Conv, ConvTranspose and Gemm take their data as input 0 even when the weight is computed
+        # (weight normalization exports ``g * v / ||v||`` as ops the graph does not fold).
         return linear.inputs[0] if linear.inputs else None
-    # Unknown weight: a linear op of two computed tensors (attention) mixes them, so no single input.
+    # A MatMul of two computed tensors (attention) mixes them: it has no single data input.
     computed = [t for t in linear.inputs[:2] if t and not graph.is_constant(t)]
     return computed[0] if len(computed) == 1 else None
 
@@ -118,7 +120,9 @@ def links(ctx: Context) -> dict[str, Link]:
     return ctx.cached(CACHE_KEY, compute_links)
 
 
-def chains(ctx: Context, member: Callable[[Layer, Link], bool], joins: Callable[[Layer, Link], bool]) -> list[list[Layer]]:
+def chains(
+    ctx: Context, member: Callable[[Layer, Link], bool], joins: Callable[[Layer, Link], bool]
+) -> list[list[Layer]]:
     """Maximal chains of consecutive member layers, each from its first layer to its last.
 
     ``member(layer, link)`` says whether a layer can be in a chain at all; ``joins(layer, link)`` whether

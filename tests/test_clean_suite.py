@@ -24,7 +24,9 @@ def activation(b: ModelBuilder, x: str, kind: str, name: str) -> str:
     return b.leaky_relu(x, 0.01, name) if kind == "leaky" else b.relu(x, name)
 
 
-def conv_bn_act(b: ModelBuilder, x: str, in_ch: int, out_ch: int, kind: str, name: str, k: int = 3, stride: int = 1) -> str:
+def conv_bn_act(
+    b: ModelBuilder, x: str, in_ch: int, out_ch: int, kind: str, name: str, k: int = 3, stride: int = 1
+) -> str:
     """Conv without bias (He init) -> BatchNorm (gamma 1, beta 0) -> activation, as torchvision builds it."""
     y = b.batchnorm(b.conv(x, in_ch, out_ch, k, stride, bias=False, name=f"{name}_conv"), out_ch, name=f"{name}_bn")
     return activation(b, y, kind, f"{name}_act")

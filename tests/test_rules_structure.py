@@ -17,7 +17,7 @@ from relulint.engine import analyse
 from relulint.findings import Severity
 from relulint.graph import build_graph
 from relulint.loader import load_model
-from relulint.modelkit import ModelBuilder, resnet_block
+from relulint.modelkit import ModelBuilder
 from relulint.units import find_layers
 
 WIDTH = 16
@@ -89,7 +89,8 @@ def test_links_follow_pooling_flatten_and_a_computed_reshape(tmp_path):
     y = b.node("Dropout", [y], "drop")
     # x.view(x.size(0), -1) as PyTorch exports it: the shape is computed, but it is not other data.
     batch = b.node("Gather", [b.node("Shape", [y], "shape"), b.const(np.array(0, np.int64))], "batch", axis=0)
-    target = b.node("Concat", [b.node("Unsqueeze", [batch, b.const(np.array([0], np.int64))], "unsq"), b.const(np.array([-1], np.int64))], "target", axis=0)  # fmt: skip
+    batch = b.node("Unsqueeze", [batch, b.const(np.array([0], np.int64))], "unsq")
+    target = b.node("Concat", [batch, b.const(np.array([-1], np.int64))], "target", axis=0)
     y = b.node("Reshape", [y, target], "view")
     y = b.relu(b.gemm(y, 64, 8, name="fc"), "fc_relu")
     links = links_of(tmp_path, b.build([y]))
@@ -107,6 +108,23 @@ def test_links_stop_at_a_join_of_two_computed_tensors_and_note_a_norm_between(tm
     links = links_of(tmp_path, b.build([normed]))
     assert links["after_join_relu"].predecessor is None
     assert links["after_bn_relu"].predecessor == "after_join_relu" and links["after_bn_relu"].normalized_between
+
+
+def test_links_through_matmul_add_and_a_computed_gemm_weight_but_not_attention(tmp_path):
+    b = ModelBuilder(seed=0)
+    x = b.input("x", ["n", WIDTH])
+    y = b.relu(b.linear(x, WIDTH, WIDTH, name="mm1"), "mm1_relu")  # MatMul + Add, as PyTorch exports Linear
+    y = b.relu(b.linear(y, WIDTH, WIDTH, name="mm2"), "mm2_relu")
+    # Weight normalization: the weight is g * v, computed by an op the graph does not fold.
+    weight = b.node("Mul", [b.const(b.he([WIDTH, WIDTH], WIDTH)), b.const(np.array(1.5, np.float32))], "weight_norm")
+    y = b.relu(b.node("MatMul", [y, b.node("Transpose", [weight], "wt", perm=[1, 0])], "wn_mm"), "wn_relu")
+    g = b.relu(b.node("Gemm", [b.node("Flatten", [y], "flat"), weight], "wn_gemm", transB=1), "wn_gemm_relu")
+    scores = b.relu(b.node("MatMul", [y, b.node("Transpose", [y], "yt", perm=[1, 0])], "attention"), "scores_relu")
+    links = links_of(tmp_path, b.build([g, scores]))
+    assert links["mm2_relu"].predecessor == "mm1_relu"
+    assert links["wn_relu"].predecessor is None  # MatMul of two computed tensors: no single data input
+    assert links["wn_gemm_relu"].predecessor == "wn_relu"  # Gemm's data is input 0 whatever its weight
+    assert links["scores_relu"].predecessor is None
 
 
 def cyclic_model() -> onnx.ModelProto:
@@ -259,7 +277,9 @@ def test_rl401_a_relu_variant_splits_the_stack(tmp_path):
 def test_rl401_normalized_stack_is_a_note_unless_configured(tmp_path):
     [finding] = findings(lint(tmp_path, conv_stack(10, norm=True)), "RL401")
     assert finding.severity == Severity.NOTE and "every layer normalized" in finding.message
-    [finding] = findings(lint(tmp_path, conv_stack(10, norm=True), **options("RL401", normalized_fraction=1.01)), "RL401")
+    [finding] = findings(
+        lint(tmp_path, conv_stack(10, norm=True), **options("RL401", normalized_fraction=1.01)), "RL401"
+    )
     assert finding.severity == Severity.WARNING
 
 
@@ -285,7 +305,8 @@ def test_rl401_edge_of_the_normalized_fraction(tmp_path, normalized, severity):
 def test_rl401_severity_can_be_overridden_in_the_config_file(tmp_path):
     (tmp_path / "relulint.toml").write_text('[rules.RL401]\nseverity = "error"\nmin_length = 3\n')
     path = save(tmp_path, mlp_chain(3))
-    result = CliRunner().invoke(main, [str(path), "--no-probe", "--select", "RL401", "--format", "json", "--config", str(tmp_path / "relulint.toml")])  # fmt: skip
+    arguments = [str(path), "--no-probe", "--select", "RL401", "--format", "json"]
+    result = CliRunner().invoke(main, [*arguments, "--config", str(tmp_path / "relulint.toml")])
     assert result.exit_code == 1, result.output
     [finding] = json.loads(result.output)["models"][0]["findings"]
     assert finding["rule"] == "RL401" and finding["severity"] == "error"
@@ -336,7 +357,8 @@ def test_rl402_edge_moving_ops_count_an_other_op_does_not(tmp_path):
     b = ModelBuilder(seed=0)
     x = b.input("x", ["n", WIDTH])
     y = b.relu(b.gemm(x, WIDTH, 10, name="head"), "out_act")
-    y = b.node("Reshape", [b.node("Softmax", [b.node("Flatten", [y], "flat")], "softmax"), b.const(np.array([-1, 10], np.int64))], "reshape")  # fmt: skip
+    y = b.node("Softmax", [b.node("Flatten", [y], "flat")], "softmax")
+    y = b.node("Reshape", [y, b.const(np.array([-1, 10], np.int64))], "reshape")
     assert len(findings(lint(tmp_path, b.build([y])), "RL402")) == 1
     # One op that computes with the values (a scale by a constant) in between: not the ReLU's output any more.
     b = ModelBuilder(seed=0)
@@ -368,7 +390,8 @@ def test_rl402_finds_a_relu_in_an_if_branch_that_becomes_the_output(tmp_path):
             out = f"{name}_y"
         return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, 10])])
 
-    b.nodes.append(helper.make_node("If", [flag], ["y"], name="If_0", then_branch=branch("then", True), else_branch=branch("else", False)))  # fmt: skip
+    branches = {"then_branch": branch("then", True), "else_branch": branch("else", False)}
+    b.nodes.append(helper.make_node("If", [flag], ["y"], name="If_0", **branches))
     [finding] = findings(lint(tmp_path, b.build(["y"], [[1, 10]])), "RL402")
     assert finding.node == "If_0/then/then_relu" and finding.tensor == "y"
 
@@ -376,10 +399,16 @@ def test_rl402_finds_a_relu_in_an_if_branch_that_becomes_the_output(tmp_path):
 # ---- through the CLI --------------------------------------------------------------------------------
 def test_cli_reports_the_structural_rules(tmp_path):
     path = save(tmp_path, mlp_chain(8, head=False))  # 8 unnormalized ReLU layers, the last on the output
-    result = CliRunner().invoke(main, [str(path), "--no-probe", "--select", "RL3", "--select", "RL4", "--format", "json"])
+    result = CliRunner().invoke(
+        main, [str(path), "--no-probe", "--select", "RL3", "--select", "RL4", "--format", "json"]
+    )
     assert result.exit_code == 0, result.output  # warnings only, and --fail-on defaults to error
     found = json.loads(result.output)["models"][0]["findings"]
-    assert sorted((f["rule"], f["node"]) for f in found) == [("RL301", "fc8_relu"), ("RL401", "fc8_relu"), ("RL402", "fc8_relu")]
+    assert sorted((f["rule"], f["node"]) for f in found) == [
+        ("RL301", "fc8_relu"),
+        ("RL401", "fc8_relu"),
+        ("RL402", "fc8_relu"),
+    ]
     assert all(f["severity"] == "warning" for f in found)
     strict = CliRunner().invoke(main, [str(path), "--no-probe", "--select", "RL4", "--fail-on", "warning"])
     assert strict.exit_code == 1

@@ -57,11 +57,13 @@ layers += [torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.LeakyReLU(0.01)]
     options=(
         Option("min_length", int, 8, "Report a stack of at least this many consecutive plain-ReLU layers."),
         Option(
-            "normalized_fraction", float, 0.75,
+            "normalized_fraction",
+            float,
+            0.75,
             "Report a stack in which at least this fraction of the layers is normalized as a note, not at the "
             "rule's severity (above 1: never).",
         ),
-    ),  # fmt: skip
+    ),
     tags=("architecture", "structure"),
 )
 

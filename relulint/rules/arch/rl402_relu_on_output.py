@@ -46,11 +46,13 @@ model = torch.nn.Sequential(
 """,
     options=(
         Option(
-            "final_ops", str, "Softmax,LogSoftmax,Sigmoid",
+            "final_ops",
+            str,
+            "Softmax,LogSoftmax,Sigmoid",
             "Comma-separated ops that count as the model's final squashing op: a ReLU right before one whose "
             "output is a model output is reported.",
         ),
-    ),  # fmt: skip
+    ),
     tags=("architecture", "output"),
 )
 
@@ -83,7 +85,9 @@ def subgraph_output_owners(graph: Graph) -> dict[str, str]:
     return owners
 
 
-def output_paths(graph: Graph, start: str, final_ops: set[str], owners: dict[str, str]) -> tuple[list[OutputPath], bool]:
+def output_paths(
+    graph: Graph, start: str, final_ops: set[str], owners: dict[str, str]
+) -> tuple[list[OutputPath], bool]:
     """Model outputs a tensor's values reach unchanged (or through one final op), and whether other
     computation also consumes them."""
     outputs = set(graph.outputs)

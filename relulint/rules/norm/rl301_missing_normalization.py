@@ -55,13 +55,17 @@ def block(fan_in, units):
 ```
 """,
     options=(
-        Option("min_length", int, 4, "Report a chain of at least this many consecutive unnormalized linear+ReLU layers."),
         Option(
-            "include_variants", bool, False,
+            "min_length", int, 4, "Report a chain of at least this many consecutive unnormalized linear+ReLU layers."
+        ),
+        Option(
+            "include_variants",
+            bool,
+            False,
             "Count layers with ReLU variants (LeakyReLU, PReLU, ELU, GELU, ...) too; by default only the plain "
             "ReLU family (Relu, ReLU6, Max(x, 0)), whose units can die.",
         ),
-    ),  # fmt: skip
+    ),
     tags=("normalization", "structure"),
 )
 
