@@ -81,9 +81,10 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
         model = analysis.models.get(layer.name)
         if model is None or model.judged_by != JUDGED_BY_BIAS:
             continue
-        summary = summarize_risk(model, at_risk(model, k), options["worst"])
-        if not summary.count:
+        mask = at_risk(model, k)
+        if not mask.any():
             continue
+        summary = summarize_risk(model, mask, options["worst"])
         severity = risk_severity(summary.fraction, options["warning_fraction"], options["error_fraction"])
         if keeps_negative_gradient(ctx.graph, layer):
             severity = Severity.NOTE

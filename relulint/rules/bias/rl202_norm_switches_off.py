@@ -82,9 +82,9 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
         if model is None or model.judged_by != JUDGED_BY_NORM or model.gamma is None or model.beta is None:
             continue
         mask = at_risk(model, k, tolerance)
-        summary = summarize_risk(model, mask, options["worst"])
-        if not summary.count:
+        if not mask.any():
             continue
+        summary = summarize_risk(model, mask, options["worst"])
         severity = risk_severity(summary.fraction, options["warning_fraction"], options["error_fraction"])
         if keeps_negative_gradient(ctx.graph, layer):
             severity = Severity.NOTE
