@@ -417,7 +417,7 @@ class _Propagation:
         ceiling = _clip_ceiling(self.graph, layer)
         if ceiling is not None:
             mean, rms = min(mean, ceiling), min(rms, ceiling)
-        return Scale(mean, rms, f"output of '{layer.name}' (rectified-Gaussian estimate)", layer.name)
+        return Scale(mean, rms, f"output of '{layer.name}'", layer.name)
 
     def unit_model(self, layer: Layer) -> tuple[UnitModel, np.ndarray, np.ndarray] | None:
         """The unit model, plus the per-unit (mean, std) used to propagate the layer's output scale.

@@ -67,11 +67,14 @@ torch.nn.init.constant_(layer.bias, -4.0)  # margin -4 / 1.4 = -2.8; the next la
         Option("k", float, 3.0, "A unit is at risk when its margin b / (‖w‖·σ_in) is below -k."),
         Option("warning_fraction", float, 0.05, "Warning when more than this fraction of a layer is at risk."),
         Option("error_fraction", float, 0.4, "Error when more than this fraction of a layer is at risk."),
-        Option("worst", int, 5, "How many of the worst units to list."),
+        Option("worst", int, 5, "How many of the worst units the evidence lists (the message names 3)."),
         Option("input_scale", float, 1.0, "Root-mean-square scale assumed for the model's inputs."),
     ),
     tags=("bias",),
 )
+
+
+MESSAGE_UNITS = 3  # the message names a few; the evidence lists `worst` of them
 
 
 def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
@@ -100,7 +103,8 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
             for i in summary.worst
         ]
         listed = ", ".join(
-            f"unit {w['unit']} (margin {format_margin(w['margin'])}, bias {w['bias']:.3g})" for w in worst
+            f"unit {w['unit']} (margin {format_margin(w['margin'])}, bias {w['bias']:.3g})"
+            for w in worst[:MESSAGE_UNITS]
         )
         scale = f"σ_in {model.input_scale:.3g} ({model.input_scale_source})"
         yield Finding(

@@ -67,10 +67,13 @@ with torch.no_grad():
         ),
         Option("warning_fraction", float, 0.05, "Warning when more than this fraction of the channels is at risk."),
         Option("error_fraction", float, 0.4, "Error when more than this fraction of the channels is at risk."),
-        Option("worst", int, 5, "How many of the worst channels to list."),
+        Option("worst", int, 5, "How many of the worst channels the evidence lists (the message names 3)."),
     ),
     tags=("bias", "normalization"),
 )
+
+
+MESSAGE_UNITS = 3  # the message names a few; the evidence lists `worst` of them
 
 
 def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
@@ -101,7 +104,7 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
         ]
         listed = ", ".join(
             f"channel {w['unit']} (beta {w['beta']:.3g}, gamma {w['gamma']:.3g}, margin {format_margin(w['margin'])})"
-            for w in worst
+            for w in worst[:MESSAGE_UNITS]
         )
         norm_op = layer.norm_op or "normalization"
         residual = (
