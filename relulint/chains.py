@@ -151,3 +151,37 @@ def chains(
             name = parent(name)
         found.append(list(reversed(chain)))
     return found
+
+
+# Exporters fold an inference-mode BatchNormalization that directly follows a Conv into the Conv's weight
+# and bias (PyTorch's eval-mode export always does; onnxoptimizer's fuse_bn_into_conv and onnxsim too).
+# Other normalizations depend on the input's own statistics and cannot be folded.
+FOLDS_BATCHNORM = {"Conv", "ConvTranspose"}
+
+
+def _no_batchnorm_node(ctx: Context) -> bool:
+    return not any(node.op == "BatchNormalization" for node in ctx.graph)
+
+
+def batchnorm_may_be_folded(ctx: Context, layer: Layer) -> bool:
+    """True for a Conv layer with no visible normalization in a model with no BatchNormalization node at
+    all: the model may have been trained with BatchNorm that its export folded into the Conv."""
+    if layer.linear_op not in FOLDS_BATCHNORM or layer.norm is not None:
+        return False
+    return ctx.cached("chains.no_batchnorm_node", _no_batchnorm_node)
+
+
+def longest_run(flags: list[bool]) -> int:
+    """Length of the longest run of consecutive True values (e.g. over a chain's layers)."""
+    best = current = 0
+    for flag in flags:
+        current = current + 1 if flag else 0
+        best = max(best, current)
+    return best
+
+
+FOLDED_HINT = (
+    "the model has no BatchNormalization node at all: if it was exported for inference, BatchNorm may have "
+    "been folded into the Conv weights (torch.onnx.export does this in eval mode; recent versions keep it "
+    "with training=torch.onnx.TrainingMode.PRESERVE)"
+)

@@ -24,28 +24,38 @@ def activation(b: ModelBuilder, x: str, kind: str, name: str) -> str:
     return b.leaky_relu(x, 0.01, name) if kind == "leaky" else b.relu(x, name)
 
 
+def conv_bn(b: ModelBuilder, x: str, in_ch: int, out_ch: int, name: str, k: int = 3, stride: int = 1) -> str:
+    """Conv without bias (He init) -> BatchNorm (gamma 1, beta 0, mean 0, var 1), as torchvision builds it.
+
+    With ``b.folded`` set, the BatchNorm is folded into the Conv as an eval-mode torch.onnx.export does:
+    weight / sqrt(var + eps) and a (zero) bias, and no BatchNormalization node.
+    """
+    if getattr(b, "folded", False):
+        weight = b.he([out_ch, in_ch, k, k], in_ch * k * k) / np.float32(np.sqrt(1 + 1e-5))
+        return b.conv(x, in_ch, out_ch, k, stride, bias=True, weight=weight, name=f"{name}_conv")
+    return b.batchnorm(b.conv(x, in_ch, out_ch, k, stride, bias=False, name=f"{name}_conv"), out_ch, name=f"{name}_bn")
+
+
 def conv_bn_act(
     b: ModelBuilder, x: str, in_ch: int, out_ch: int, kind: str, name: str, k: int = 3, stride: int = 1
 ) -> str:
-    """Conv without bias (He init) -> BatchNorm (gamma 1, beta 0) -> activation, as torchvision builds it."""
-    y = b.batchnorm(b.conv(x, in_ch, out_ch, k, stride, bias=False, name=f"{name}_conv"), out_ch, name=f"{name}_bn")
-    return activation(b, y, kind, f"{name}_act")
+    return activation(b, conv_bn(b, x, in_ch, out_ch, name, k, stride), kind, f"{name}_act")
 
 
 def basic_block(b: ModelBuilder, x: str, in_ch: int, out_ch: int, stride: int, kind: str, name: str) -> str:
     """ResNet basic block; a 1x1 projection (Conv+BN) on the shortcut when the shape changes."""
     y = conv_bn_act(b, x, in_ch, out_ch, kind, f"{name}_1", stride=stride)
-    y = b.batchnorm(b.conv(y, out_ch, out_ch, bias=False, name=f"{name}_2_conv"), out_ch, name=f"{name}_2_bn")
+    y = conv_bn(b, y, out_ch, out_ch, f"{name}_2")
     shortcut = x
     if stride != 1 or in_ch != out_ch:
-        projected = b.conv(x, in_ch, out_ch, 1, stride, bias=False, name=f"{name}_down_conv")
-        shortcut = b.batchnorm(projected, out_ch, name=f"{name}_down_bn")
+        shortcut = conv_bn(b, x, in_ch, out_ch, f"{name}_down", k=1, stride=stride)
     return activation(b, b.add(y, shortcut, f"{name}_add"), kind, f"{name}_out")
 
 
-def resnet(kind: str = "relu") -> onnx.ModelProto:
+def resnet(kind: str = "relu", folded: bool = False) -> onnx.ModelProto:
     """A ResNet-18-shaped network at small width: stem, 4 stages of 2 basic blocks, pool, classifier."""
-    b = ModelBuilder(seed=10, name=f"resnet_{kind}")
+    b = ModelBuilder(seed=10, name=f"resnet_{kind}{'_folded' if folded else ''}")
+    b.folded = folded
     y = conv_bn_act(b, b.input("image", ["batch", 3, 32, 32]), 3, 8, kind, "stem")
     channels = 8
     for stage, width in enumerate((8, 16, 32, 64)):
@@ -57,10 +67,11 @@ def resnet(kind: str = "relu") -> onnx.ModelProto:
     return b.build([logits])
 
 
-def vgg_bn() -> onnx.ModelProto:
+def vgg_bn(folded: bool = False) -> onnx.ModelProto:
     """VGG-11 with BatchNorm (torchvision's vgg11_bn) at small width: 8 Conv+BN+ReLU, 5 MaxPools, then a
     classifier of Linear+ReLU+Dropout twice (no normalization there, as in torchvision) and Linear."""
-    b = ModelBuilder(seed=11, name="vgg11_bn")
+    b = ModelBuilder(seed=11, name=f"vgg11_bn{'_folded' if folded else ''}")
+    b.folded = folded
     y = b.input("image", ["batch", 3, 32, 32])
     channels = 3
     for index, item in enumerate((8, "M", 16, "M", 32, 32, "M", 64, 64, "M", 64, 64, "M")):
@@ -80,6 +91,9 @@ CLEAN_MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
     "resnet_relu": resnet,
     "resnet_leaky": lambda: resnet("leaky"),
     "vgg11_bn": vgg_bn,
+    # The same after an eval-mode export that folds every BatchNorm into its Conv.
+    "resnet_relu_folded": lambda: resnet(folded=True),
+    "vgg11_bn_folded": lambda: vgg_bn(folded=True),
 }
 
 
@@ -98,13 +112,15 @@ def test_clean_models_are_valid_and_have_the_intended_structure(tmp_path, name):
     result = analysed(tmp_path, model)
     units = result.layers
     assert units and all(u["linear"] is not None for u in units)
+    folded = name.endswith("_folded")
+    normalized = sum(u["norm_op"] == "BatchNormalization" for u in units)
     if name.startswith("resnet"):
         assert len(units) == 17 and sum(u["residual"] for u in units) == 8
-        assert all(u["norm_op"] == "BatchNormalization" for u in units)
+        assert normalized == (0 if folded else 17)
         assert {u["family"] for u in units} == {"variant" if name == "resnet_leaky" else "plain"}
     else:
         assert len(units) == 10 and not any(u["residual"] for u in units)
-        assert sum(u["norm"] is not None for u in units) == 8
+        assert normalized == (0 if folded else 8)  # the two hidden classifier layers have no norm
 
 
 @pytest.mark.parametrize("name", sorted(CLEAN_MODELS))

@@ -36,10 +36,12 @@ def mlp_chain(depth: int, norm: bool = False, variant_at: int | None = None, hea
     return b.build([b.gemm(y, WIDTH, 4, name="head") if head else y])
 
 
-def conv_stack(depth: int, norm: bool = False) -> onnx.ModelProto:
-    """``depth`` Conv(+BatchNorm)+ReLU layers named conv{i}_relu, a MaxPool after every second, then a head."""
+def conv_stack(depth: int, norm: bool = False, hidden: int = 0, stray_batchnorm: bool = False) -> onnx.ModelProto:
+    """``depth`` Conv(+BatchNorm)+ReLU layers named conv{i}_relu, a MaxPool after every second, then ``hidden``
+    Gemm+ReLU layers (fc{i}_relu) and a head. ``stray_batchnorm`` adds a BatchNormalization off the chain."""
     b = ModelBuilder(seed=1)
     y = b.input("image", ["n", 3, 32, 32])
+    outputs = [b.global_pool_flatten(b.batchnorm("image", 3, name="stray_bn"))] if stray_batchnorm else []
     channels = 3
     for i in range(1, depth + 1):
         y = b.conv(y, channels, 8, bias=not norm, name=f"conv{i}")
@@ -49,7 +51,10 @@ def conv_stack(depth: int, norm: bool = False) -> onnx.ModelProto:
         y = b.relu(y, f"conv{i}_relu")
         if i % 2 == 0 and i < 8:
             y = b.node("MaxPool", [y], f"pool{i}", kernel_shape=[2, 2], strides=[2, 2])
-    return b.build([b.gemm(b.global_pool_flatten(y), 8, 10, name="classifier")])
+    y = b.global_pool_flatten(y)
+    for i in range(1, hidden + 1):
+        y = b.relu(b.gemm(y, 8, 8, name=f"fc{i}"), f"fc{i}_relu")
+    return b.build([b.gemm(y, 8, 10, name="classifier"), *outputs])
 
 
 def save(tmp_path, model: onnx.ModelProto, name: str = "model.onnx"):
@@ -219,10 +224,42 @@ def resnet_without_norm(blocks: int) -> onnx.ModelProto:
     return b.build([b.gemm(b.global_pool_flatten(y), 8, 10, name="classifier")])
 
 
+def residual_mlp_without_norm(blocks: int) -> onnx.ModelProto:
+    b = ModelBuilder(seed=4)
+    y = b.relu(b.gemm(b.input("x", ["n", WIDTH]), WIDTH, WIDTH, name="stem"), "stem_relu")
+    for i in range(blocks):
+        y1 = b.relu(b.gemm(y, WIDTH, WIDTH, name=f"b{i}_fc1"), f"b{i}_relu1")
+        y = b.relu(b.add(b.gemm(y1, WIDTH, WIDTH, name=f"b{i}_fc2"), y, f"b{i}_add"), f"b{i}_relu2")
+    return b.build([b.gemm(y, WIDTH, 4, name="head")])
+
+
 def test_rl301_residual_connections_are_not_normalization(tmp_path):
-    [finding] = findings(lint(tmp_path, resnet_without_norm(2)), "RL301")
+    [finding] = findings(lint(tmp_path, residual_mlp_without_norm(2)), "RL301")
+    assert finding.severity == Severity.WARNING
     assert finding.evidence["length"] == 5 and finding.evidence["residual_joins"] == 2
     assert finding.node == "b1_relu2"
+
+
+def test_rl301_conv_chain_without_any_batchnorm_node_is_a_note_as_batchnorm_may_be_folded(tmp_path):
+    # A conv ResNet with no BatchNormalization node: what torch.onnx.export makes of a BN ResNet in eval mode.
+    [finding] = findings(lint(tmp_path, resnet_without_norm(2)), "RL301")
+    assert finding.severity == Severity.NOTE and "folded into the Conv weights" in finding.message
+    assert finding.evidence["length"] == 5 and finding.evidence["batchnorm_may_be_folded"] == 5
+    strict = lint(tmp_path, resnet_without_norm(2), **options("RL301", assume_folded_batchnorm=False))
+    [finding] = findings(strict, "RL301")
+    assert finding.severity == Severity.WARNING and "folded" not in finding.message
+
+
+@pytest.mark.parametrize(("hidden", "severity"), [(3, Severity.NOTE), (4, Severity.WARNING)])
+def test_rl301_edge_of_the_run_that_cannot_hide_a_folded_batchnorm(tmp_path, hidden, severity):
+    # 6 Conv layers that may hide a folded BatchNorm, then ``hidden`` Gemm layers that cannot.
+    [finding] = findings(lint(tmp_path, conv_stack(6, hidden=hidden)), "RL301")
+    assert finding.evidence["length"] == 6 + hidden and finding.severity == severity
+
+
+def test_rl301_one_batchnorm_node_anywhere_means_nothing_was_folded(tmp_path):
+    [finding] = findings(lint(tmp_path, conv_stack(6, stray_batchnorm=True)), "RL301")
+    assert finding.severity == Severity.WARNING and finding.evidence["batchnorm_may_be_folded"] == 0
 
 
 def test_rl301_ignores_relu_variants_unless_asked(tmp_path):
@@ -245,12 +282,22 @@ def test_rl301_reports_each_branch_of_a_fork_once(tmp_path):
 
 # ---- RL401 plain-ReLU stack -------------------------------------------------------------------------
 def test_rl401_fires_once_on_a_deep_plain_stack(tmp_path):
-    [finding] = findings(lint(tmp_path, conv_stack(10)), "RL401")
+    [finding] = findings(lint(tmp_path, mlp_chain(10)), "RL401")
     assert finding.severity == Severity.WARNING
-    assert finding.node == "conv10_relu"
+    assert finding.node == "fc10_relu"
     assert finding.evidence["length"] == 10 and finding.evidence["normalized_layers"] == 0
-    assert finding.evidence["chain"][0] == "conv1_relu"
+    assert finding.evidence["chain"][0] == "fc1_relu"
     assert "no residual" in finding.message
+
+
+def test_rl401_conv_stack_without_any_batchnorm_node_is_a_note_as_batchnorm_may_be_folded(tmp_path):
+    [finding] = findings(lint(tmp_path, conv_stack(10)), "RL401")
+    assert finding.severity == Severity.NOTE and finding.evidence["batchnorm_may_be_folded"] == 10
+    assert "folded into the Conv weights" in finding.message
+    [finding] = findings(lint(tmp_path, conv_stack(10), **options("RL401", assume_folded_batchnorm=False)), "RL401")
+    assert finding.severity == Severity.WARNING and finding.evidence["chain"][-1] == "conv10_relu"
+    [finding] = findings(lint(tmp_path, conv_stack(10, stray_batchnorm=True)), "RL401")
+    assert finding.severity == Severity.WARNING
 
 
 @pytest.mark.parametrize(("depth", "fires"), [(7, False), (8, True)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from relulint.chains import Link, chains, links
+from relulint.chains import FOLDED_HINT, Link, batchnorm_may_be_folded, chains, links
 from relulint.context import Context
 from relulint.findings import Finding, Severity
 from relulint.rules import Option, RuleMeta
@@ -32,6 +32,8 @@ The stack is reported once, at its last layer.
 Normalization keeps each layer's pre-activations centred, which keeps about half of every unit's inputs
 active, so a stack whose layers are mostly normalized (at least `normalized_fraction` of them, as in a VGG
 with BatchNorm in its convolutions and none in its two hidden classifier layers) is reported as a note only.
+In a model with no BatchNormalization node at all, Conv layers count as possibly normalized, because an
+export for inference folds BatchNorm into the Conv weights (see RL301; option `assume_folded_batchnorm`).
 """,
     fix="""
 Give the gradient another path or a non-zero slope:
@@ -43,15 +45,15 @@ Give the gradient another path or a non-zero slope:
     example="""
 ```python
 layers = []
-for _ in range(8):                     # eight Conv+ReLU layers, no shortcut
-    layers += [torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU()]
-model = torch.nn.Sequential(*layers)
+for _ in range(8):                     # eight Linear+ReLU layers, no shortcut
+    layers += [torch.nn.Linear(256, 256), torch.nn.ReLU()]
+model = torch.nn.Sequential(*layers, torch.nn.Linear(256, 10))
 ```
 
 Use instead, for example:
 
 ```python
-layers += [torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.LeakyReLU(0.01)]
+layers += [torch.nn.Linear(256, 256), torch.nn.LeakyReLU(0.01)]
 ```
 """,
     options=(
@@ -62,6 +64,13 @@ layers += [torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.LeakyReLU(0.01)]
             0.75,
             "Report a stack in which at least this fraction of the layers is normalized as a note, not at the "
             "rule's severity (above 1: never).",
+        ),
+        Option(
+            "assume_folded_batchnorm",
+            bool,
+            True,
+            "In a model with no BatchNormalization node, count Conv layers as possibly normalized (BatchNorm "
+            "folded into their weights by the export).",
         ),
     ),
     tags=("architecture", "structure"),
@@ -89,9 +98,14 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
         last = chain[-1]
         names = [layer.name for layer in chain]
         normalized = sum(is_normalized(layer, link_of[layer.name]) for layer in chain)
-        mostly_normalized = normalized >= options["normalized_fraction"] * len(chain)
+        folded = 0
+        if options["assume_folded_batchnorm"]:
+            folded = sum(batchnorm_may_be_folded(ctx, layer) for layer in chain)
+        mostly_normalized = normalized + folded >= options["normalized_fraction"] * len(chain)
         severity = Severity.NOTE if mostly_normalized else META.severity
         detail = "every layer normalized" if normalized == len(chain) else f"{normalized} of them normalized"
+        if folded:
+            detail += f"; {FOLDED_HINT}"
         yield Finding(
             rule=META.id,
             severity=severity,
@@ -105,6 +119,7 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
                 "length": len(chain),
                 "chain": names,
                 "normalized_layers": normalized,
+                "batchnorm_may_be_folded": folded,
                 "normalized_fraction": options["normalized_fraction"],
                 "min_length": min_length,
             },

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from relulint.chains import Link, chains
+from relulint.chains import FOLDED_HINT, Link, batchnorm_may_be_folded, chains, longest_run
 from relulint.context import Context
 from relulint.findings import Finding, Severity
 from relulint.rules import Option, RuleMeta
@@ -29,6 +29,13 @@ Layers are *consecutive* when one layer's ReLU output reaches the next layer's l
 MatMul) through ops that only move, pool, pad or scale the data. Residual connections do not count as
 normalization: a residual network without normalization layers still drifts (it needs a scheme such as
 Fixup to train). The chain is reported once, at its last layer, with the names of its layers.
+
+An export for inference can hide normalization that was there in training: `torch.onnx.export` in eval
+mode folds each BatchNorm that follows a Conv into the Conv's weight and bias, and onnxoptimizer and
+onnxsim do the same. So in a model with no BatchNormalization node at all, Conv layers may be normalized
+after all; a chain is then a warning only when it holds at least `min_length` consecutive layers that
+cannot hide a folded BatchNorm (Gemm, MatMul), and a note otherwise (set `assume_folded_batchnorm` to
+false to report such chains as warnings).
 """,
     fix="""
 Insert a normalization between the linear op and the ReLU of each layer (`Conv -> BatchNorm -> ReLU`,
@@ -65,6 +72,13 @@ def block(fan_in, units):
             "Count layers with ReLU variants (LeakyReLU, PReLU, ELU, GELU, ...) too; by default only the plain "
             "ReLU family (Relu, ReLU6, Max(x, 0)), whose units can die.",
         ),
+        Option(
+            "assume_folded_batchnorm",
+            bool,
+            True,
+            "In a model with no BatchNormalization node, treat Conv layers as possibly normalized (BatchNorm "
+            "folded into their weights by the export) and report chains that rest on them as notes.",
+        ),
     ),
     tags=("normalization", "structure"),
 )
@@ -86,12 +100,19 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
             continue
         last = chain[-1]
         names = [layer.name for layer in chain]
+        may_be_folded = [batchnorm_may_be_folded(ctx, layer) for layer in chain]
+        severity, hint = META.severity, ""
+        if any(may_be_folded) and options["assume_folded_batchnorm"]:
+            # Warn only when enough consecutive layers cannot hide a folded BatchNorm on their own.
+            certain = longest_run([not flag for flag in may_be_folded])
+            if certain < min_length:
+                severity, hint = Severity.NOTE, f"; but {FOLDED_HINT}"
         yield Finding(
             rule=META.id,
-            severity=META.severity,
+            severity=severity,
             message=(
                 f"{len(chain)} consecutive linear+ReLU layers without normalization, from '{names[0]}' to "
-                f"'{last.name}'; their pre-activations can drift below zero and units die"
+                f"'{last.name}'; their pre-activations can drift below zero and units die{hint}"
             ),
             node=last.name,
             tensor=last.output,
@@ -100,6 +121,7 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
                 "chain": names,
                 "linear_ops": [layer.linear for layer in chain],
                 "residual_joins": sum(layer.residual for layer in chain),
+                "batchnorm_may_be_folded": sum(may_be_folded),
                 "min_length": min_length,
             },
             fix=f"add a normalization (e.g. BatchNormalization) between the linear op and the ReLU of these {len(chain)} layers",
