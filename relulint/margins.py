@@ -445,7 +445,7 @@ class _Propagation:
         else:
             rows, bias = self.row_norms(layer), self.ctx.bias(layer)
             if rows is None or bias is None or rows.size != bias.size:
-                self.result.skipped[layer.name] = "the bias is not one number per unit"
+                self.result.skipped[layer.name] = "the bias is unreadable or not one number per unit"
                 return None
             mean, std, gamma, beta = bias.astype(np.float64), rows * sigma, None, None
             mean_p, std_p = self.centred_units(layer, mean, rows)
