@@ -1,0 +1,71 @@
+"""The pre-commit hooks, run by pre-commit itself (``pre-commit try-repo`` against this checkout).
+
+pre-commit installs this repository into its own virtualenv (dependencies from PyPI) once; the
+environment lives in a PRE_COMMIT_HOME shared by the tests of this module.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def test_manifest_declares_both_hooks_for_onnx_files():
+    hooks = {hook["id"]: hook for hook in yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))}
+    assert set(hooks) == {"relulint", "relulint-static"}
+    for hook in hooks.values():
+        assert hook["language"] == "python" and hook["files"] == r"\.onnx$"
+        assert hook["entry"].split()[0] == "relulint"
+    assert "--no-probe" in hooks["relulint-static"]["entry"] and "--no-probe" not in hooks["relulint"]["entry"]
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """A git repository holding a dying and a healthy model, and the environment pre-commit runs in."""
+    if shutil.which("pre-commit") is None or shutil.which("git") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but pre-commit or git is not installed")
+        pytest.skip("pre-commit or git is not installed")
+    base = tmp_path_factory.mktemp("precommit")
+    repo = base / "models-repo"
+    (repo / "models").mkdir(parents=True)
+    shutil.copy(EXAMPLES / "dying_mlp.onnx", repo / "models" / "dying.onnx")
+    shutil.copy(EXAMPLES / "healthy_convnet.onnx", repo / "models" / "healthy.onnx")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GIT_") and key != "RELULINT_DEBUG"}
+    env.update(
+        PRE_COMMIT_HOME=str(base / "pre-commit-home"),  # one hook environment for the whole module
+        GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.invalid",
+        GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.invalid",
+        GIT_CONFIG_NOSYSTEM="1", HOME=str(base),
+    )  # fmt: skip
+    for command in (["git", "init", "-q"], ["git", "add", "models"], ["git", "commit", "-q", "-m", "models"]):
+        subprocess.run(command, cwd=repo, env=env, check=True, capture_output=True)
+    return repo, env
+
+
+def try_repo(repository: tuple[Path, dict[str, str]], hook: str, model: str) -> subprocess.CompletedProcess:
+    repo, env = repository
+    return subprocess.run(
+        ["pre-commit", "try-repo", str(ROOT), hook, "--files", f"models/{model}", "--verbose", "--color", "never"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("hook", ["relulint-static", "relulint"])
+def test_hook_fails_on_a_dying_model_and_passes_on_a_healthy_one(repository, hook):
+    dying = try_repo(repository, hook, "dying.onnx")
+    output = dying.stdout + dying.stderr
+    assert dying.returncode == 1, output
+    assert "Failed" in output and "- exit code: 1" in output
+    assert "models/dying.onnx: fc2_relu [RL" in output  # relulint's own report, shown by pre-commit
+    healthy = try_repo(repository, hook, "healthy.onnx")
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert "Passed" in healthy.stdout
