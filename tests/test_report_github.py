@@ -135,3 +135,54 @@ def test_cli_prints_annotations(tmp_path):
     assert all(line.startswith(("::error file=dying.onnx,line=1,title=RL", "::warning file=dying.onnx,line=1,title=RL",
                                 "::notice file=dying.onnx,line=1,title=")) for line in lines[1:-1])  # fmt: skip
     assert lines[-1].endswith("in 2 models (1 could not be analysed).")
+
+
+# ---- the composite action (action.yml) -------------------------------------------------------
+ACTION = Path(__file__).resolve().parent.parent / "action.yml"
+
+
+def action_steps() -> dict[str, dict]:
+    import yaml
+
+    action = yaml.safe_load(ACTION.read_text(encoding="utf-8"))
+    assert action["runs"]["using"] == "composite"
+    assert set(action["inputs"]) >= {"paths", "args", "fail-on", "sarif"}
+    return {step["name"]: step for step in action["runs"]["steps"]}
+
+
+def test_action_scripts_take_inputs_only_from_the_environment():
+    for step in action_steps().values():
+        assert "${{" not in step["run"], f"{step['name']}: an expression in a script allows script injection"
+
+
+def test_action_lint_step_annotates_and_writes_sarif(tmp_path, monkeypatch):
+    """Run the action's lint script as GitHub's runner does (bash -e -o pipefail), without the install step."""
+    step = action_steps()["Run relulint"]
+    (tmp_path / "models").mkdir()
+    b = ModelBuilder(seed=1)
+    x = b.input("x", [1, 16])
+    y = b.relu(b.gemm(x, 16, 32, bias=[-40.0] * 32, name="fc1"), "act1")
+    onnx.save(b.build([b.gemm(y, 32, 2, name="head")]), tmp_path / "models" / "dying.onnx")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(sys.executable)  # the interpreter relulint is installed in
+    output, summary = tmp_path / "github_output", tmp_path / "summary.md"
+    env = {k: v for k, v in os.environ.items() if k != "RELULINT_DEBUG"}
+    env.update(
+        PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", GITHUB_OUTPUT=str(output), GITHUB_STEP_SUMMARY=str(summary),
+        RELULINT_PATHS="models\n", RELULINT_ARGS="--select RL2  --no-probe", RELULINT_FAIL_ON="error",
+        RELULINT_SARIF="out/relulint.sarif", RELULINT_HTML="",
+    )  # fmt: skip
+    (tmp_path / "out").mkdir()
+    done = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr  # every unit of act1 is biased far below zero
+    assert done.stdout.startswith("::error file=models/dying.onnx,line=1,title=RL201 ")
+    assert output.read_text(encoding="utf-8").splitlines() == ["exit-code=1", "sarif=out/relulint.sarif"]
+    import json
+
+    sarif = json.loads((tmp_path / "out" / "relulint.sarif").read_text(encoding="utf-8"))
+    results = sarif["runs"][0]["results"]
+    assert results and {r["ruleId"][:3] for r in results} == {"RL2"}
+    assert results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "models/dying.onnx"
+    assert summary.read_text(encoding="utf-8").startswith("## relulint\n")
