@@ -1,0 +1,277 @@
+"""Bounds for every tensor of the main graph, from a box around the inputs.
+
+The walk visits the main graph's nodes in topological order. A node whose inputs are all known exactly
+(shape arithmetic, constant chains the graph does not fold) is evaluated with onnx's reference
+evaluator; any other node goes to its handler in ``relulint.bounds.ops``. A node that has no handler,
+whose handler gives up, or that owns a subgraph gets unbounded outputs (their shapes from onnx shape
+inference), which keeps every later bound sound.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from relulint.bounds.interval import Bound, Domain, Symbolic, exact, unbounded
+from relulint.bounds.ops import HANDLERS, Inputs, Unsupported
+from relulint.graph import Graph, Node
+
+# Symbolic bounds carry one row per input element: worth it for small inputs (tabular data, small
+# vectors), not for images, where the interval pass alone runs.
+MAX_VARIABLES = 4096
+SYMBOLIC_BUDGET = 8_000_000  # rows x elements of one symbolic array (64 MB of float64)
+MAX_EXACT_ELEMENTS = 1_000_000  # larger all-constant nodes are not evaluated (they would be slow)
+RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+
+
+@dataclass
+class InputBox:
+    """The analysed shape and range of each model input."""
+
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    ranges: dict[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)  # inputs given a range
+    problems: list[str] = field(default_factory=list)  # why a given range could not be used
+
+
+@dataclass
+class Propagation:
+    bounds: dict[str, Bound]
+    domain: Domain | None
+    unbounded_ops: Counter  # op type -> nodes whose outputs were left unbounded
+    reasons: dict[str, str]  # op type -> why (the first reason seen)
+
+
+def input_box(
+    graph: Graph, input_shapes: dict[str, tuple[int, ...]], ranges: dict[str, tuple[tuple[float, float], ...]]
+) -> InputBox:
+    box = InputBox()
+    for name in graph.inputs:
+        shape = _input_shape(graph, name, input_shapes)
+        if shape is None:
+            if name in ranges:
+                box.problems.append(
+                    f"input '{name}' has no fixed shape (declared {graph.tensor_shape(name)}); give it with --input-shape"
+                )
+            continue
+        box.shapes[name] = shape
+        if name not in ranges:
+            continue
+        pairs = ranges[name]
+        if len(pairs) > 1 and (len(shape) < 2 or shape[1] != len(pairs)):
+            channels = shape[1] if len(shape) > 1 else None
+            box.problems.append(
+                f"--input-range of '{name}' gives {len(pairs)} channel ranges but axis 1 has {channels} channels"
+            )
+            continue
+        box.ranges[name] = pairs
+    for name in sorted(set(ranges) - set(graph.inputs)):
+        known = ", ".join(graph.inputs) or "none"
+        box.problems.append(f"--input-range names '{name}', which is not an input of this model (inputs: {known})")
+    return box
+
+
+def _input_shape(graph: Graph, name: str, given: dict[str, tuple[int, ...]]) -> tuple[int, ...] | None:
+    if name in given:
+        return tuple(given[name])
+    declared = graph.tensor_shape(name)
+    if declared is None:
+        return None
+    dims = []
+    for index, dim in enumerate(declared):
+        if isinstance(dim, int) and dim > 0:
+            dims.append(dim)
+        elif index == 0:
+            dims.append(1)  # a symbolic batch: every sample has the same box, so one is enough
+        else:
+            return None
+    return tuple(dims)
+
+
+def range_arrays(shape: tuple[int, ...], pairs: tuple[tuple[float, float], ...]) -> tuple[np.ndarray, np.ndarray]:
+    if len(pairs) == 1:
+        return np.full(shape, pairs[0][0], np.float64), np.full(shape, pairs[0][1], np.float64)
+    lows = np.array([p[0] for p in pairs], np.float64).reshape(1, -1, *([1] * (len(shape) - 2)))
+    highs = np.array([p[1] for p in pairs], np.float64).reshape(1, -1, *([1] * (len(shape) - 2)))
+    return np.broadcast_to(lows, shape).copy(), np.broadcast_to(highs, shape).copy()
+
+
+def seed_bounds(graph: Graph, box: InputBox) -> tuple[dict[str, Bound], Domain | None]:
+    """The inputs' bounds; symbolic ones (an identity over the input variables) when there are few."""
+    bounds: dict[str, Bound] = {}
+    ranged = {name: range_arrays(box.shapes[name], pairs) for name, pairs in box.ranges.items()}
+    finite = {name: arrays for name, arrays in ranged.items() if np.all(np.isfinite(arrays[0] + arrays[1]))}
+    variables = sum(arrays[0].size for arrays in finite.values())
+    domain = None
+    if 0 < variables <= MAX_VARIABLES:
+        domain = Domain(
+            lo=np.concatenate([finite[n][0].reshape(-1) for n in finite]),
+            hi=np.concatenate([finite[n][1].reshape(-1) for n in finite]),
+            budget=SYMBOLIC_BUDGET,
+        )
+    offset = 0
+    for name, shape in box.shapes.items():
+        if name not in ranged:
+            bounds[name] = unbounded(shape)
+            continue
+        lo, hi = ranged[name]
+        sym = None
+        if name in finite and domain is not None and domain.fits(shape):
+            size = lo.size
+            lower = np.zeros((variables + 1, size))
+            lower[1 + offset + np.arange(size), np.arange(size)] = 1.0
+            lower = lower.reshape(variables + 1, *shape)
+            sym = Symbolic(lower, lower.copy())
+        if name in finite:
+            offset += lo.size
+        bounds[name] = Bound(lo, hi, sym)
+    return bounds, domain
+
+
+def topological(graph: Graph) -> list[Node]:
+    """Main-graph nodes, producers first (Kahn's algorithm; nodes on a cycle are left out)."""
+    main = [node for node in graph.nodes.values() if node.scope == ""]
+    ids = {node.id for node in main}
+    waiting: dict[str, int] = {}
+    users: dict[str, list[Node]] = {}
+    for node in main:
+        producers = {graph.producers.get(t) for t in node.inputs if t} & ids
+        waiting[node.id] = len(producers)
+        for producer in producers:
+            users.setdefault(producer, []).append(node)
+    ready = [node for node in main if waiting[node.id] == 0]
+    order: list[Node] = []
+    while ready:
+        node = ready.pop(0)
+        order.append(node)
+        for user in users.get(node.id, ()):
+            waiting[user.id] -= 1
+            if waiting[user.id] == 0:
+                ready.append(user)
+    return order
+
+
+def propagate_bounds(graph: Graph, box: InputBox, opset: int) -> Propagation:
+    bounds, domain = seed_bounds(graph, box)
+    result = Propagation(bounds, domain, Counter(), {})
+    shapes: dict[str, tuple[int, ...]] | None = None
+    for node in topological(graph):
+        if all(graph.is_constant(t) for t in node.outputs if t):
+            continue  # constants are read lazily where they are used
+        inputs = Inputs(node, graph, bounds, domain, opset)
+        outputs, reason = _node_bounds(inputs)
+        if reason is not None:
+            result.unbounded_ops[node.op] += 1
+            result.reasons.setdefault(node.op, reason)
+        for index, tensor in enumerate(node.outputs):
+            if not tensor:
+                continue
+            bound = outputs[index] if index < len(outputs) else None
+            if bound is None:
+                if shapes is None:
+                    shapes = inferred_shapes(graph, box)
+                shape = shapes.get(tensor)
+                if shape is None:
+                    continue  # unknown shape: consumers see no bound and leave theirs unbounded too
+                bound = unbounded(shape)
+            bounds[tensor] = bound
+    return result
+
+
+def _node_bounds(inputs: Inputs) -> tuple[list[Bound | None], str | None]:
+    """The node's output bounds and, when some are left unbounded, why."""
+    node = inputs.node
+    if node.domain not in ("", "ai.onnx"):
+        return [], f"custom domain '{node.domain}'"
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.proto.attribute):
+        return [], "control flow (subgraphs) is not modelled"
+    if node.op in RANDOM_OPS:
+        return [], "random op"
+    values = _exact_inputs(inputs)
+    if values is not None:
+        evaluated = _evaluate(inputs, values)
+        if evaluated is not None:
+            return evaluated, None
+    handler = HANDLERS.get(node.op)
+    if handler is None:
+        return [], "no bound propagation for this op"
+    try:
+        outputs = handler(inputs)
+    except Unsupported as exc:
+        return [], str(exc)
+    except Exception as exc:
+        # A handler that trips on an unusual model must not sink the analysis: unbounded is sound.
+        if os.environ.get("RELULINT_DEBUG") == "1":
+            raise
+        return [], f"{type(exc).__name__} while bounding"
+    reason = None if all(o is not None for o in outputs[:1]) else "part of the op is not modelled"
+    return outputs, reason
+
+
+def _exact_inputs(inputs: Inputs) -> list[np.ndarray | None] | None:
+    values: list[np.ndarray | None] = []
+    total = 0
+    for index, tensor in enumerate(inputs.node.inputs):
+        if not tensor:
+            values.append(None)
+            continue
+        value = inputs.value(index)
+        if value is None:
+            return None
+        total += int(np.size(value))
+        values.append(np.asarray(value))
+    if total > MAX_EXACT_ELEMENTS or not any(v is not None for v in values):
+        return None
+    return values
+
+
+def _evaluate(inputs: Inputs, values: list[np.ndarray | None]) -> list[Bound | None] | None:
+    from onnx.reference import ReferenceEvaluator
+
+    node = inputs.node
+    proto = helper.make_node(
+        node.op,
+        [f"in{i}" if t else "" for i, t in enumerate(node.inputs)],
+        [f"out{i}" for i in range(len(node.outputs))],
+    )
+    proto.attribute.extend(node.proto.attribute)
+    try:
+        evaluator = ReferenceEvaluator(proto, opsets={"": inputs.opset})
+        feeds = {f"in{i}": v for i, v in enumerate(values) if v is not None}
+        results = evaluator.run(None, feeds)
+    except Exception:
+        return None  # the handler (or unbounded outputs) takes over
+    return [exact(np.asarray(r)) for r in results]
+
+
+def inferred_shapes(graph: Graph, box: InputBox) -> dict[str, tuple[int, ...]]:
+    """Static shapes of the main graph's tensors for the analysed input shapes (onnx shape inference)."""
+    main = graph.loaded.model.graph
+    skeleton_inputs = []
+    for info in main.input:
+        if info.name in box.shapes:
+            elem = info.type.tensor_type.elem_type or TensorProto.FLOAT
+            skeleton_inputs.append(helper.make_tensor_value_info(info.name, elem, list(box.shapes[info.name])))
+    small = []
+    for tensor in main.initializer:
+        if int(np.prod(tensor.dims)) <= 4096 and tensor.data_location != TensorProto.EXTERNAL:
+            small.append(tensor)
+        else:  # a typed input stands in for a large weight: inference needs its shape, not its data
+            skeleton_inputs.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+    skeleton = helper.make_graph(list(main.node), main.name or "g", skeleton_inputs, list(main.output), small)
+    model = helper.make_model(skeleton, opset_imports=list(graph.loaded.model.opset_import))
+    model.ir_version = graph.loaded.model.ir_version
+    shapes: dict[str, tuple[int, ...]] = {}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:
+        return shapes
+    for info in (*inferred.graph.value_info, *inferred.graph.output):
+        dims = info.type.tensor_type.shape.dim if info.type.HasField("tensor_type") else []
+        if info.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+            shapes[info.name] = tuple(d.dim_value for d in dims)
+    return shapes
