@@ -190,7 +190,7 @@ def test_charts_show_dead_fractions_with_the_40_percent_line(page):
     assert len(re.findall(r'<line class="marker"', he_chart)) == 3
     assert re.findall(r'<rect class="(bar-\w+)"', he_chart)[2] == "bar-warn"  # constant 0.9 weights: far above He
     second = text.split('id="model-2"', 1)[1].split('id="model-3"', 1)[0]
-    assert "The probe did not measure this model" in second
+    assert "The probe did not run on this model" in second
 
 
 def test_one_model_without_findings_or_layers(tmp_path):

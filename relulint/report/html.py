@@ -73,6 +73,12 @@ def fmt_percent(value: float | None) -> str:
     return f"{value * 100:.1f}%" if value < 0.999 or value == 1 else f"{value * 100:.2f}%"
 
 
+def fmt_time(iso: str) -> str:
+    """2024-01-02T03:04:05Z -> 2024-01-02 03:04:05 UTC (other text is shown as it is)."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)Z", iso)
+    return f"{match.group(1)} {match.group(2)} UTC" if match else iso
+
+
 def fmt_bytes(size: Any) -> str:
     value = number(size)
     if value is None:
@@ -171,7 +177,7 @@ def dead_fraction_chart(layers: list[LayerView], probe_ran: bool) -> Chart:
         chart.empty = "No ReLU-family layers in this model."
         return chart
     if all(value is None for value in measured):
-        chart.empty = "The probe did not measure this model (run without --no-probe; the notes say why)." if not probe_ran else "The probe measured no layer."
+        chart.empty = "The probe did not run on this model (it is off with --no-probe; otherwise the notes say why)." if not probe_ran else "The probe measured no layer."
         return chart
     scale = _y_scale(chart, 1.0)
     band, width = _columns(chart, len(layers))
@@ -482,7 +488,7 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(show=show, code=show_code, number=fmt_number, percent=fmt_percent, r=_round)
+    env.filters.update(show=show, code=show_code, number=fmt_number, percent=fmt_percent, r=_round, when=fmt_time)
     return env
 
 
