@@ -9,6 +9,8 @@ from pathlib import Path
 
 import onnx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import relulint.rules
 from relulint.config import Config
@@ -45,6 +47,14 @@ def test_escaping_follows_the_runner():
     for text in ["%0A is not a newline", "x:y,z", "100%", "a\nb\rc"]:
         assert unescape(escape_property(text)) == text
         assert unescape(escape_data(text)) == text
+
+
+@given(st.text())
+def test_escaped_text_never_ends_a_command_and_round_trips(text):
+    for escaped in (escape_data(text), escape_property(text)):
+        assert "\n" not in escaped and "\r" not in escaped
+        assert unescape(escaped) == text
+    assert ":" not in escape_property(text) and "," not in escape_property(text)
 
 
 def test_one_command_per_finding_with_file_line_and_title(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -14,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import relulint.rules
 from relulint.config import Config
@@ -21,7 +24,8 @@ from relulint.engine import analyse
 from relulint.findings import AffectedUnits, Finding, ModelResult, Note, Severity
 from relulint.modelkit import ModelBuilder
 from relulint.report import Run, render
-from relulint.report.html import csp_hash
+from relulint.report.html import csp_hash, show
+from relulint.report.text import clean
 from relulint.rules import Rule, RuleMeta
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -129,6 +133,14 @@ def page(tmp_path_factory) -> tuple[Path, str]:
     path = folder / "report.html"
     path.write_text(text, encoding="utf-8")
     return path, text
+
+
+@given(st.text())
+def test_show_leaves_no_markup_and_no_control_character(text):
+    shown = str(show(text))
+    assert "<" not in shown and ">" not in shown and '"' not in shown
+    assert not re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\n\r]", shown)
+    assert html.unescape(shown) == clean(text)  # the reader sees the text, control characters spelled out
 
 
 # ---- the page as text ------------------------------------------------------------------------
