@@ -102,7 +102,7 @@ class BoundsResult:
 
 def run_bounds_analysis(ctx: Context) -> None:
     """Store a ``BoundsResult`` in ``ctx.analyses["bounds"]``, or say in a note why there is none."""
-    result, notes = compute_bounds(ctx)
+    result, notes = ctx.cached("bounds", compute_bounds)
     ctx.notes.extend(notes)
     if result is not None:
         ctx.analyses["bounds"] = result
@@ -115,6 +115,11 @@ def run_bounds_analysis(ctx: Context) -> None:
                     proven_dead_fraction=bounds.dead.size / bounds.units,
                     always_active=int(bounds.always_active.size),
                 )
+
+
+def cached_bounds(ctx: Context) -> BoundsResult | None:
+    """The model's bounds, computed once per context (the checkpoint comparison uses them too)."""
+    return ctx.cached("bounds", compute_bounds)[0]
 
 
 def compute_bounds(ctx: Context) -> tuple[BoundsResult | None, list[Note]]:

@@ -1,0 +1,125 @@
+"""RL701: units that were alive in the older checkpoint and are dead in this one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from relulint.compare import CompareResult, LayerChange
+from relulint.context import Context
+from relulint.findings import AffectedUnits, Finding, Severity
+from relulint.rules import Option, RuleMeta
+
+META = RuleMeta(
+    id="RL701",
+    name="units-died-since-checkpoint",
+    severity=Severity.ERROR,
+    summary="Units that were alive in the older checkpoint (--compare OLD.onnx) and are dead in this one.",
+    why="""
+A unit that dies during training rarely comes back: once its pre-activation is below zero for every
+input, ReLU passes it no gradient. Comparing two checkpoints of one run shows *when* units died and
+how many, which a single file cannot: a layer that had every unit alive after initialization and has a
+third of them dead one epoch later was damaged by the training itself, most often by a learning rate
+that is too high (see RL702 and RL703, which usually fire with it).
+
+A unit counts as dead by the strongest evidence available, each judged the same way in both
+checkpoints: the probe (it never fired on the same inputs, fed to both checkpoints with the same seed
+or `--data`), the proof (its pre-activation is provably at most 0 over `--input-range`), and the static
+margins (its bias puts it more than RL201's `k` standard deviations below zero). The finding is an error
+when the probe or the proof shows the death, a warning when only the static margins do.
+""",
+    fix="""
+Restart from the older checkpoint with a lower learning rate (or a warm-up), gradient clipping, or a
+smaller batch-size-to-rate ratio; check that no loss spike or bad batch happened between the two. If the
+units are needed, re-initialize them (He init, zero bias) before continuing.
+""",
+    example="""
+```bash
+relulint checkpoints/epoch_2.onnx --compare checkpoints/epoch_1.onnx
+# fc2_relu [RL701] error: 46 of 64 units alive in epoch_1.onnx are dead here: the probe saw them never fire ...
+```
+""",
+    options=(
+        Option("min_fraction", float, 0.0, "Report a layer only when more than this fraction of its units died."),
+        Option("worst", int, 5, "How many of the units that died to list."),
+    ),
+    needs=("compare",),
+    tags=("checkpoint",),
+)
+
+SOURCE_TEXT = {
+    "probe": "the probe saw {n} never fire on the same inputs",
+    "proof": "the bounds over the input domain prove {n} dead",
+    "margins": "static margins put {n} more than {k:g} standard deviations below zero",
+}
+
+
+def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
+    result: CompareResult = ctx.analyses["compare"]
+    for layer in ctx.layers:
+        change = result.layers.get(layer.name)
+        if change is None or not change.units:
+            continue
+        by_source = {source: change.newly_dead(source) for source in ("probe", "proof", "margins")}
+        died = np.unique(np.concatenate([units for units in by_source.values()])) if by_source else np.arange(0)
+        fraction = died.size / change.units
+        if not died.size or fraction <= options["min_fraction"]:
+            continue
+        measured = by_source["probe"].size or by_source["proof"].size
+        parts = [
+            SOURCE_TEXT[source].format(n=units.size, k=result.margin_k) + _counts(change, source)
+            for source, units in by_source.items()
+            if units.size
+        ]
+        worst = _worst(change, by_source, options["worst"])
+        yield Finding(
+            rule=META.id,
+            severity=Severity.ERROR if measured else Severity.WARNING,
+            message=(
+                f"{died.size} of {change.units} units ({fraction:.1%}) alive in {result.old_path} are dead here: "
+                f"{'; '.join(parts)} (first: {', '.join(str(i) for i in worst)})"
+            ),
+            node=layer.name,
+            tensor=layer.pre_activation,
+            units=AffectedUnits(int(died.size), change.units, tuple(worst)),
+            evidence={
+                "layer": layer.name,
+                "linear": layer.linear,
+                "old": result.old_path,
+                "died": int(died.size),
+                "units": change.units,
+                "fraction": fraction,
+                "by_source": {
+                    source: [int(i) for i in units] for source, units in by_source.items() if source in change.dead_new
+                },
+                **{
+                    f"{source}": _summary(change, source)
+                    for source in ("probe", "proof", "margins")
+                    if source in change.dead_new
+                },
+                "relative_update": change.relative_update,
+            },
+            fix=f"restart from {result.old_path} with a lower learning rate (or a warm-up) and gradient clipping",
+        )
+
+
+def _counts(change: LayerChange, source: str) -> str:
+    return f" (dead in the old checkpoint: {int(change.dead_old[source].sum())}, here: {int(change.dead_new[source].sum())})"
+
+
+def _summary(change: LayerChange, source: str) -> dict[str, int]:
+    return {
+        "dead_old": int(change.dead_old[source].sum()),
+        "dead_new": int(change.dead_new[source].sum()),
+        "newly_dead": int(change.newly_dead(source).size),
+    }
+
+
+def _worst(change: LayerChange, by_source: dict[str, np.ndarray], count: int) -> list[int]:
+    """Units that died, strongest evidence first (probe, then proof, then margins)."""
+    listed: list[int] = []
+    for units in by_source.values():
+        listed.extend(int(i) for i in units if int(i) not in listed)
+    return listed[:count]

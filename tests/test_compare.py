@@ -1,0 +1,268 @@
+"""RL701/RL702/RL703: comparing two checkpoints of one training run (numpy training, no torch)."""
+
+from __future__ import annotations
+
+import json
+from itertools import pairwise
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from relulint.cli import main
+from relulint.compare import compare_checkpoints, relative_update
+from relulint.config import Config
+from relulint.context import Context
+from relulint.engine import analyse
+from relulint.errors import ModelError
+from relulint.graph import build_graph
+from relulint.loader import load_model
+from relulint.modelkit import ModelBuilder
+from relulint.units import find_layers
+
+WIDTHS = [16, 64, 64, 4]
+SANE_RATE, HIGH_RATE = 0.05, 2.0
+EPOCHS = 5
+
+Params = list[tuple[np.ndarray, np.ndarray]]
+
+
+# ---- a small MLP trained with numpy ----------------------------------------------------------
+def make_data(n: int = 2048, features: int = 16, classes: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Standard-normal inputs (what the probe feeds by default), labels from a fixed random teacher."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, features))
+    teacher = rng.standard_normal((features, classes))
+    labels = np.argmax(x @ teacher + 0.5 * np.tanh(2 * x[:, :classes]), axis=1)
+    return x, labels
+
+
+def he_init(widths: list[int], seed: int = 1) -> Params:
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((o, i)) * np.sqrt(2 / i), np.zeros(o)) for i, o in pairwise(widths)]
+
+
+def train(params: Params, x: np.ndarray, labels: np.ndarray, rate: float, epochs: int, batch: int = 32) -> list[Params]:
+    """Plain SGD on softmax cross-entropy; returns the parameters after each epoch."""
+    rng = np.random.default_rng(0)
+    params = [(w.copy(), b.copy()) for w, b in params]
+    checkpoints = []
+    for _ in range(epochs):
+        order = rng.permutation(len(x))
+        for start in range(0, len(x), batch):
+            index = order[start : start + batch]
+            params = _sgd_step(params, x[index], labels[index], rate)
+        checkpoints.append([(w.copy(), b.copy()) for w, b in params])
+    return checkpoints
+
+
+def _sgd_step(params: Params, x: np.ndarray, labels: np.ndarray, rate: float) -> Params:
+    inputs, pre = [x], []
+    for index, (w, b) in enumerate(params):
+        z = inputs[-1] @ w.T + b
+        pre.append(z)
+        inputs.append(np.maximum(z, 0) if index < len(params) - 1 else z)
+    logits = pre[-1] - pre[-1].max(axis=1, keepdims=True)
+    grad = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    grad[np.arange(len(labels)), labels] -= 1
+    grad /= len(labels)
+    updated = []
+    for index in reversed(range(len(params))):
+        w, b = params[index]
+        grad_w, grad_b = grad.T @ inputs[index], grad.sum(axis=0)
+        if index:
+            grad = (grad @ w) * (pre[index - 1] > 0)
+        updated.append((w - rate * grad_w, b - rate * grad_b))
+    return updated[::-1]
+
+
+def to_onnx(params: Params) -> onnx.ModelProto:
+    """Gemm+Relu layers named as a PyTorch export would keep them across checkpoints."""
+    b = ModelBuilder(seed=0)
+    y = b.input("x", ["N", params[0][0].shape[1]])
+    for index, (w, bias) in enumerate(params):
+        name = f"fc{index + 1}"
+        y = b.node(
+            "Gemm", [y, b.const(w.astype(np.float32), f"{name}.weight"), b.const(bias.astype(np.float32), f"{name}.bias")],
+            name, transB=1,
+        )  # fmt: skip
+        if index < len(params) - 1:
+            y = b.relu(y, f"{name}_relu")
+    return b.build([y])
+
+
+@dataclass
+class Run:
+    initial: Path
+    first_epoch: Path
+    last_epoch: Path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Run]:
+    """The same initialization trained with a sane and with a too-high learning rate."""
+    folder = tmp_path_factory.mktemp("checkpoints")
+    x, labels = make_data()
+    initial = he_init(WIDTHS)
+    onnx.save(to_onnx(initial), folder / "init.onnx")
+    result = {}
+    for name, rate in (("sane", SANE_RATE), ("high", HIGH_RATE)):
+        epochs = train(initial, x, labels, rate, EPOCHS)
+        onnx.save(to_onnx(epochs[0]), folder / f"{name}_epoch1.onnx")
+        onnx.save(to_onnx(epochs[-1]), folder / f"{name}_epoch{EPOCHS}.onnx")
+        result[name] = Run(folder / "init.onnx", folder / f"{name}_epoch1.onnx", folder / f"{name}_epoch{EPOCHS}.onnx")
+    return result
+
+
+def compare(new: Path, old: Path, select=("RL7",), probe: bool = False, **options):
+    return analyse(str(new), Config(select=select, probe=probe, compare=str(old), **options))
+
+
+def rules_by_layer(result) -> set[tuple[str, str]]:
+    return {(f.rule, f.node) for f in result.findings}
+
+
+# ---- the training scenario -------------------------------------------------------------------
+def test_sane_rate_after_one_epoch_gets_no_checkpoint_finding(runs):
+    result = compare(runs["sane"].first_epoch, runs["sane"].initial)
+    assert result.error is None
+    assert not [f for f in result.findings if f.rule in ("RL701", "RL702")]
+    updates = [layer["relative_update"] for layer in result.extra["compare"]["layers"].values()]
+    assert all(0 < u < 0.2 for u in updates)
+
+
+def test_high_rate_after_one_epoch_gets_rl702_and_rl703(runs):
+    result = compare(runs["high"].first_epoch, runs["high"].initial)
+    found = rules_by_layer(result)
+    assert {("RL702", "fc1_relu"), ("RL702", "fc2_relu")} <= found
+    assert ("RL703", "fc1_relu") in found
+    update = next(f for f in result.findings if f.rule == "RL702" and f.node == "fc2_relu")
+    assert update.evidence["relative_update"] > 1.0 and "learning rate that is too high" in update.message
+
+
+def test_sane_rate_after_all_epochs_still_gets_nothing(runs):
+    result = compare(runs["sane"].last_epoch, runs["sane"].initial)
+    assert not [f for f in result.findings if f.rule in ("RL701", "RL702", "RL703")]
+
+
+# ---- matching the checkpoints ------------------------------------------------------------------
+def test_identical_checkpoints_have_zero_updates(runs):
+    result = compare(runs["sane"].initial, runs["sane"].initial)
+    data = result.extra["compare"]
+    assert data["same_file"] is True
+    assert all(layer["relative_update"] == 0 for layer in data["layers"].values())
+    assert not result.findings
+
+
+def _context(path: Path, config: Config) -> Context:
+    loaded = load_model(path)
+    graph = build_graph(loaded)
+    return Context(loaded=loaded, graph=graph, layers=find_layers(graph), config=config)
+
+
+def test_checkpoints_of_another_architecture_are_an_error(tmp_path, runs):
+    wider = to_onnx(he_init([16, 32, 64, 4]))
+    onnx.save(wider, tmp_path / "wider.onnx")
+    ctx = _context(runs["sane"].initial, Config(compare=str(tmp_path / "wider.onnx")))
+    with pytest.raises(ModelError) as raised:
+        compare_checkpoints(ctx, str(tmp_path / "wider.onnx"))
+    problem = raised.value.problem
+    assert problem.startswith(f"cannot compare with {tmp_path / 'wider.onnx'}: the checkpoints do not match")
+    assert "layer 'fc1_relu' has 64 units here and 32 there" in problem
+    assert "initializer 'fc1.weight' has shape [64, 16] here and [32, 16] there" in problem
+    assert raised.value.path == str(runs["sane"].initial)
+
+
+def test_renamed_initializers_are_an_error(tmp_path, runs):
+    model = onnx.load(runs["sane"].initial)
+    for tensor in model.graph.initializer:
+        if tensor.name == "fc2.weight":
+            tensor.name = "onnx::Gemm_17"
+    for node in model.graph.node:
+        node.input[:] = ["onnx::Gemm_17" if name == "fc2.weight" else name for name in node.input]
+    onnx.save(model, tmp_path / "renamed.onnx")
+    ctx = _context(tmp_path / "renamed.onnx", Config())
+    with pytest.raises(ModelError) as raised:
+        compare_checkpoints(ctx, str(runs["sane"].initial))
+    assert "layer 'fc2_relu' is fed by 'onnx::Gemm_17' here and 'fc2.weight' there" in raised.value.problem
+    assert "initializer 'onnx::Gemm_17' is not in the old checkpoint" in raised.value.problem
+
+
+def test_an_unreadable_old_checkpoint_is_an_error(tmp_path, runs):
+    ctx = _context(runs["sane"].initial, Config())
+    with pytest.raises(ModelError, match=r"cannot compare with .*missing\.onnx: no such file"):
+        compare_checkpoints(ctx, str(tmp_path / "missing.onnx"))
+
+
+def test_without_compare_the_rules_stay_silent_and_say_so(runs):
+    result = analyse(str(runs["sane"].initial), Config(select=("RL7",), probe=False))
+    assert not result.findings and "compare" not in result.extra
+    assert any("no --compare OLD.onnx given" in note.message for note in result.notes)
+
+
+# ---- the measures, by hand -------------------------------------------------------------------
+def test_relative_update_by_hand():
+    assert relative_update(np.array([[3.0, 0.0]]), np.array([[3.0, 4.0]])) == pytest.approx(0.8)
+    assert relative_update(np.ones((2, 2)), np.zeros((2, 2))) is None
+    assert relative_update(np.array([np.nan]), np.array([1.0])) is None
+
+
+def _one_layer(bias: list[float]) -> onnx.ModelProto:
+    b = ModelBuilder(seed=0)
+    x = b.input("x", ["N", 2])
+    weight = b.const(np.eye(2, dtype=np.float32), "fc.weight")
+    y = b.node("Gemm", [x, weight, b.const(np.array(bias, np.float32), "fc.bias")], "fc", transB=1)
+    return b.build([b.relu(y, "act")])
+
+
+def test_rl703_measures_the_bias_drop_in_standard_deviations(tmp_path):
+    # Unit weights of norm 1 on inputs of scale 1 (RL201's input_scale): sigma = 1, so the shift is the drop.
+    onnx.save(_one_layer([0.0, 0.0]), tmp_path / "old.onnx")
+    onnx.save(_one_layer([-2.0, -0.5]), tmp_path / "new.onnx")
+    result = compare(tmp_path / "new.onnx", tmp_path / "old.onnx")
+    (finding,) = [f for f in result.findings if f.rule == "RL703"]
+    assert finding.units.count == 1 and finding.units.worst == (0,)
+    assert finding.evidence["shift_min"] == pytest.approx(-2.0, abs=1e-6)
+    layer = result.extra["compare"]["layers"]["act"]
+    assert layer["bias_shift_min"] == pytest.approx(-2.0, abs=1e-6)
+    assert layer["relative_update"] == 0
+    lenient = compare(tmp_path / "new.onnx", tmp_path / "old.onnx", rule_options={"RL703": {"k": 2.5}})
+    assert not [f for f in lenient.findings if f.rule == "RL703"]
+
+
+def test_rl701_by_the_static_margins_is_a_warning(tmp_path):
+    # A bias of -5 on unit-scale inputs puts unit 0 five standard deviations below zero: at risk by RL201's k = 3.
+    onnx.save(_one_layer([0.0, 0.0]), tmp_path / "old.onnx")
+    onnx.save(_one_layer([-5.0, 0.0]), tmp_path / "new.onnx")
+    result = compare(tmp_path / "new.onnx", tmp_path / "old.onnx")
+    (finding,) = [f for f in result.findings if f.rule == "RL701"]
+    assert str(finding.severity) == "warning" and finding.units.worst == (0,)
+    assert finding.evidence["margins"] == {"dead_old": 0, "dead_new": 1, "newly_dead": 1}
+    assert "static margins put 1 more than 3 standard deviations below zero" in finding.message
+
+
+def test_rl701_by_the_proof_is_an_error(tmp_path):
+    onnx.save(_one_layer([0.0, 0.0]), tmp_path / "old.onnx")
+    onnx.save(_one_layer([-5.0, 0.0]), tmp_path / "new.onnx")
+    result = compare(tmp_path / "new.onnx", tmp_path / "old.onnx", input_ranges={"x": ((-1.0, 1.0),)})
+    (finding,) = [f for f in result.findings if f.rule == "RL701"]
+    assert str(finding.severity) == "error"
+    assert finding.evidence["proof"] == {"dead_old": 0, "dead_new": 1, "newly_dead": 1}
+    assert result.extra["compare"]["layers"]["act"]["proof"]["newly_dead"] == 1
+
+
+def test_cli_compare_reaches_the_json_report(tmp_path):
+    onnx.save(_one_layer([0.0, 0.0]), tmp_path / "old.onnx")
+    onnx.save(_one_layer([-5.0, 0.0]), tmp_path / "new.onnx")
+    runner = CliRunner()
+    args = [str(tmp_path / "new.onnx"), "--no-probe", "--select", "RL7", "--compare", str(tmp_path / "old.onnx")]
+    text = runner.invoke(main, args)
+    assert text.exit_code == 0 and "RL701" in text.output and "RL703" in text.output  # warnings only
+    data = json.loads(runner.invoke(main, [*args, "--format", "json"]).output)
+    model = data["models"][0]
+    assert model["compare"]["old"]["path"] == str(tmp_path / "old.onnx")
+    assert set(model["compare"]["layers"]["act"]) >= {"units", "relative_update", "bias_shift_min", "margins"}
+    assert model["units"][0]["metrics"]["relative_update"] == 0
