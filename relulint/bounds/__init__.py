@@ -131,7 +131,8 @@ def compute_bounds(ctx: Context) -> tuple[BoundsResult | None, list[Note]]:
     if not box.ranges:
         notes.append(Note("skipped", "no usable --input-range: the proof rules RL6xx stay silent"))
         return None, notes
-    propagation = propagate_bounds(ctx.graph, box, opset_of(ctx))
+    keep = {layer.pre_activation for layer in ctx.layers} | {_clip_limit_inputs(ctx, layer) for layer in ctx.layers}
+    propagation = propagate_bounds(ctx.graph, box, opset_of(ctx), keep)
     result = BoundsResult(
         domain=dict(box.ranges),
         variables=propagation.domain.variables if propagation.domain is not None else 0,
@@ -179,8 +180,15 @@ def layer_bounds(ctx: Context, layer: Layer, propagation: Propagation) -> LayerB
         active &= upper <= ceiling
     always_active = np.flatnonzero(active) if node.op in IDENTITY_ON_POSITIVE else np.arange(0)
     return LayerBounds(
-        layer.name, node.op, lower, upper, threshold, ceiling, dead, saturated, always_active, bound.sym is not None
-    )
+        layer.name, node.op, lower, upper, threshold, ceiling, dead, saturated, always_active,
+        layer.pre_activation in propagation.symbolic,
+    )  # fmt: skip
+
+
+def _clip_limit_inputs(ctx: Context, layer: Layer) -> str:
+    """A Clip's computed ceiling input, which the saturation check reads after the walk ("" otherwise)."""
+    node = ctx.graph.nodes[layer.name]
+    return node.inputs[2] if node.op == "Clip" and len(node.inputs) > 2 else ""
 
 
 def _ceiling(ctx: Context, node, propagation: Propagation) -> float | None:

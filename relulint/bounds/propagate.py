@@ -44,6 +44,7 @@ class Propagation:
     domain: Domain | None
     unbounded_ops: Counter  # op type -> nodes whose outputs were left unbounded
     reasons: dict[str, str]  # op type -> why (the first reason seen)
+    symbolic: set[str] = field(default_factory=set)  # tensors that had linear bounds in the input variables
 
 
 def input_box(
@@ -155,11 +156,14 @@ def topological(graph: Graph) -> list[Node]:
     return order
 
 
-def propagate_bounds(graph: Graph, box: InputBox, opset: int) -> Propagation:
+def propagate_bounds(graph: Graph, box: InputBox, opset: int, keep: set[str] | None = None) -> Propagation:
+    """Bounds of the tensors in ``keep`` (every tensor when None); others are freed after their last use."""
     bounds, domain = seed_bounds(graph, box)
     result = Propagation(bounds, domain, Counter(), {})
     shapes: dict[str, tuple[int, ...]] | None = None
-    for node in topological(graph):
+    order = topological(graph)
+    uses = Counter(t for node in order for t in set(node.inputs) if t)
+    for node in order:
         if all(graph.is_constant(t) for t in node.outputs if t):
             continue  # constants are read lazily where they are used
         inputs = Inputs(node, graph, bounds, domain, opset)
@@ -178,8 +182,23 @@ def propagate_bounds(graph: Graph, box: InputBox, opset: int) -> Propagation:
                 if shape is None:
                     continue  # unknown shape: consumers see no bound and leave theirs unbounded too
                 bound = unbounded(shape)
+            if bound.sym is not None:
+                result.symbolic.add(tensor)
             bounds[tensor] = bound
+        for tensor in set(node.inputs):
+            if tensor:
+                uses[tensor] -= 1
+                if uses[tensor] == 0 and keep is not None and tensor in bounds:
+                    _release(bounds, tensor, keep)
     return result
+
+
+def _release(bounds: dict[str, Bound], tensor: str, keep: set[str]) -> None:
+    """Free a tensor's bound after its last consumer (symbolic arrays are the large part)."""
+    if tensor in keep:
+        bounds[tensor].sym = None
+    else:
+        del bounds[tensor]
 
 
 def _node_bounds(inputs: Inputs) -> tuple[list[Bound | None], str | None]:
