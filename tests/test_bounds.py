@@ -433,3 +433,123 @@ def test_every_unit_proven_dead_is_dead_on_10000_inputs_from_the_domain(case):
         assert np.all(per_unit[bounds.always_active] >= 0), f"{layer.name}: a unit proven active was off"
         # ... because every sampled pre-activation lies inside its unit's bounds.
         assert np.all(per_unit.min(axis=1) >= bounds.lower) and np.all(per_unit.max(axis=1) <= bounds.upper)
+
+
+# ---- every modelled op, one at a time --------------------------------------------------------
+def _c(b: ModelBuilder, value) -> str:
+    return b.const(np.asarray(value, np.float32))
+
+
+def _i(b: ModelBuilder, value) -> str:
+    return b.const(np.asarray(value, np.int64))
+
+
+# Each builds one op (or a short chain) on y, the [N, 3, 4, 4] output of a random convolution.
+OP_CASES = {
+    "ConvTranspose": lambda b, y: b.node(
+        "ConvTranspose", [y, _c(b, b.rng.standard_normal((3, 2, 2, 2)))], strides=[2, 2]
+    ),
+    "MatMul": lambda b, y: b.node("MatMul", [y, _c(b, b.rng.standard_normal((4, 5)))]),
+    "MatMul-left": lambda b, y: b.node("MatMul", [_c(b, b.rng.standard_normal((2, 4))), y]),
+    "Gemm": lambda b, y: b.node("Gemm", [b.node("Flatten", [y]), _c(b, b.rng.standard_normal((5, 48)))], transB=1),
+    "Add": lambda b, y: b.node("Add", [y, _c(b, [[[0.5]], [[-1.0]], [[2.0]]])]),
+    "Sub": lambda b, y: b.node("Sub", [_c(b, 1.5), y]),
+    "Mul": lambda b, y: b.node("Mul", [y, _c(b, [[[0.5]], [[-2.0]], [[0.0]]])]),
+    "Div": lambda b, y: b.node("Div", [y, _c(b, [[[4.0]], [[-0.5]], [[3.0]]])]),
+    "Neg": lambda b, y: b.node("Neg", [y]),
+    "BatchNormalization": lambda b, y: b.batchnorm(y, 3, gamma=[1.5, -0.5, 2.0], beta=[0.1, -1.0, 0.0]),
+    "LeakyRelu": lambda b, y: b.leaky_relu(y, 0.2),
+    "LeakyRelu-negative": lambda b, y: b.leaky_relu(y, -0.5),
+    "PRelu": lambda b, y: b.node("PRelu", [y, _c(b, [[[0.25]], [[-0.5]], [[1.5]]])]),
+    "Elu": lambda b, y: b.node("Elu", [y], alpha=0.7),
+    "Selu": lambda b, y: b.node("Selu", [y]),
+    "Celu": lambda b, y: b.node("Celu", [y], alpha=2.0),
+    "Gelu": lambda b, y: b.node("Gelu", [y]),
+    "Gelu-tanh": lambda b, y: b.node("Gelu", [y], approximate="tanh"),
+    "Mish": lambda b, y: b.node("Mish", [y]),
+    "HardSwish": lambda b, y: b.node("HardSwish", [y]),
+    "HardSigmoid": lambda b, y: b.node("HardSigmoid", [y], alpha=0.3, beta=0.4),
+    "Softplus": lambda b, y: b.node("Softplus", [y]),
+    "Softsign": lambda b, y: b.node("Softsign", [y]),
+    "ThresholdedRelu": lambda b, y: b.node("ThresholdedRelu", [y], alpha=0.5),
+    "Clip": lambda b, y: b.node("Clip", [y, _c(b, -1.0), _c(b, 2.0)]),
+    "Sigmoid": lambda b, y: b.node("Sigmoid", [y]),
+    "Tanh": lambda b, y: b.node("Tanh", [y]),
+    "Abs": lambda b, y: b.node("Abs", [y]),
+    "Exp": lambda b, y: b.node("Exp", [b.node("Mul", [y, _c(b, 0.1)])]),
+    "Sqrt": lambda b, y: b.node("Sqrt", [b.relu(y)]),
+    "Softmax": lambda b, y: b.node("Softmax", [y], axis=1),
+    "MaxPool": lambda b, y: b.node("MaxPool", [y], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]),
+    "AveragePool": lambda b, y: b.node("AveragePool", [y], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    "AveragePool-pads": lambda b, y: b.node(
+        "AveragePool", [y], kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1
+    ),
+    "GlobalAveragePool": lambda b, y: b.node("GlobalAveragePool", [y]),
+    "GlobalMaxPool": lambda b, y: b.node("GlobalMaxPool", [y]),
+    "ReduceMean": lambda b, y: b.node("ReduceMean", [y, _i(b, [2, 3])]),
+    "ReduceSum": lambda b, y: b.node("ReduceSum", [y, _i(b, [1])], keepdims=0),
+    "ReduceMax": lambda b, y: b.node("ReduceMax", [y, _i(b, [-1])]),
+    "Flatten": lambda b, y: b.node("Flatten", [y]),
+    "Reshape": lambda b, y: b.node("Reshape", [y, _i(b, [-1, 6, 8])]),
+    "Reshape-from-Shape": lambda b, y: b.node(
+        "Reshape",
+        [y, b.node("Concat", [b.node("Slice", [b.node("Shape", [y]), _i(b, [0]), _i(b, [1])]), _i(b, [-1])], axis=0)],
+    ),
+    "Transpose": lambda b, y: b.node("Transpose", [y], perm=[0, 2, 3, 1]),
+    "Concat": lambda b, y: b.node("Concat", [y, b.node("Mul", [y, _c(b, -2.0)])], axis=1),
+    "Slice": lambda b, y: b.node("Slice", [y, _i(b, [1, 0]), _i(b, [3, 4]), _i(b, [1, 3]), _i(b, [1, 2])]),
+    "Pad": lambda b, y: b.node("Pad", [y, _i(b, [0, 0, 1, 2, 0, 0, 2, 1]), _c(b, 0.5)]),
+    "Pad-reflect": lambda b, y: b.node("Pad", [y, _i(b, [0, 0, 1, 1, 0, 0, 1, 1])], mode="reflect"),
+    "Split": lambda b, y: b.node("Split", [y], outputs=2, axis=2, num_outputs=2),
+    "Squeeze-Unsqueeze": lambda b, y: b.node("Squeeze", [b.node("Unsqueeze", [y, _i(b, [2])]), _i(b, [2])]),
+    "Gather": lambda b, y: b.node("Gather", [y, _i(b, [2, 0, 2])], axis=1),
+    "Tile": lambda b, y: b.node("Tile", [y, _i(b, [1, 2, 1, 1])]),
+    "Expand": lambda b, y: b.node("Expand", [b.node("ReduceMean", [y, _i(b, [1])]), _i(b, [1, 3, 4, 4])]),
+    "Add-computed": lambda b, y: b.node("Add", [y, b.node("Sigmoid", [y])]),
+    "Sub-computed": lambda b, y: b.node("Sub", [y, b.node("Transpose", [y], perm=[0, 1, 3, 2])]),
+    "Mul-computed": lambda b, y: b.node("Mul", [y, b.node("Tanh", [y])]),
+    "Div-computed": lambda b, y: b.node("Div", [y, b.node("Add", [b.node("Sigmoid", [y]), _c(b, 1.0)])]),
+    "Max-computed": lambda b, y: b.node("Max", [y, b.node("Neg", [y])]),
+    "Min-computed": lambda b, y: b.node("Min", [y, _c(b, 0.3)]),
+    "Sum": lambda b, y: b.node("Sum", [y, y, b.node("Abs", [y])]),
+    "Dropout": lambda b, y: b.node("Dropout", [y]),
+    "Cast": lambda b, y: b.node("Cast", [y], to=TensorProto.FLOAT),
+    "LayerNormalization": lambda b, y: b.node(
+        "LayerNormalization", [y, _c(b, [1.0, -2.0, 0.5, 1.0]), _c(b, [0.0, 1.0, -1.0, 0.2])]
+    ),
+    "InstanceNormalization": lambda b, y: b.node(
+        "InstanceNormalization", [y, _c(b, [1.0, 2.0, -1.0]), _c(b, [0.5, 0.0, 0.0])]
+    ),
+}
+
+
+@pytest.mark.parametrize("op", sorted(OP_CASES))
+def test_each_modelled_op_bounds_every_sampled_value(op):
+    """The op's output, and the ReLU layer after it, stay inside their bounds on 10,000 samples of the box."""
+    from relulint.bounds.propagate import input_box, propagate_bounds
+
+    b = ModelBuilder(seed=7, opset=20)
+    x = b.input("x", ["N", 2, 4, 4])
+    y = b.conv(x, 2, 3, k=3, bias=b.rng.standard_normal(3).astype(np.float32), name="conv")
+    out = OP_CASES[op](b, y)
+    model = b.build([out])
+    ranges = {"x": ((-1.0, 0.5), (0.0, 2.0))}  # per channel
+    loaded_path = Path(tempfile.mkdtemp()) / "model.onnx"
+    onnx.save(model, loaded_path)
+    graph = build_graph(load_model(loaded_path))
+    propagation = propagate_bounds(graph, input_box(graph, {}, ranges), opset=20)
+    tensors = [  # every computed float tensor (exact ones, such as shapes, are known values)
+        t for node in graph.nodes.values() for t in node.outputs if t in propagation.bounds and propagation.bounds[t].value is None
+    ]  # fmt: skip
+    assert out in propagation.bounds, f"{op} left its output unbounded: {propagation.reasons}"
+    assert np.all(np.isfinite(propagation.bounds[out].hi)), f"{op} gave no finite bound"
+    rng = np.random.default_rng(0)
+    lo = np.array([-1.0, 0.0]).reshape(1, 2, 1, 1) * np.ones((1, 2, 4, 4))
+    hi = np.array([0.5, 2.0]).reshape(1, 2, 1, 1) * np.ones((1, 2, 4, 4))
+    samples = sample_box(rng, lo, hi, SAMPLES)
+    values = pre_activations(model, tensors, {"x": samples})
+    for tensor, value in zip(tensors, values):
+        bound = propagation.bounds[tensor]
+        assert value.shape[1:] == bound.shape[1:], f"{tensor}: shape {value.shape} vs bound {bound.shape}"
+        assert np.all(value.min(axis=0) >= bound.lo[0]), f"{op}: {tensor} went below its lower bound"
+        assert np.all(value.max(axis=0) <= bound.hi[0]), f"{op}: {tensor} went above its upper bound"

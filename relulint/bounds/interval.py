@@ -210,12 +210,18 @@ def monotone(x: Bound, f: Callable[[np.ndarray], np.ndarray], increasing: bool =
 
 
 def valley(
-    x: Bound, f: Callable[[np.ndarray], np.ndarray], argmin: float, minimum: float, relative: float = 1e-6
-) -> Bound:
-    """An op decreasing up to ``argmin`` and increasing after it (Gelu, Mish, HardSwish)."""
+    x: Bound, f: Callable[[np.ndarray], np.ndarray], argmin: tuple[float, float], minimum: float,
+    relative: float = 1e-6,
+) -> Bound:  # fmt: skip
+    """An op decreasing up to its minimizer and increasing after it (Gelu, Mish, HardSwish, Abs).
+
+    ``argmin`` is an interval that holds the minimizer and ``minimum`` a value at or below the minimum:
+    left of the interval f(u) is the lowest value, right of it f(l), in between the minimum.
+    """
     with np.errstate(all="ignore"):
         a, b = f(x.lo), f(x.hi)
-    lo = np.where(x.hi <= argmin, b, np.where(x.lo >= argmin, a, minimum))
+    left, right = argmin
+    lo = np.where(x.hi <= left, b, np.where(x.lo >= right, a, minimum))
     hi = np.maximum(a, b)
     lo = lo - relative * np.abs(lo) - 1e-7
     hi = hi + relative * np.abs(hi) + 1e-7
