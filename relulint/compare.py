@@ -113,7 +113,9 @@ def run_compare_analysis(ctx: Context) -> None:
     from relulint.findings import Note
 
     if not ctx.config.compare:
-        ctx.notes.append(Note("info", "no --compare OLD.onnx given: the checkpoint rules RL7xx stay silent"))
+        # Said only to a user who asked for these rules by name: every default run would repeat it.
+        if any(pattern.upper().startswith("RL7") for pattern in ctx.config.select):
+            ctx.notes.append(Note("info", "no --compare OLD.onnx given: the checkpoint rules RL7xx stay silent"))
         return
     result = compare_checkpoints(ctx, ctx.config.compare)
     ctx.analyses["compare"] = result

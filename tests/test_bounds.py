@@ -181,6 +181,9 @@ def test_without_a_domain_the_proof_rules_stay_silent_and_say_so(tmp_path):
     result = lint(hand_model(), tmp_path, {})
     assert not result.findings and "bounds" not in result.extra
     assert any("no --input-range given" in n.message for n in result.notes)
+    # A default run (every rule, none asked for by name) does not repeat it for every model.
+    quiet = lint(hand_model(), tmp_path, {}, select=("RL",))
+    assert not any("--input-range" in n.message for n in quiet.notes)
 
 
 def test_a_range_for_an_unknown_input_is_a_note(tmp_path):

@@ -201,6 +201,8 @@ def test_without_compare_the_rules_stay_silent_and_say_so(runs):
     result = analyse(str(runs["sane"].initial), Config(select=("RL7",), probe=False))
     assert not result.findings and "compare" not in result.extra
     assert any("no --compare OLD.onnx given" in note.message for note in result.notes)
+    quiet = analyse(str(runs["sane"].initial), Config(probe=False))
+    assert not any("--compare" in note.message for note in quiet.notes)
 
 
 # ---- the measures, by hand -------------------------------------------------------------------
