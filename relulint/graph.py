@@ -14,10 +14,17 @@ that owns a subgraph also gets an edge from the producer of each subgraph output
 
 Constant tensors (initializers, Constant nodes and constant-only chains) are read
 lazily with ``constant(tensor_id)`` and cached.
+
+Hostile models: the graph is always acyclic. A model whose data flows in a cycle (invalid
+ONNX) gets a note, and each edge that closes a cycle is cut: the consumer's input is
+renamed to ``<tensor>@cycle``, a tensor nobody produces, so every walk back or forward
+through producers and consumers ends. ``Node.attr`` returns the default for an attribute
+of the wrong type, so a string where an int belongs cannot crash a rule.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +36,7 @@ from onnx import AttributeProto, TensorProto, helper
 
 from relulint.findings import Note
 from relulint.loader import LoadedModel
-from relulint.tensors import TensorUnavailable, read_tensor, tensor_shape
+from relulint.tensors import TensorUnavailable, read_tensor, tensor_problem, tensor_shape
 
 BRANCH_NAMES = {"then_branch": "then", "else_branch": "else", "body": "body"}
 # Ops whose output is a function of constant inputs only, and cheap to evaluate in numpy.
@@ -38,6 +45,9 @@ FOLDABLE_OPS = {
     "ConstantOfShape", "DequantizeLinear", "Flatten",
 }  # fmt: skip
 MAX_FOLD_DEPTH = 64  # a longer constant chain is treated as unknown (hostile models)
+MAX_FOLD_ELEMENTS = 1 << 24  # ConstantOfShape larger than this is not materialized
+CYCLE_SUFFIX = "@cycle"  # the renamed input of a node whose input closed a cycle
+MAX_CYCLE_NOTES = 5
 
 
 @dataclass
@@ -51,9 +61,10 @@ class Node:
     scope: str  # "" for the main graph, else the subgraph's path, e.g. "If_0/then"
 
     def attr(self, name: str, default: Any = None) -> Any:
+        """The attribute's value; ``default`` when it is absent or of a type its op does not declare."""
         for attribute in self.proto.attribute:
             if attribute.name == name:
-                return helper.get_attribute_value(attribute)
+                return _attribute_value(self.op, self.domain, attribute, default)
         return default
 
     @property
@@ -75,6 +86,7 @@ class Graph:
     # (subgraph owner, subgraph output ids): data leaving a subgraph flows into its owner node
     subgraph_outputs: list[tuple[str, list[str]]] = field(default_factory=list)
     _cache: dict[str, np.ndarray | None] = field(default_factory=dict, repr=False)
+    _constant_memo: dict[str, bool] = field(default_factory=dict, repr=False)
     _nx: nx.DiGraph | None = field(default=None, repr=False)
 
     @property
@@ -100,18 +112,24 @@ class Graph:
         return iter(self.nodes.values())
 
     def is_constant(self, tensor: str) -> bool:
-        return self._constant_source(tensor, 0)
+        if tensor not in self._constant_memo:
+            self._constant_memo[tensor] = self._constant_source(tensor, 0)
+        return self._constant_memo[tensor]
 
     def _constant_source(self, tensor: str, depth: int) -> bool:
         if tensor in self.initializers:
             return True
+        if tensor in self._constant_memo:  # a diamond of foldable ops is walked once, not 2**depth times
+            return self._constant_memo[tensor]
         node = self.producer(tensor)
         if node is None or depth > MAX_FOLD_DEPTH:
             return False
         if node.op == "Constant":
             return True
         if node.op in FOLDABLE_OPS and node.domain in ("", "ai.onnx"):
-            return all(self._constant_source(t, depth + 1) for t in node.computed_inputs)
+            answer = all(self._constant_source(t, depth + 1) for t in node.computed_inputs)
+            self._constant_memo[tensor] = answer
+            return answer
         return False
 
     def constant(self, tensor: str) -> np.ndarray | None:
@@ -127,7 +145,9 @@ class Graph:
 
     def constant_shape(self, tensor: str) -> tuple[int, ...] | None:
         if tensor in self.initializers:
-            return tensor_shape(self.initializers[tensor])
+            initializer = self.initializers[tensor]
+            # dims are believed only when the data agrees with them (a header may declare 10**12 units)
+            return None if tensor_problem(initializer, self.loaded) else tensor_shape(initializer)
         value = self.constant(tensor)
         return None if value is None else tuple(value.shape)
 
@@ -149,7 +169,9 @@ class Graph:
             if not name:
                 args.append(None)
                 continue
-            value = self._cache.get(name) if name in self._cache else self._evaluate(name, depth + 1)
+            if name not in self._cache and name not in self.initializers:
+                self._cache[name] = self._evaluate(name, depth + 1)  # each folded tensor is computed once
+            value = self._cache[name] if name in self._cache else self._evaluate(name, depth + 1)
             if value is None:
                 return None
             args.append(value)
@@ -188,10 +210,78 @@ def build_graph(loaded: LoadedModel) -> Graph:
     builder.report()
     cycle = find_cycle(graph)
     if cycle:
+        cut = cut_cycles(graph)
+        shown = ", ".join(f"'{tensor}' into '{target}'" for _, target, tensor in cut[:MAX_CYCLE_NOTES])
+        more = f" and {len(cut) - MAX_CYCLE_NOTES} more" if len(cut) > MAX_CYCLE_NOTES else ""
         graph.notes.append(
-            Note("checker", f"the graph has a cycle ({' -> '.join(cycle[:6])} -> …); rules that walk it stop at the cycle")
+            Note(
+                "checker",
+                f"the graph has a cycle ({' -> '.join(cycle[:6])} -> …); the edges that close cycles "
+                f"({shown}{more}) are cut, and those inputs are treated as unknown",
+            )
         )
     return graph
+
+
+def cut_cycles(graph: Graph) -> list[tuple[str, str, str]]:
+    """Make the graph acyclic by cutting the edges a depth-first walk finds closing a cycle.
+
+    Returns (source node, target node, tensor) per cut edge. A cut node input is renamed to
+    ``<tensor>@cycle`` (produced by no node); a cut subgraph output no longer feeds its owner.
+    """
+    cut = _back_edges(graph)
+    for source, target, tensor in cut:
+        node = graph.nodes[target]
+        if tensor in node.inputs:
+            renamed = tensor + CYCLE_SUFFIX
+            node.inputs[:] = [renamed if t == tensor else t for t in node.inputs]
+            graph.consumer_ids[tensor] = [n for n in graph.consumer_ids.get(tensor, []) if n != target]
+            graph.consumer_ids.setdefault(renamed, []).append(target)
+        graph.subgraph_outputs[:] = [
+            (owner, ["" if owner == target and t == tensor else t for t in outputs])
+            for owner, outputs in graph.subgraph_outputs
+        ]
+    graph._nx = None
+    graph._cache.clear()
+    graph._constant_memo.clear()
+    return cut
+
+
+def _back_edges(graph: Graph) -> list[tuple[str, str, str]]:
+    """Edges (source, target, tensor) that point back into the current path of a depth-first walk."""
+    outgoing: dict[str, list[tuple[str, str]]] = {node_id: [] for node_id in graph.nodes}
+    for node in graph.nodes.values():
+        for tensor in dict.fromkeys(node.computed_inputs):
+            source = graph.producers.get(tensor)
+            if source is not None:
+                outgoing[source].append((node.id, tensor))
+    for owner, outputs in graph.subgraph_outputs:
+        for tensor in outputs:
+            source = graph.producers.get(tensor) if tensor else None
+            if source is not None and source != owner:
+                outgoing[source].append((owner, tensor))
+    ON_PATH, DONE = 1, 2
+    state: dict[str, int] = {}
+    back: list[tuple[str, str, str]] = []
+    for root in graph.nodes:
+        if root in state:
+            continue
+        state[root] = ON_PATH
+        stack = [(root, iter(outgoing[root]))]
+        while stack:
+            node_id, edges = stack[-1]
+            for target, tensor in edges:
+                seen = state.get(target)
+                if seen is None:
+                    state[target] = ON_PATH
+                    stack.append((target, iter(outgoing[target])))
+                    break
+                if seen == ON_PATH:
+                    back.append((node_id, target, tensor))
+            else:
+                state[node_id] = DONE
+                stack.pop()
+    return back
 
 
 def find_cycle(graph: Graph) -> list[str]:
@@ -328,6 +418,59 @@ class _Builder:
             graph.notes.append(
                 Note("checker", f"tensor '{tensor}' is written by more than one node; the first writer is used")
             )
+        unreadable = [
+            problem
+            for tensor in graph.initializers.values()
+            if tensor.data_location != TensorProto.EXTERNAL  # the loader has noted those
+            and (problem := tensor_problem(tensor, graph.loaded))
+        ]
+        for problem in unreadable[:20]:
+            graph.notes.append(Note("skipped", f"{problem}; its values are treated as unknown"))
+        if len(unreadable) > 20:
+            graph.notes.append(Note("skipped", f"{len(unreadable) - 20} more initializers cannot be read either"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _declared_attribute_type(op: str, domain: str, name: str) -> int | None:
+    """The AttributeProto type the op's schema declares for an attribute, None when unknown."""
+    try:
+        schema = onnx.defs.get_schema(op, domain="" if domain == "ai.onnx" else domain)
+    except Exception:  # no such op in this onnx (custom domain, typo, hostile model)
+        return None
+    attribute = schema.attributes.get(name)
+    return int(attribute.type.value) if attribute is not None else None
+
+
+_DEFAULT_TYPES: tuple[tuple[type, set[int]], ...] = (
+    (bool, {AttributeProto.INT}),
+    (int, {AttributeProto.INT}),
+    (float, {AttributeProto.FLOAT, AttributeProto.INT}),
+    (str, {AttributeProto.STRING}),
+    (bytes, {AttributeProto.STRING}),
+    ((list, tuple), {AttributeProto.INTS, AttributeProto.FLOATS, AttributeProto.STRINGS}),
+)
+
+
+def _attribute_value(op: str, domain: str, attribute: onnx.AttributeProto, default: Any) -> Any:
+    """The attribute's value when its type is the one expected, else ``default``.
+
+    Expected is what the op's schema declares, or failing that, the kind of ``default``; an INT
+    where a FLOAT is expected is read as a float.
+    """
+    declared = _declared_attribute_type(op, domain, attribute.name)
+    if declared is not None:
+        allowed = {declared, AttributeProto.INT} if declared == AttributeProto.FLOAT else {declared}
+    else:
+        allowed = next((types for kind, types in _DEFAULT_TYPES if isinstance(default, kind)), None)
+    if allowed is not None and attribute.type not in allowed:
+        return default
+    try:
+        value = helper.get_attribute_value(attribute)
+    except Exception:  # an UNDEFINED or unknown attribute type
+        return default
+    if declared == AttributeProto.FLOAT and attribute.type == AttributeProto.INT:
+        return float(value)
+    return value
 
 
 def _constant_node_value(node: Node, loaded: LoadedModel) -> np.ndarray | None:
@@ -384,8 +527,8 @@ def _fold(node: Node, args: list[np.ndarray | None]) -> np.ndarray | None:
         return np.expand_dims(x, tuple(sorted(a + out_rank if a < 0 else a for a in axes)))
     if op == "ConstantOfShape":
         shape = [int(d) for d in np.asarray(x).reshape(-1)]
-        if int(np.prod(shape, dtype=np.int64)) > 1 << 28:  # refuse to allocate a hostile size
-            return None
+        if any(d < 0 for d in shape) or int(np.prod(shape, dtype=np.float64)) > MAX_FOLD_ELEMENTS:
+            return None  # refuse to allocate a hostile size
         value = node.attr("value")
         fill = onnx.numpy_helper.to_array(value).reshape(-1)[0] if value is not None else np.float32(0)
         return np.full(shape, fill, dtype=np.asarray(fill).dtype)

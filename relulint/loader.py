@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +23,18 @@ from relulint.errors import ModelError
 from relulint.findings import Note
 
 DEFAULT_MAX_MODEL_SIZE = 2 * 1024**3  # protobuf cannot parse a larger message anyway
-# Element types whose external bytes cannot be memory-mapped one element per byte group.
-PACKED_TYPES = {TensorProto.INT4, TensorProto.UINT4, getattr(TensorProto, "FLOAT4E2M1", -1)}
+# Element types stored several to a byte: their bytes cannot be memory-mapped one element per byte group.
+PACKED_BITS = {
+    getattr(TensorProto, name): bits
+    for name, bits in (("INT4", 4), ("UINT4", 4), ("FLOAT4E2M1", 4), ("INT2", 2), ("UINT2", 2), ("FLOAT6E2M3", 6), ("FLOAT6E3M2", 6))
+    if hasattr(TensorProto, name)
+}  # fmt: skip
+PACKED_TYPES = set(PACKED_BITS)
+# Python's protobuf parser stops at 100 nested messages (about 33 nested subgraphs). A model nested deeper
+# is parsed again with the limit lifted, but only this deep (the parser recurses on the C stack: a file
+# nested tens of thousands deep would crash the process) and only this large (measuring costs a pass).
+MAX_MESSAGE_DEPTH = 400
+DEEP_PARSE_MAX_SIZE = 64 * 1024**2
 
 
 @dataclass
@@ -55,10 +66,7 @@ def load_model(path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_MODEL_S
     data = _read_bytes(shown, file, max_size)
     if not data:
         raise ModelError(shown, "file is empty, not an ONNX model")
-    try:
-        model = onnx.load_model_from_string(data)
-    except Exception as exc:  # protobuf raises DecodeError, RuntimeError or ValueError by build
-        raise ModelError(shown, f"not an ONNX model: protobuf parsing failed ({_one_line(exc)})") from None
+    model, depth = _parse(shown, data)
     if not model.HasField("graph") or not (model.graph.node or model.graph.output):
         raise ModelError(shown, "not an ONNX model: it has no graph")
     loaded = LoadedModel(
@@ -69,8 +77,17 @@ def load_model(path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_MODEL_S
         base_dir=file.parent,
     )
     del data
-    _check_external_data(loaded)
+    if depth:
+        loaded.notes.append(
+            Note(
+                "info",
+                f"its messages are nested {depth} deep (subgraphs in subgraphs), deeper than the 100 that "
+                "onnxruntime and the onnx checker accept; it is analysed statically only",
+            )
+        )
+    # Inline first, so that external tensors inside function bodies are checked like all others.
     _inline_functions(loaded)
+    _check_external_data(loaded)
     _check_opsets(loaded)
     _run_checker(loaded)
     return loaded
@@ -80,18 +97,138 @@ def _read_bytes(shown: str, file: Path, max_size: int) -> bytes:
     try:
         if file.is_dir():
             raise ModelError(shown, "is a folder with no .onnx files")
-        size = file.stat().st_size
-        if size > max_size:
-            raise ModelError(
-                shown, f"file is {size:,} bytes, over the {max_size:,}-byte limit (--max-model-size)"
-            )
-        return file.read_bytes()
+        mode = file.stat().st_mode
+        # A FIFO would block forever and a device such as /dev/zero never ends: only regular files are read.
+        if not stat.S_ISREG(mode):
+            raise ModelError(shown, f"is not a regular file (a {_file_kind(mode)}), not an ONNX model")
+        with open(file, "rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            if size > max_size:
+                raise ModelError(shown, _too_large(size, max_size))
+            data = stream.read(max_size + 1)  # bounded: the file may grow while it is read
+        if len(data) > max_size:
+            raise ModelError(shown, _too_large(len(data), max_size))
+        return data
     except FileNotFoundError:
+        if file.is_symlink():
+            raise ModelError(shown, "is a symbolic link to a file that does not exist") from None
         raise ModelError(shown, "no such file") from None
     except PermissionError:
         raise ModelError(shown, "permission denied") from None
     except OSError as exc:
         raise ModelError(shown, f"cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:  # e.g. a NUL byte in the path
+        raise ModelError(shown, f"cannot read: {_one_line(exc)}") from None
+
+
+def _too_large(size: int, max_size: int) -> str:
+    return f"file is {size:,} bytes, over the {max_size:,}-byte limit (--max-model-size)"
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "named pipe"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):  # fmt: skip
+        if test(mode):
+            return kind
+    return "special file"
+
+
+def _parse(shown: str, data: bytes) -> tuple[onnx.ModelProto, int]:
+    """The parsed model, and its message depth when that is beyond protobuf's default limit (else 0)."""
+    try:
+        return onnx.load_model_from_string(data), 0
+    except Exception as exc:  # protobuf raises DecodeError, RuntimeError or ValueError by build
+        problem = _one_line(exc)
+    if "MaxDepth" not in problem and "recursion" not in problem.lower():
+        raise ModelError(shown, f"not an ONNX model: protobuf parsing failed ({problem})")
+    if len(data) > DEEP_PARSE_MAX_SIZE:
+        raise ModelError(
+            shown,
+            f"its messages are nested more than 100 deep (subgraphs in subgraphs) and the file is over "
+            f"{DEEP_PARSE_MAX_SIZE // 1024**2} MB; relulint does not parse such a model",
+        )
+    depth = message_depth(data, onnx.ModelProto.DESCRIPTOR, MAX_MESSAGE_DEPTH)
+    if depth is None:
+        raise ModelError(
+            shown,
+            f"its messages are nested more than {MAX_MESSAGE_DEPTH} deep (subgraphs in subgraphs); "
+            "relulint refuses to parse it (the parser would exhaust the stack)",
+        )
+    try:
+        return _parse_deep(data), depth
+    except Exception as exc:
+        raise ModelError(shown, f"not an ONNX model: protobuf parsing failed ({_one_line(exc)})") from None
+
+
+def _parse_deep(data: bytes) -> onnx.ModelProto:
+    """Parse with protobuf's depth limit lifted, for a message already measured to be shallow enough."""
+    try:
+        from google._upb import _message as upb_message
+    except ImportError:  # the pure-Python or C++ protobuf: nothing to lift
+        return onnx.load_model_from_string(data)
+    upb_message.SetAllowOversizeProtos(True)
+    try:
+        return onnx.load_model_from_string(data)
+    finally:
+        upb_message.SetAllowOversizeProtos(False)
+
+
+def message_depth(data: bytes, descriptor: Any, limit: int) -> int | None:
+    """How deep the protobuf messages in ``data`` nest (1 = no submessage), or None beyond ``limit``.
+
+    Walks the wire format with an explicit stack, descending only into fields the schema declares as
+    messages; scalars, strings and unknown fields are skipped by their length. Malformed bytes end the
+    walk where they start (the real parser reports them).
+    """
+    view = memoryview(data)
+    deepest = 1
+    # (end offset, descriptor) of each message being walked; the position is shared
+    stack: list[tuple[int, Any]] = [(len(data), descriptor)]
+    position = 0
+    while stack:
+        end, message = stack[-1]
+        if position >= end:
+            stack.pop()
+            continue
+        key, position = _varint(view, position, end)
+        if key is None:
+            return deepest
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            _, position = _varint(view, position, end)
+            if position is None:
+                return deepest
+        elif wire_type == 1:
+            position += 8
+        elif wire_type == 5:
+            position += 4
+        elif wire_type == 2:
+            length, position = _varint(view, position, end)
+            if length is None or position + length > end:
+                return deepest
+            field = message.fields_by_number.get(number)
+            if field is not None and field.message_type is not None:
+                stack.append((position + length, field.message_type))
+                deepest = max(deepest, len(stack))
+                if deepest > limit:
+                    return None
+                continue
+            position += length
+        else:  # groups (3, 4) and invalid wire types: ONNX uses none
+            return deepest
+    return deepest
+
+
+def _varint(view: memoryview, position: int, end: int) -> tuple[int | None, int | None]:
+    result = shift = 0
+    while position < end and shift < 70:
+        byte = view[position]
+        position += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, position
+        shift += 7
+    return None, None
 
 
 def iter_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
@@ -109,25 +246,45 @@ def iter_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
 
 
 def iter_tensors(model: onnx.ModelProto) -> Iterator[TensorProto]:
-    """Every tensor that can hold data: initializers and tensor-valued attributes."""
-    for graph in iter_graphs(model.graph):
-        yield from graph.initializer
-        for sparse in graph.sparse_initializer:
-            yield sparse.values
-        for node in graph.node:
+    """Every tensor that can hold data: initializers and tensor-valued attributes, in the main graph, its
+    subgraphs and the bodies of model-local functions (which stay when they could not be inlined)."""
+    stack: list[onnx.GraphProto | onnx.FunctionProto] = [model.graph, *model.functions]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, onnx.GraphProto):
+            yield from current.initializer
+            for sparse in current.sparse_initializer:
+                yield sparse.values
+        for node in current.node:
             for attr in node.attribute:
                 if attr.type == onnx.AttributeProto.TENSOR:
                     yield attr.t
                 elif attr.type == onnx.AttributeProto.TENSORS:
                     yield from attr.tensors
+                elif attr.type == onnx.AttributeProto.SPARSE_TENSOR:
+                    yield attr.sparse_tensor.values
+                elif attr.type == onnx.AttributeProto.GRAPH:
+                    stack.append(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    stack.extend(attr.graphs)
+
+
+def element_count(tensor: TensorProto) -> int | None:
+    """Elements the tensor's dims declare; None when a dim is negative (a malformed tensor)."""
+    count = 1
+    for dim in tensor.dims:
+        if dim < 0:
+            return None
+        count *= dim
+    return count
 
 
 def expected_nbytes(tensor: TensorProto) -> int | None:
     if tensor.data_type in PACKED_TYPES or tensor.data_type in (TensorProto.STRING, TensorProto.UNDEFINED):
         return None
-    count = 1
-    for dim in tensor.dims:
-        count *= dim
+    count = element_count(tensor)
+    if count is None:
+        return None
     try:
         itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
     except Exception:
@@ -140,10 +297,12 @@ def external_key(tensor: TensorProto) -> tuple[str, str, str]:
     return (tensor.name, entries.get("location", ""), entries.get("offset", "0"))
 
 
+MAX_EXTERNAL_NOTES = 20  # a hostile model may mark thousands of tensors external
+
+
 def _check_external_data(loaded: LoadedModel) -> None:
     """Refuse any external location outside the model's folder; note the missing ones."""
-    base_dir = loaded.base_dir
-    real_base = base_dir.resolve()
+    real_base = loaded.base_dir.resolve()
     for tensor in iter_tensors(loaded.model):
         if tensor.data_location != TensorProto.EXTERNAL:
             continue
@@ -153,48 +312,67 @@ def _check_external_data(loaded: LoadedModel) -> None:
         if not location:
             loaded.unavailable[external_key(tensor)] = f"tensor '{name}' is marked external but names no file"
             continue
-        if os.path.isabs(location) or location.startswith(("/", "\\")) or ":" in location[:3]:
-            raise ModelError(
-                loaded.path,
-                f"external data of tensor '{name}' has the absolute location '{location}'; "
-                "relulint only reads external data from files inside the model's folder",
-            )
-        parts = Path(os.path.normpath(location.replace("\\", "/"))).parts
-        if ".." in parts:
-            raise ModelError(
-                loaded.path,
-                f"external data of tensor '{name}' at '{location}' climbs out of the model's folder",
-            )
-        target = base_dir / location
-        real_target = target.resolve()
-        if not real_target.is_relative_to(real_base):
-            raise ModelError(
-                loaded.path,
-                f"external data of tensor '{name}' at '{location}' leaves the model's folder "
-                "through a symbolic link",
-            )
-        problem = _external_problem(tensor, real_target, entries)
+        refusal = location_problem(real_base, location)
+        if refusal:
+            raise ModelError(loaded.path, f"external data of tensor '{name}' {refusal}")
+        problem = _external_problem(tensor, (real_base / location).resolve(), entries)
         if problem:
             loaded.unavailable[external_key(tensor)] = f"external data of tensor '{name}' ({location}) {problem}"
-    for reason in loaded.unavailable.values():
+    reasons = list(loaded.unavailable.values())
+    for reason in reasons[:MAX_EXTERNAL_NOTES]:
         loaded.notes.append(Note("skipped", f"{reason}; statistics of that tensor are skipped"))
+    if len(reasons) > MAX_EXTERNAL_NOTES:
+        loaded.notes.append(
+            Note("skipped", f"{len(reasons) - MAX_EXTERNAL_NOTES} more external tensors are unavailable too")
+        )
+
+
+def location_problem(real_base: Path, location: str) -> str | None:
+    """Why an external-data location may not be read, or None when it names a path inside ``real_base``.
+
+    ``real_base`` is the model's folder, already resolved. Used by the loader (which refuses the model)
+    and again by ``relulint.tensors`` before it maps a file, so no path escapes either check.
+    """
+    if "\0" in location:
+        return f"has a location with a NUL character ('{location}')"
+    if os.path.isabs(location) or location.startswith(("/", "\\")) or ":" in location[:3]:
+        return (
+            f"has the absolute location '{location}'; "
+            "relulint only reads external data from files inside the model's folder"
+        )
+    if ".." in Path(os.path.normpath(location.replace("\\", "/"))).parts:
+        return f"at '{location}' climbs out of the model's folder"
+    try:
+        real_target = (real_base / location).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a symbolic-link loop, an over-long name
+        return f"at '{location}' cannot be resolved ({_one_line(exc)})"
+    if not real_target.is_relative_to(real_base):
+        return f"at '{location}' leaves the model's folder through a symbolic link"
+    return None
 
 
 def _external_problem(tensor: TensorProto, file: Path, entries: dict[str, str]) -> str | None:
-    if not file.is_file():
+    try:
+        mode = file.stat().st_mode
+    except OSError:
         return "is missing"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file"
     try:
         offset = int(entries.get("offset", 0) or 0)
         length = int(entries["length"]) if entries.get("length") else None
     except ValueError:
         return "has an offset or length that is not a number"
+    if element_count(tensor) is None:
+        return f"has the negative dimensions {list(tensor.dims)}"
     expected = expected_nbytes(tensor)
     if expected is None:
         return "has an element type relulint cannot memory-map"
     if length is not None and length != expected:
         return f"declares {length} bytes but its shape needs {expected}"
-    if offset < 0 or offset + expected > file.stat().st_size:
-        return f"needs bytes {offset}..{offset + expected} but the file has {file.stat().st_size}"
+    size = file.stat().st_size
+    if offset < 0 or offset + expected > size:
+        return f"needs bytes {offset}..{offset + expected} but the file has {size}"
     return None
 
 

@@ -28,6 +28,12 @@ DECOMPOSED_LAYERNORM = "LayerNormalization (decomposed)"
 # Ops that move data without changing which unit a value belongs to.
 PASS_THROUGH_OPS = {"Identity", "Dropout", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"}
 MAX_WALK = 64  # steps back from an activation before giving up (cycles, hostile graphs)
+MAX_JOIN_OPERANDS = 4  # operands of a residual join searched for the main branch (a Sum may have thousands)
+# A unit count read from a declared shape alone (no weight backs it) above this is not believed:
+# a hostile header may declare 10**12 channels, and reports allocate per unit.
+MAX_DECLARED_UNITS = 1 << 24
+# numpy dtype kinds no weight or bias has: objects, strings, dates (ml_dtypes' bfloat16, float8 and int4 are "V")
+NON_NUMERIC_KINDS = "OUSMm"
 
 
 @dataclass(frozen=True)
@@ -170,7 +176,7 @@ def _walk_back(graph: Graph, tensor: str, walk: _Walk, budget: int) -> _Walk:
         if op in LINEAR_OPS:
             walk.linear = node
             return walk
-        if op in NORM_OPS:
+        if op in NORM_OPS and node.inputs:
             _set_norm(walk, node, op)
             tensor = node.inputs[0]
             continue
@@ -212,7 +218,7 @@ def _set_norm(walk: _Walk, node: Node, op: str) -> None:
 
 def _main_branch(graph: Graph, operands: list[str], budget: int) -> str | None:
     """Of a residual join's operands, the first that leads back to a linear op."""
-    for operand in operands:
+    for operand in operands[:MAX_JOIN_OPERANDS]:
         if _walk_back(graph, operand, _Walk(bias=[]), budget // 2).linear is not None:
             # The shortcut is usually the earlier activation; the main branch reaches a linear op
             # without passing one.
@@ -266,7 +272,11 @@ def _weight_layout(graph: Graph, linear: Node) -> tuple[str, str, int, int, int,
     if shape is None:
         return None
     shape = tuple(shape)
-    group = int(linear.attr("group", 1) or 1)
+    group = int(linear.attr("group", 1))
+    if any(d < 0 for d in shape) or group < 1:
+        return None  # a malformed weight or group: the layer's weight stays unknown
+    if layout in ("conv", "convtranspose") and len(shape) >= 3 and (shape[0] % group or group > shape[0]):
+        return None  # Conv: M output channels in groups; ConvTranspose: C input channels in groups
     if layout == "conv" and len(shape) >= 3:
         receptive = int(np.prod(shape[2:], dtype=np.int64))
         return weight, layout, group, shape[0], shape[1] * receptive, shape[0] * receptive
@@ -288,7 +298,7 @@ def _units_from_shape(graph: Graph, tensor: str, axis: int) -> int | None:
     if not shape or len(shape) <= (axis if axis >= 0 else -axis - 1):
         return None
     dim = shape[axis]
-    return dim if isinstance(dim, int) and dim > 0 else None
+    return dim if isinstance(dim, int) and 0 < dim <= MAX_DECLARED_UNITS else None
 
 
 def weight_matrix(graph: Graph, layer: Layer) -> np.ndarray | None:
@@ -296,18 +306,19 @@ def weight_matrix(graph: Graph, layer: Layer) -> np.ndarray | None:
     if layer.weight is None:
         return None
     value = graph.constant(layer.weight)
-    if value is None:
+    if value is None or value.dtype.kind in NON_NUMERIC_KINDS:
         return None
     w = as_float(value)
     layout = layer.weight_layout
     if layout == "conv":
-        return w.reshape(w.shape[0], -1)
+        return w.reshape(w.shape[0], _product(w.shape[1:]))  # not -1: a weight may have no elements
     if layout == "convtranspose":
         group, in_channels = layer.group, w.shape[0]
         per_group = in_channels // group
         # [C, M/g, k...] -> for each group g, units g*M/g.. use input channels of that group only
         blocks = [
-            np.moveaxis(w[g * per_group : (g + 1) * per_group], 1, 0).reshape(w.shape[1], -1) for g in range(group)
+            np.moveaxis(w[g * per_group : (g + 1) * per_group], 1, 0).reshape(w.shape[1], per_group * _product(w.shape[2:]))
+            for g in range(group)
         ]
         return np.concatenate(blocks, axis=0)
     if w.ndim > 2:
@@ -317,6 +328,10 @@ def weight_matrix(graph: Graph, layer: Layer) -> np.ndarray | None:
     return w.T
 
 
+def _product(dims: tuple[int, ...]) -> int:
+    return int(np.prod(dims, dtype=np.int64))
+
+
 def bias_vector(graph: Graph, layer: Layer) -> np.ndarray | None:
     """The summed per-unit bias (zeros when the layer has none), or None when unreadable."""
     if layer.units is None:
@@ -324,9 +339,9 @@ def bias_vector(graph: Graph, layer: Layer) -> np.ndarray | None:
     total = np.zeros(layer.units, dtype=np.float64)
     for term in layer.bias:
         value = graph.constant(term.tensor)
-        if value is None:
+        if value is None or value.dtype.kind in NON_NUMERIC_KINDS:
             return None
-        flat = np.asarray(value, dtype=np.float64).reshape(-1)
+        flat = np.asarray(value.real if value.dtype.kind == "c" else value, dtype=np.float64).reshape(-1)
         if flat.size not in (1, layer.units):
             return None  # not per unit (e.g. broadcast over another axis)
         total += term.sign * term.scale * flat
