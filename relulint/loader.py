@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+from google.protobuf.descriptor import FieldDescriptor
 from onnx import TensorProto
 
 from relulint.errors import ModelError
@@ -85,6 +86,11 @@ def load_model(path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_MODEL_S
                 "onnxruntime and the onnx checker accept; it is analysed statically only",
             )
         )
+    repaired = repair_strings(loaded.model)
+    if repaired:
+        loaded.notes.append(
+            Note("checker", f"{repaired} names or texts are not valid UTF-8; they are shown with U+FFFD in their place")
+        )
     # Inline first, so that external tensors inside function bodies are checked like all others.
     _inline_functions(loaded)
     _check_external_data(loaded)
@@ -119,6 +125,38 @@ def _read_bytes(shown: str, file: Path, max_size: int) -> bytes:
         raise ModelError(shown, f"cannot read: {exc.strerror or exc}") from None
     except ValueError as exc:  # e.g. a NUL byte in the path
         raise ModelError(shown, f"cannot read: {_one_line(exc)}") from None
+
+
+def repair_strings(message: Any) -> int:
+    """Decode, in place, string fields holding invalid UTF-8; return how many fields were repaired.
+
+    Python's protobuf hands such a field out as ``bytes`` instead of ``str`` (ONNX's .proto is proto2,
+    which does not validate UTF-8), and every name would then break string formatting and JSON.
+    """
+    repaired = 0
+    stack = [message]
+    while stack:
+        current = stack.pop()
+        for field, value in current.ListFields():
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                if field.is_repeated:
+                    stack.extend(value)
+                else:
+                    stack.append(value)
+            elif field.type != FieldDescriptor.TYPE_STRING:
+                continue
+            elif field.is_repeated:
+                if any(type(item) is bytes for item in value):
+                    value[:] = [_decoded(item) for item in value]
+                    repaired += 1
+            elif type(value) is bytes:
+                setattr(current, field.name, _decoded(value))
+                repaired += 1
+    return repaired
+
+
+def _decoded(value: str | bytes) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _too_large(size: int, max_size: int) -> str:

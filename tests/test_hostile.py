@@ -631,6 +631,16 @@ def text_values(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
+def test_names_that_are_not_utf8(tmp_path):
+    """protobuf hands invalid UTF-8 out as bytes: found by the fuzz test, once a crash in every report."""
+    data = small_mlp(bias=-4.0).SerializeToString().replace(b"fc1_relu", b"fc1_\xff\xfelu")  # same length
+    path = tmp_path / "latin.onnx"
+    path.write_bytes(data)
+    outcome = lint(str(path), report=tmp_path / "r.json")
+    expect_note(outcome, path, r"\d+ names or texts are not valid UTF-8; they are shown with U\+FFFD in their place")
+    assert "fc1_\ufffd\ufffdlu" in [unit["name"] for unit in outcome.models()[0]["units"]]
+
+
 # ---- output safety -------------------------------------------------------------------------------
 def test_report_onto_the_input_model_is_refused(tmp_path):
     path = save(small_mlp(), tmp_path / "model.onnx")
