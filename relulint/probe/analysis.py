@@ -1,0 +1,175 @@
+"""The probe analysis: instrument, run in a child process, turn the totals into a ``ProbeResult``."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from relulint.context import Context
+from relulint.findings import Note
+from relulint.loader import expected_nbytes
+from relulint.probe.inputs import DataError, InputSpec, data_files, parse_distribution, sample_shapes
+from relulint.probe.instrument import Instrumentation, plan, write_model
+from relulint.probe.protocol import Job, Outcome
+from relulint.probe.result import InputMeasure, LayerMeasure, ProbeResult
+from relulint.probe.runner import Child, Progress
+from relulint.probe.shapes import TensorInfo, infer_shapes
+from relulint.probe.specs import first_linear, input_specs
+
+# Address space of the child before any tensor: interpreter, numpy, onnxruntime, thread stacks.
+BASELINE_MEMORY = 512 * 1024**2
+WEIGHT_COPIES = 2  # onnxruntime keeps the weights and a packed copy of most of them
+LIVE_ACTIVATIONS = 5  # activations of the largest size alive at once, transients included
+
+
+def run_probe(ctx: Context) -> None:
+    if not ctx.layers:
+        return  # nothing to measure, and nothing worth a note
+    config = ctx.config
+    child = Child()  # started first: its imports overlap with the preparation below
+    try:
+        _prepare_and_run(ctx, child)
+    finally:
+        child.stop()
+
+
+def _prepare_and_run(ctx: Context, child: Child) -> None:
+    config = ctx.config
+    skip = lambda why: ctx.notes.append(Note("skipped", f"the probe did not run: {why}; static findings only"))  # noqa: E731
+    data_shapes = None
+    if config.data:
+        try:
+            data_files(config.data)
+        except DataError as exc:
+            return skip(str(exc))
+        names = [i.name for i in ctx.loaded.model.graph.input if i.name not in ctx.graph.initializers]
+        data_shapes = sample_shapes(config.data, names)
+    specs = input_specs(ctx.graph, config, config.batch, data_shapes)
+    if specs.problem:
+        return skip(specs.problem)
+    if specs.defaulted:
+        ctx.notes.append(
+            Note("info", f"probe inputs: dynamic dims set by default ({'; '.join(specs.defaulted)}); set them with --input-shape NAME=1x3x224x224")
+        )
+    shapes = infer_shapes(ctx.graph, specs.specs)
+    batch = _fitting_batch(ctx, specs.specs, shapes, config.batch, config.probe_memory)
+    if batch == 0:
+        return skip(f"one sample needs more than the {_size(config.probe_memory)} --probe-memory allows")
+    if batch != config.batch:
+        ctx.notes.append(Note("info", f"probe batch lowered from {config.batch} to {batch} to fit --probe-memory {_size(config.probe_memory)}"))
+        specs = input_specs(ctx.graph, config, batch, data_shapes)
+    instrumentation = plan(ctx.graph, ctx.layers, shapes)
+    _note_skipped_layers(ctx, instrumentation)
+    if not instrumentation.taps:
+        return skip("no layer could be instrumented")
+    input_specs_ = _with_data_axes(ctx, specs.specs) if config.data else specs.specs
+    outcome = _run_child(ctx, child, instrumentation, input_specs_, batch)
+    if isinstance(outcome, str):
+        return skip(outcome)
+    if outcome.problem:
+        return skip(outcome.problem)
+    if not outcome.samples:
+        return skip("the data held no samples")
+    result = _result(ctx, instrumentation, outcome)
+    ctx.analyses["probe"] = result
+    _set_metrics(ctx, result)
+
+
+def _run_child(ctx: Context, child: Child, instrumentation: Instrumentation, specs: list[InputSpec], batch: int) -> Outcome | str:
+    config = ctx.config
+    with tempfile.TemporaryDirectory(prefix="relulint-probe-") as folder:
+        path = write_model(ctx.graph, instrumentation, Path(folder))
+        job = Job(
+            model_path=str(path),
+            specs=specs,
+            taps=instrumentation.taps,
+            batch=batch,
+            samples=config.samples,
+            distribution=config.input_dist,
+            data=config.data,
+            seed=config.seed,
+            memory_limit=config.probe_memory,
+        )
+        child.send(job)
+        return child.wait(config.probe_timeout, Progress(ctx.path))
+
+
+def _result(ctx: Context, instrumentation: Instrumentation, outcome: Outcome) -> ProbeResult:
+    config = ctx.config
+    synthetic = config.data is None
+    result = ProbeResult(
+        inputs="synthetic" if synthetic else "data",
+        samples=outcome.samples,
+        batch=outcome.batch,
+        distribution=parse_distribution(config.input_dist).describe() if synthetic else None,
+        data=config.data,
+        skipped=dict(instrumentation.skipped),
+        seconds=outcome.session_seconds + outcome.run_seconds,
+        peak_rss=outcome.peak_rss,
+    )
+    for tap in instrumentation.taps:
+        result.layers[tap.layer] = LayerMeasure.from_totals(tap.layer, outcome.totals[tap.layer])
+    for name, totals in outcome.inputs.items():
+        measure = InputMeasure.from_totals(name, totals)
+        if measure is not None:
+            result.data_inputs[name] = measure
+    return result
+
+
+def _set_metrics(ctx: Context, result: ProbeResult) -> None:
+    for layer in ctx.layers:
+        measure = result.layers.get(layer.name)
+        if measure is None or not measure.ran:
+            continue
+        ctx.metric(
+            layer,
+            dead=measure.dead,
+            dead_fraction=measure.dead / measure.units,
+            rarely_active=measure.rarely_active,
+            rarely_active_fraction=measure.rarely_active / measure.units,
+            probe_samples=measure.samples,
+        )
+
+
+def _note_skipped_layers(ctx: Context, instrumentation: Instrumentation) -> None:
+    if not instrumentation.skipped:
+        return
+    shown = "; ".join(f"{name} ({why})" for name, why in instrumentation.skipped[:5])
+    more = len(instrumentation.skipped) - 5
+    ctx.notes.append(
+        Note("skipped", f"the probe does not measure {len(instrumentation.skipped)} layer(s): {shown}" + (f"; and {more} more" if more > 0 else ""))
+    )
+
+
+def _with_data_axes(ctx: Context, specs: list[InputSpec]) -> list[InputSpec]:
+    """Ask the child for per-channel statistics of float inputs that feed a linear op directly (RL505)."""
+    updated = []
+    for spec in specs:
+        reached = first_linear(ctx.graph, spec.name) if spec.dtype.startswith(("float", "bfloat")) else None
+        axis = None
+        if reached is not None and len(spec.shape) >= 2:
+            axis = reached[1] % len(spec.shape)
+        updated.append(replace(spec, channel_axis=axis))
+    return updated
+
+
+def _fitting_batch(ctx: Context, specs: list[InputSpec], shapes: dict[str, TensorInfo], batch: int, limit: int) -> int:
+    """The largest batch (at most ``batch``) whose estimated memory fits ``limit``; 0: not even one sample."""
+    weights = sum(expected_nbytes(t) or 0 for t in ctx.graph.initializers.values())
+    sizes = [info.nbytes() for tensor, info in shapes.items() if tensor not in ctx.graph.initializers]
+    largest = max((s for s in sizes if s), default=0)
+    fixed = WEIGHT_COPIES * weights + BASELINE_MEMORY
+    if fixed + LIVE_ACTIVATIONS * largest <= limit:
+        return batch
+    if not any(spec.batched for spec in specs) or fixed >= limit:
+        return 0
+    per_sample = LIVE_ACTIVATIONS * largest / batch
+    return max(0, min(batch, int((limit - fixed) // per_sample)))
+
+
+def _size(size: int) -> str:
+    for unit, factor in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if size >= factor:
+            return f"{size / factor:g}{unit}"
+    return f"{size}B"

@@ -1,0 +1,409 @@
+"""Instrumentation: per-channel reductions of every ReLU-family output, as small extra graph outputs.
+
+For each layer the model gains a handful of nodes that reduce the activation's *output*
+(dead <=> the output is never > 0), so onnxruntime still fuses Conv+ReLU:
+
+* 4-D (and other rank >= 3) outputs with channels on axis 1 are *pooled*: GlobalMaxPool,
+  GlobalAveragePool of the output, of its square and of a 0/1 positive indicator. These
+  ops run on onnxruntime's blocked (NCHWc) conv layout, so no activation is copied out of
+  it; the indicator is a depthwise 1x1 Conv by 2^127 clipped to [0, 1], which onnxruntime
+  also runs blocked. Results are [N, C, 1, 1] per-sample means.
+* everything else is *reduced*: the output is viewed as [A, C, B] and ReduceMax/ReduceSum/
+  ReduceSumSquare and a count of positives give [C] per batch.
+
+Order matters for memory. onnxruntime (priority-based order, lowest node index first)
+runs the reductions of a layer right after the layer when the reductions are appended
+in reverse layer order, and within a layer in the order written here; then each
+activation is freed as in a plain run and only one transient of its size exists.
+
+Layers inside an If branch are reduced inside the branch; the results leave through new
+outputs of the branch (the other branch outputs empty tensors) and of the If node.
+Layers inside Loop or Scan bodies are not probed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from relulint.graph import Graph
+from relulint.loader import iter_graphs
+from relulint.probe.protocol import POOLED, POOLED_STATS, REDUCED, STATS, LayerTap
+from relulint.probe.shapes import TensorInfo
+from relulint.units import Layer
+
+POSITIVE_SCALE = 2.0**127  # x * 2^127 >= 1 for every positive normal float32, and > 0 for denormals
+BLOCK = 8  # channel multiple that onnxruntime's blocked conv layout needs (8 on AVX2, 16 on AVX-512)
+OTHER_BRANCH = {"then": "else_branch", "else": "then_branch"}
+BRANCH_ATTRIBUTE = {"then": "then_branch", "else": "else_branch"}
+
+
+@dataclass
+class Additions:
+    """New nodes, outputs and initializers of one (sub)graph."""
+
+    graph: onnx.GraphProto
+    nodes: list[onnx.NodeProto] = field(default_factory=list)
+    outputs: list[onnx.ValueInfoProto] = field(default_factory=list)
+    initializers: list[TensorProto] = field(default_factory=list)
+
+
+@dataclass
+class Instrumentation:
+    taps: list[LayerTap] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (layer, why it is not probed)
+    graphs: dict[int, Additions] = field(default_factory=dict)  # id(graph proto) -> additions
+    node_outputs: list[tuple[onnx.NodeProto, list[str]]] = field(default_factory=list)  # If nodes' new outputs
+
+    def additions(self, graph: onnx.GraphProto) -> Additions:
+        if id(graph) not in self.graphs:
+            self.graphs[id(graph)] = Additions(graph)
+        return self.graphs[id(graph)]
+
+    @property
+    def touches_subgraphs(self) -> bool:
+        return bool(self.node_outputs)
+
+
+class Names:
+    """Fresh tensor and node names that collide with nothing in the model."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        taken: set[str] = set()
+        for graph in iter_graphs(model.graph):
+            taken.update(t.name for t in graph.initializer)
+            taken.update(v.name for v in (*graph.input, *graph.output, *graph.value_info))
+            for node in graph.node:
+                taken.add(node.name)
+                taken.update(node.output)
+        self.prefix = "relulint_probe"
+        while any(name.startswith(self.prefix) for name in taken):
+            self.prefix += "_"
+        self.count = 0
+
+    def fresh(self, stem: str) -> str:
+        self.count += 1
+        return f"{self.prefix}/{self.count}/{stem}"
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    return 1
+
+
+def plan(graph: Graph, layers: list[Layer], shapes: dict[str, TensorInfo]) -> Instrumentation:
+    """Decide each layer's reductions and the graph changes that produce them."""
+    model = graph.loaded.model
+    names = Names(model)
+    opset = default_opset(model)
+    result = Instrumentation()
+    # Reverse layer order: see the module docstring.
+    for layer in reversed(layers):
+        why = _unprobeable(graph, layer)
+        if why:
+            result.skipped.append((layer.name, why))
+            continue
+        info = shapes.get(layer.output) or TensorInfo(0, None)
+        units = layer.units or _units(info, layer.channel_axis)
+        if not units:
+            result.skipped.append((layer.name, "its number of units is unknown"))
+            continue
+        target = _graph_of(graph, layer.scope)
+        additions = result.additions(target)
+        local = layer.output[len(layer.scope) + 1 :] if layer.scope else layer.output
+        per_sample = _spatial_size(info) if layer.channel_axis == 1 else None
+        kind, outputs = _add_reductions(additions, names, local, layer.channel_axis, units, info, per_sample, opset)
+        exported = _export(graph, result, names, layer.scope, outputs)
+        result.taps.append(LayerTap(layer.name, kind, tuple(exported), units, per_sample or 0))
+    result.taps.reverse()
+    return result
+
+
+def _unprobeable(graph: Graph, layer: Layer) -> str | None:
+    scope = layer.scope
+    while scope:
+        owner_id, _, branch = scope.rpartition("/")
+        owner = graph.nodes.get(owner_id)
+        if owner is None or owner.op != "If" or branch not in BRANCH_ATTRIBUTE:
+            return f"it sits inside a {owner.op if owner else 'sub'} graph body, which the probe does not instrument"
+        scope = owner.scope
+    return None
+
+
+def _units(info: TensorInfo, axis: int) -> int | None:
+    if info.shape is None or not -len(info.shape) <= axis < len(info.shape):
+        return None
+    return info.shape[axis]
+
+
+def _spatial_size(info: TensorInfo) -> int | None:
+    """Values per unit in one sample of an [N, C, ...] tensor of rank >= 3, when every dim is known."""
+    if info.shape is None or len(info.shape) < 3 or any(d is None for d in info.shape[2:]):
+        return None
+    return int(np.prod(info.shape[2:], dtype=np.int64))
+
+
+def _graph_of(graph: Graph, scope: str) -> onnx.GraphProto:
+    if not scope:
+        return graph.loaded.model.graph
+    owner_id, _, branch = scope.rpartition("/")
+    owner = graph.nodes[owner_id]
+    return _attribute_graph(owner.proto, BRANCH_ATTRIBUTE[branch])
+
+
+def _attribute_graph(node: onnx.NodeProto, name: str) -> onnx.GraphProto:
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return attribute.g
+    raise KeyError(name)
+
+
+def _add_reductions(
+    additions: Additions, names: Names, tensor: str, axis: int, units: int, info: TensorInfo,
+    per_sample: int | None, opset: int,
+) -> tuple[str, list[str]]:  # fmt: skip
+    """Append one layer's reduction nodes; return the tap kind and its output names (STATS order)."""
+    nodes, inits = additions.nodes, additions.initializers
+    kind = POOLED if per_sample else REDUCED
+    stats = POOLED_STATS if kind == POOLED else STATS
+    outputs = {stat: names.fresh(stat) for stat in stats}
+    value = tensor
+    if info.elem_type not in (0, TensorProto.FLOAT):  # 0: unknown, taken to be float
+        value = names.fresh("float")
+        nodes.append(helper.make_node("Cast", [tensor], [value], name=names.fresh("Cast"), to=TensorProto.FLOAT))
+    if kind == POOLED:
+        _pooled(nodes, inits, names, value, units, len(info.shape), opset, outputs)
+    else:
+        nodes.append(helper.make_node("Shape", [tensor], [outputs["shape"]], name=names.fresh("Shape")))
+        _reduced(nodes, inits, names, value, axis, units, opset, outputs)
+    for stat in stats:
+        elem = TensorProto.INT64 if stat == "shape" else TensorProto.FLOAT
+        additions.outputs.append(helper.make_tensor_value_info(outputs[stat], elem, None))
+    return kind, [outputs[stat] for stat in stats]
+
+
+def _pooled(nodes, inits, names: Names, x: str, units: int, rank: int, opset: int, out: dict[str, str]) -> None:
+    # Written so that the square's transient is freed before the indicator's is made.
+    square = names.fresh("square")
+    nodes.append(helper.make_node("Mul", [x, x], [square], name=names.fresh("Mul")))
+    nodes.append(helper.make_node("GlobalMaxPool", [x], [out["max"]], name=names.fresh("GlobalMaxPool")))
+    nodes.append(helper.make_node("GlobalAveragePool", [x], [out["sum"]], name=names.fresh("GlobalAveragePool")))
+    indicator = names.fresh("positive")
+    if units % BLOCK == 0:
+        weight = names.fresh("scale")
+        inits.append(helper.make_tensor(weight, TensorProto.FLOAT, [units] + [1] * (rank - 1), np.full(units, POSITIVE_SCALE, np.float32)))
+        scaled = names.fresh("scaled")
+        nodes.append(
+            helper.make_node("Conv", [x, weight], [scaled], name=names.fresh("Conv"), group=units, kernel_shape=[1] * (rank - 2))
+        )
+        nodes.append(_clip(names, inits, scaled, indicator, opset))
+    else:
+        nodes.append(helper.make_node("HardSigmoid", [x], [indicator], name=names.fresh("HardSigmoid"), alpha=POSITIVE_SCALE, beta=0.0))
+    nodes.append(helper.make_node("GlobalAveragePool", [indicator], [out["positive"]], name=names.fresh("GlobalAveragePool")))
+    nodes.append(helper.make_node("GlobalAveragePool", [square], [out["sumsq"]], name=names.fresh("GlobalAveragePool")))
+
+
+def _clip(names: Names, inits, x: str, y: str, opset: int) -> onnx.NodeProto:
+    if opset < 11:
+        return helper.make_node("Clip", [x], [y], name=names.fresh("Clip"), min=0.0, max=1.0)
+    low, high = names.fresh("zero"), names.fresh("one")
+    inits.append(helper.make_tensor(low, TensorProto.FLOAT, [], [0.0]))
+    inits.append(helper.make_tensor(high, TensorProto.FLOAT, [], [1.0]))
+    return helper.make_node("Clip", [x, low, high], [y], name=names.fresh("Clip"))
+
+
+def _reduced(nodes, inits, names: Names, x: str, axis: int, units: int, opset: int, out: dict[str, str]) -> None:
+    view = names.fresh("view")
+    target = names.fresh("target")
+    if axis == -2:  # [..., C, Q] -> [-1, C, Q]: Q is read from the tensor at run time
+        head, shape, last = names.fresh("head"), names.fresh("shape"), names.fresh("last")
+        inits.append(helper.make_tensor(head, TensorProto.INT64, [2], [-1, units]))
+        nodes.append(helper.make_node("Shape", [x], [shape], name=names.fresh("Shape")))
+        nodes.append(_slice_last(names, inits, shape, last, opset))
+        nodes.append(helper.make_node("Concat", [head, last], [target], name=names.fresh("Concat"), axis=0))
+    else:
+        dims = [0, units, -1] if axis == 1 else [-1, units, 1]
+        inits.append(helper.make_tensor(target, TensorProto.INT64, [3], dims))
+    nodes.append(helper.make_node("Reshape", [x, target], [view], name=names.fresh("Reshape")))
+    positive, flags = names.fresh("positive"), names.fresh("flags")
+    zero = names.fresh("zero")
+    inits.append(helper.make_tensor(zero, TensorProto.FLOAT, [], [0.0]))
+    nodes.append(helper.make_node("Greater", [view, zero], [flags], name=names.fresh("Greater")))
+    nodes.append(helper.make_node("Cast", [flags], [positive], name=names.fresh("Cast"), to=TensorProto.FLOAT))
+    for op, source, stat in (
+        ("ReduceMax", view, "max"),
+        ("ReduceSum", view, "sum"),
+        ("ReduceSumSquare", view, "sumsq"),
+        ("ReduceSum", positive, "positive"),
+    ):
+        nodes.append(_reduce(names, inits, op, source, out[stat], opset))
+
+
+def _reduce(names: Names, inits, op: str, x: str, y: str, opset: int) -> onnx.NodeProto:
+    """Reduce over axes 0 and 2 of an [A, C, B] view (axes became an input in opset 13 or 18)."""
+    axes_as_input = opset >= 13 if op == "ReduceSum" else opset >= 18
+    if axes_as_input:
+        axes = names.fresh("axes")
+        inits.append(helper.make_tensor(axes, TensorProto.INT64, [2], [0, 2]))
+        return helper.make_node(op, [x, axes], [y], name=names.fresh(op), keepdims=0)
+    return helper.make_node(op, [x], [y], name=names.fresh(op), keepdims=0, axes=[0, 2])
+
+
+def _slice_last(names: Names, inits, x: str, y: str, opset: int) -> onnx.NodeProto:
+    if opset < 10:
+        return helper.make_node("Slice", [x], [y], name=names.fresh("Slice"), starts=[-1], ends=[2**62], axes=[0])
+    starts, ends = names.fresh("starts"), names.fresh("ends")
+    inits.append(helper.make_tensor(starts, TensorProto.INT64, [1], [-1]))
+    inits.append(helper.make_tensor(ends, TensorProto.INT64, [1], [2**62]))
+    return helper.make_node("Slice", [x, starts, ends], [y], name=names.fresh("Slice"))
+
+
+def _export(graph: Graph, result: Instrumentation, names: Names, scope: str, tensors: list[str]) -> list[str]:
+    """Pass subgraph tensors out through the enclosing If nodes; return their main-graph names."""
+    if not scope:
+        return tensors
+    owner_id, _, branch = scope.rpartition("/")
+    owner = graph.nodes[owner_id]
+    other = result.additions(_attribute_graph(owner.proto, OTHER_BRANCH[branch]))
+    placeholders = []
+    for tensor in tensors:
+        elem = TensorProto.INT64 if tensor.endswith("/shape") else TensorProto.FLOAT
+        empty = names.fresh("not_run")
+        other.nodes.append(
+            helper.make_node("Constant", [], [empty], name=names.fresh("Constant"), value=helper.make_tensor(empty, elem, [0], []))
+        )
+        other.outputs.append(helper.make_tensor_value_info(empty, elem, None))
+        placeholders.append(empty)
+    outer = [names.fresh(tensor.rsplit("/", 1)[-1]) for tensor in tensors]
+    result.node_outputs.append((owner.proto, outer))
+    # The If's new outputs become outputs of the graph around it (and so on outwards).
+    result.additions(_graph_of(graph, owner.scope)).outputs.extend(
+        helper.make_tensor_value_info(name, TensorProto.INT64 if name.endswith("/shape") else TensorProto.FLOAT, None)
+        for name in outer
+    )
+    return _export(graph, result, names, owner.scope, outer)
+
+
+# ---- writing the instrumented model ------------------------------------------------------------
+
+
+def write_model(graph: Graph, instrumentation: Instrumentation, folder: Path) -> Path:
+    """The instrumented model as a file in ``folder`` (onnxruntime loads a path faster than bytes)."""
+    loaded = graph.loaded
+    target = folder / "instrumented.onnx"
+    _link_external_data(loaded.model, loaded.base_dir, folder)
+    if not instrumentation.touches_subgraphs and _file_matches_model(loaded.path, loaded.file_size):
+        # Protobuf merges concatenated messages: appending a ModelProto that holds only the new
+        # nodes, outputs and initializers to a copy of the file appends them to the graph's lists.
+        # The weights are copied as bytes, never re-serialized.
+        shutil.copyfile(loaded.path, target)
+        delta = onnx.ModelProto()
+        main = instrumentation.additions(loaded.model.graph)
+        delta.graph.node.extend(main.nodes)
+        delta.graph.output.extend(main.outputs)
+        delta.graph.initializer.extend(main.initializers)
+        with open(target, "ab") as stream:
+            stream.write(delta.SerializeToString())
+        return target
+    with _applied(loaded.model, instrumentation):
+        data = loaded.model.SerializeToString()
+    target.write_bytes(data)
+    return target
+
+
+class _applied:
+    """Append the additions to the loaded model for the length of a ``with``, then take them out."""
+
+    def __init__(self, model: onnx.ModelProto, instrumentation: Instrumentation) -> None:
+        self.model = model
+        self.instrumentation = instrumentation
+        self.lengths: list[tuple[object, int]] = []
+
+    def __enter__(self) -> None:
+        for additions in self.instrumentation.graphs.values():
+            graph = additions.graph
+            for field_list, new in ((graph.node, additions.nodes), (graph.output, additions.outputs), (graph.initializer, additions.initializers)):
+                self.lengths.append((field_list, len(field_list)))
+                field_list.extend(new)
+        for node, outputs in self.instrumentation.node_outputs:
+            self.lengths.append((node.output, len(node.output)))
+            node.output.extend(outputs)
+
+    def __exit__(self, *exc: object) -> None:
+        for field_list, length in reversed(self.lengths):
+            del field_list[length:]  # type: ignore[attr-defined]
+
+
+def _file_matches_model(path: str, size: int) -> bool:
+    """The file parses to the loaded model: the loader changes a model only to inline functions."""
+    try:
+        if os.path.getsize(path) != size:
+            return False
+        with open(path, "rb") as stream:
+            return not _has_top_level_field(stream, size, FUNCTIONS_FIELD)
+    except OSError:
+        return False
+
+
+FUNCTIONS_FIELD = 25  # ModelProto.functions
+
+
+def _has_top_level_field(stream, size: int, wanted: int) -> bool:
+    """Walk the top-level fields of a protobuf message, skipping their payloads."""
+    position = 0
+    while position < size:
+        key, position = _varint(stream, position)
+        number, wire = key >> 3, key & 7
+        if number == wanted:
+            return True
+        if wire == 0:
+            _, position = _varint(stream, position)
+        elif wire == 1:
+            position += 8
+        elif wire == 2:
+            length, position = _varint(stream, position)
+            position += length
+        elif wire == 5:
+            position += 4
+        else:
+            return True  # groups or garbage: take the safe path
+        stream.seek(position)
+    return False
+
+
+def _varint(stream, position: int) -> tuple[int, int]:
+    stream.seek(position)
+    value, shift = 0, 0
+    while True:
+        byte = stream.read(1)
+        if not byte:
+            raise OSError("truncated model file")
+        position += 1
+        value |= (byte[0] & 0x7F) << shift
+        if not byte[0] & 0x80:
+            return value, position
+        shift += 7
+
+
+def _link_external_data(model: onnx.ModelProto, base_dir: Path, folder: Path) -> None:
+    """Make external weight files reachable from the temporary folder, as onnxruntime looks beside the model."""
+    locations = set()
+    for graph in iter_graphs(model.graph):
+        for tensor in graph.initializer:
+            if tensor.data_location == TensorProto.EXTERNAL:
+                for entry in tensor.external_data:
+                    if entry.key == "location" and entry.value:
+                        locations.add(Path(entry.value.replace("\\", "/")).parts[0])
+    for first in sorted(locations):
+        source = (base_dir / first).resolve()
+        link = folder / first
+        if source.exists() and not link.exists():
+            link.symlink_to(source, target_is_directory=source.is_dir())

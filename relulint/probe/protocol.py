@@ -1,0 +1,130 @@
+"""What the parent and the probe's child process exchange, and the per-layer accumulators.
+
+numpy only: the child imports this module before onnxruntime, and nothing heavier.
+
+The instrumented model has, for every probed layer, a ``LayerTap``: the names of the
+small graph outputs that carry that layer's per-channel reductions of one batch. The
+child adds them up over batches in float64 (``TapTotals``) and sends the totals back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from relulint.probe.inputs import InputSpec
+
+# A tap's outputs, in this order. "pooled" taps give [N, C, 1, ...] per-sample means over the
+# positions (global pooling keeps onnxruntime's blocked conv layout); their positions per sample
+# are known when the model is instrumented, because asking the blocked tensor for its shape would
+# make onnxruntime copy it out of that layout. "reduced" taps give [C] reductions over the whole
+# batch plus the activation's "shape", which counts the values. Outputs are empty when the tap sits
+# in an If branch that did not run.
+STATS = ("max", "sum", "sumsq", "positive", "shape")
+POOLED_STATS = STATS[:4]
+POOLED = "pooled"
+REDUCED = "reduced"
+
+
+@dataclass(frozen=True)
+class LayerTap:
+    layer: str  # the layer's name (its activation node id)
+    kind: str  # POOLED or REDUCED
+    outputs: tuple[str, ...]  # graph output names, one per STATS (REDUCED) or POOLED_STATS entry
+    units: int
+    per_sample: int = 0  # POOLED: values per unit in one sample (the product of the spatial dims)
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything the child needs; pickled to it on its stdin."""
+
+    model_path: str
+    specs: list[InputSpec]
+    taps: list[LayerTap]
+    batch: int
+    samples: int
+    distribution: str  # --input-dist
+    data: str | None
+    seed: int
+    memory_limit: int  # bytes of address space
+    threads: int = 0  # onnxruntime intra-op threads; 0: its default
+
+
+@dataclass
+class TapTotals:
+    """One layer's sums over every batch in which its tensor was computed."""
+
+    units: int
+    positive: np.ndarray = field(init=False)  # values > 0, per unit
+    total: np.ndarray = field(init=False)
+    total_sq: np.ndarray = field(init=False)
+    maximum: np.ndarray = field(init=False)
+    positions: int = 0  # values per unit seen (samples x positions per sample)
+    samples: int = 0  # model samples whose batch computed this layer
+
+    def __post_init__(self) -> None:
+        self.positive = np.zeros(self.units, np.float64)
+        self.total = np.zeros(self.units, np.float64)
+        self.total_sq = np.zeros(self.units, np.float64)
+        self.maximum = np.full(self.units, -np.inf, np.float64)
+
+    def add(self, tap: LayerTap, values: list[np.ndarray], rows: int) -> None:
+        """Fold one batch's tap outputs (in STATS order) into the totals."""
+        high, mean, mean_sq, positive = values[:4]
+        if high.size == 0:
+            return  # the If branch holding this layer did not run on this batch
+        if tap.kind == POOLED:
+            per_sample = tap.per_sample
+            count = high.shape[0]
+            flat = lambda v: np.asarray(v, np.float64).reshape(count, self.units)  # noqa: E731
+            self.total += flat(mean).sum(axis=0) * per_sample
+            self.total_sq += flat(mean_sq).sum(axis=0) * per_sample
+            self.positive += flat(positive).sum(axis=0) * per_sample
+            self.maximum = np.maximum(self.maximum, flat(high).max(axis=0))
+            self.positions += count * per_sample
+        else:
+            dims = [int(d) for d in values[4].reshape(-1)]
+            self.total += np.asarray(mean, np.float64).reshape(self.units)
+            self.total_sq += np.asarray(mean_sq, np.float64).reshape(self.units)
+            self.positive += np.asarray(positive, np.float64).reshape(self.units)
+            self.maximum = np.maximum(self.maximum, np.asarray(high, np.float64).reshape(self.units))
+            self.positions += int(np.prod(dims, dtype=np.int64)) // max(self.units, 1)
+        self.samples += rows
+
+
+@dataclass
+class InputTotals:
+    """Per-channel sums of one real-data input, for RL505."""
+
+    axis: int
+    count: int = 0  # values per channel
+    total: np.ndarray | None = None
+    total_sq: np.ndarray | None = None
+
+    def add(self, array: np.ndarray) -> None:
+        values = np.moveaxis(np.asarray(array, np.float64), self.axis, -1)
+        values = values.reshape(-1, values.shape[-1])
+        if self.total is None:
+            self.total = np.zeros(values.shape[1])
+            self.total_sq = np.zeros(values.shape[1])
+        if values.shape[1] != self.total.shape[0]:
+            return  # a file whose channel count differs: the model run reports the mismatch
+        self.total += values.sum(axis=0)
+        self.total_sq += np.square(values).sum(axis=0)
+        self.count += values.shape[0]
+
+
+@dataclass
+class Outcome:
+    """What the child sends back when it finishes (or why it could not)."""
+
+    totals: dict[str, TapTotals] = field(default_factory=dict)
+    inputs: dict[str, InputTotals] = field(default_factory=dict)
+    samples: int = 0
+    batch: int = 0  # rows per run actually used
+    problem: str | None = None  # why the probe stopped, None when it ran to the end
+    session_seconds: float = 0.0
+    run_seconds: float = 0.0
+    peak_rss: int = 0  # bytes, the child's own high-water mark

@@ -1,0 +1,146 @@
+"""The probe's measurements as the rules and reports see them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from relulint.probe.protocol import InputTotals, TapTotals
+
+RARE = 0.01  # "rarely active": positive on fewer than 1% of the values
+
+
+@dataclass
+class LayerMeasure:
+    """One layer's units over every sample that reached it."""
+
+    name: str
+    units: int
+    samples: int  # model samples whose batch computed the layer (0: its If branch never ran)
+    positions: int  # values per unit: samples x positions per sample
+    positive: np.ndarray  # how many values were > 0, per unit
+    maximum: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def from_totals(cls, name: str, totals: TapTotals) -> LayerMeasure:
+        count = max(totals.positions, 1)
+        mean = totals.total / count
+        variance = np.maximum(totals.total_sq / count - mean**2, 0.0)
+        return cls(
+            name=name,
+            units=totals.units,
+            samples=totals.samples,
+            positions=totals.positions,
+            positive=totals.positive,
+            maximum=totals.maximum,
+            mean=mean,
+            std=np.sqrt(variance),
+        )
+
+    @property
+    def ran(self) -> bool:
+        return self.samples > 0 and self.positions > 0
+
+    @property
+    def positive_rate(self) -> np.ndarray:
+        return self.positive / max(self.positions, 1)
+
+    @property
+    def dead_mask(self) -> np.ndarray:
+        """Never > 0 on any sample at any position (NaN outputs count as not positive)."""
+        return ~(self.positive > 0)
+
+    @property
+    def rarely_active_mask(self) -> np.ndarray:
+        """Positive, but on under 1% of the values (dead units are not counted here)."""
+        return (self.positive > 0) & (self.positive_rate < RARE)
+
+    @property
+    def dead(self) -> int:
+        return int(self.dead_mask.sum()) if self.ran else 0
+
+    @property
+    def rarely_active(self) -> int:
+        return int(self.rarely_active_mask.sum()) if self.ran else 0
+
+    def dead_units_worst_first(self) -> list[int]:
+        """Dead units, those whose largest output is lowest first (furthest from coming back)."""
+        indices = np.flatnonzero(self.dead_mask)
+        return [int(i) for i in indices[np.argsort(self.maximum[indices], kind="stable")]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "units": self.units,
+            "samples": self.samples,
+            "dead": self.dead,
+            "rarely_active": self.rarely_active,
+            "positive_rate": self.positive_rate,
+            "max": self.maximum,
+            "mean": self.mean,
+            "std": self.std,
+        }
+
+
+@dataclass
+class InputMeasure:
+    """Per-channel mean and std of one real-data input (RL505)."""
+
+    name: str
+    axis: int
+    count: int
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def from_totals(cls, name: str, totals: InputTotals) -> InputMeasure | None:
+        if not totals.count or totals.total is None:
+            return None
+        mean = totals.total / totals.count
+        std = np.sqrt(np.maximum(totals.total_sq / totals.count - mean**2, 0.0))
+        return cls(name, totals.axis, totals.count, mean, std)
+
+
+@dataclass
+class ProbeResult:
+    inputs: str  # "synthetic" or "data"
+    samples: int
+    batch: int
+    layers: dict[str, LayerMeasure] = field(default_factory=dict)
+    distribution: str | None = None  # how synthetic inputs were drawn, e.g. "normal(mean 0, std 1)"
+    data: str | None = None  # the --data path
+    data_inputs: dict[str, InputMeasure] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # layer -> why it was not probed
+    seconds: float = 0.0  # the child's session creation and runs
+    peak_rss: int = 0  # bytes, the probe process's high-water mark (for benchmarks; not in the JSON)
+
+    @property
+    def synthetic(self) -> bool:
+        return self.inputs == "synthetic"
+
+    def describe_inputs(self) -> str:
+        """How the samples were made, for finding messages."""
+        if self.synthetic:
+            return f"{self.samples} synthetic samples ({self.distribution})"
+        return f"{self.samples} samples of real data"
+
+    def caveat(self) -> str:
+        """What every finding made on synthetic inputs adds to its message."""
+        if not self.synthetic:
+            return ""
+        return "; measured on synthetic inputs, which can make healthy units look dead: pass real data with --data"
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"inputs": self.inputs, "samples": self.samples, "batch": self.batch}
+        if self.distribution:
+            data["distribution"] = self.distribution
+        if self.data:
+            data["data"] = self.data
+        data["layers"] = {name: measure.to_json() for name, measure in self.layers.items()}
+        if self.skipped:
+            data["skipped"] = dict(self.skipped)
+        # seconds and peak_rss stay out: reports must be the same on every run of the same model
+        return data

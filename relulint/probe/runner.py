@@ -1,0 +1,158 @@
+"""Running the probe's child process: start, feed, watch the clock, read its messages.
+
+The child is ``python -m relulint.probe.worker`` (a plain subprocess: nothing of the parent
+is re-imported, and a crash in native code cannot take the parent down). It starts before
+the instrumented model is written, so its imports overlap with that work. A run that
+exceeds the time limit is killed; a run that dies gives a one-line reason.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import relulint
+from relulint.probe.protocol import Job, Outcome
+
+PROGRESS_AFTER = 1.0  # seconds before a progress bar appears
+BAR_WIDTH = 24
+
+
+class Progress:
+    """A one-line progress bar on stderr, only on a terminal and only once the probe is slow."""
+
+    def __init__(self, label: str, stream: IO[str] | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = _is_tty(self.stream)
+        self.label = label
+        self.started = time.monotonic()
+        self.shown = False
+        self.state = "starting onnxruntime"
+
+    def update(self, done: int | None = None, total: int | None = None) -> None:
+        if done is not None and total:
+            filled = int(BAR_WIDTH * done / total)
+            self.state = f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{total} batches"
+        if not self.enabled or time.monotonic() - self.started < PROGRESS_AFTER:
+            return
+        self.stream.write(f"\r\x1b[Kprobe {self.label}: {self.state}")
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def _is_tty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class Child:
+    """One probe child process, started before its job is known."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        package_root = str(Path(relulint.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+        env.setdefault("OMP_NUM_THREADS", "1")  # onnxruntime has its own thread pool
+        self.stderr = tempfile.TemporaryFile()
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "relulint.probe.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            env=env,
+        )
+        self.messages: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        stream = self.process.stdout
+        try:
+            while True:
+                self.messages.put(pickle.load(stream))
+        except (EOFError, pickle.UnpicklingError, OSError, ValueError):
+            pass
+        finally:
+            self.messages.put(None)
+
+    def send(self, job: Job) -> None:
+        try:
+            self.process.stdin.write(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
+            self.process.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass  # the child died before reading; wait() reports why
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdout, self.process.stdin):
+            try:
+                stream.close()
+            except (OSError, ValueError):
+                pass
+        self.stderr.close()
+
+    def wait(self, timeout: float, progress: Progress) -> Outcome | str:
+        """The child's outcome, or why there is none (timeout, crash)."""
+        deadline = self.started + timeout
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return f"the probe did not finish within {timeout:g} s (--probe-timeout); it was stopped"
+                try:
+                    message = self.messages.get(timeout=min(remaining, 0.2))
+                except queue.Empty:
+                    progress.update()
+                    continue
+                if message is None:
+                    return self._death()
+                if message[0] == "progress":
+                    progress.update(message[1], message[2])
+                elif message[0] == "outcome":
+                    return message[1]
+        finally:
+            progress.close()
+            self.stop()
+
+    def _death(self) -> str:
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return "the probe's process stopped answering"
+        last = _last_line(self.stderr)
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            why = "was killed (out of memory?)" if -code == signal.SIGKILL else f"crashed ({name})"
+            return f"the probe's onnxruntime process {why}" + (f": {last}" if last else "")
+        if "MemoryError" in last or "bad_alloc" in last:
+            return "the probe ran out of memory under its limit (--probe-memory)"
+        return f"the probe's process exited with status {code}" + (f": {last}" if last else "")
+
+
+def _last_line(stream: IO[bytes]) -> str:
+    try:
+        stream.seek(0, os.SEEK_END)
+        size = stream.tell()
+        stream.seek(max(0, size - 4096))
+        lines = [line.strip() for line in stream.read().decode("utf-8", "replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""

@@ -1,0 +1,113 @@
+"""Tensor shapes at the probe's batch size: onnx shape inference on a weight-free copy.
+
+The probe needs each layer's rank and unit count to choose its reductions, and the
+size of the largest activation to estimate a batch's memory. Shape inference runs on
+a skeleton of the model whose large float weights are typed graph inputs (so nothing
+large is copied), with the model's inputs fixed to the shapes the probe will feed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import AttributeProto, TensorProto, helper
+
+from relulint.graph import BRANCH_NAMES, Graph
+from relulint.loader import expected_nbytes
+from relulint.probe.inputs import InputSpec
+
+SMALL_INITIALIZER = 4096  # bytes; smaller ones stay in the skeleton (Reshape targets, axes, ...)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    elem_type: int  # TensorProto element type, 0 when unknown
+    shape: tuple[int | None, ...] | None  # None: rank unknown; a None dim: size unknown
+
+    @property
+    def rank(self) -> int | None:
+        return None if self.shape is None else len(self.shape)
+
+    def nbytes(self) -> int | None:
+        if self.shape is None or any(d is None for d in self.shape) or not self.elem_type:
+            return None
+        try:
+            itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(self.elem_type)).itemsize
+        except Exception:
+            return None
+        return int(np.prod(self.shape, dtype=np.int64)) * itemsize
+
+
+def infer_shapes(graph: Graph, specs: list[InputSpec]) -> dict[str, TensorInfo]:
+    """Tensor id -> what shape inference says at the given input shapes (ids as in ``Graph``)."""
+    skeleton = _skeleton(graph.loaded.model, {spec.name: spec.shape for spec in specs})
+    try:
+        inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=False, strict_mode=False, data_prop=True)
+    except Exception:  # a model onnx cannot infer: fall back to what the file declares
+        inferred = skeleton
+    found: dict[str, TensorInfo] = {}
+    _collect(inferred.graph, "", graph, found)
+    return found
+
+
+def _skeleton(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
+    skeleton = onnx.ModelProto()
+    for name in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
+        setattr(skeleton, name, getattr(model, name))
+    skeleton.opset_import.extend(model.opset_import)
+    skeleton.functions.extend(model.functions)
+    source, target = model.graph, skeleton.graph
+    target.name = source.name
+    target.node.extend(source.node)
+    target.output.extend(source.output)
+    target.value_info.extend(source.value_info)
+    declared = set()
+    for info in source.input:
+        declared.add(info.name)
+        fixed = input_shapes.get(info.name)
+        if fixed is not None and info.type.HasField("tensor_type"):
+            target.input.append(helper.make_tensor_value_info(info.name, info.type.tensor_type.elem_type, list(fixed)))
+        else:
+            target.input.append(info)
+    for tensor in source.initializer:
+        size = expected_nbytes(tensor)
+        if size is not None and size <= SMALL_INITIALIZER and tensor.data_location != TensorProto.EXTERNAL:
+            target.initializer.append(tensor)
+        elif tensor.name not in declared:
+            target.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+    return skeleton
+
+
+def _info(value: onnx.ValueInfoProto) -> TensorInfo | None:
+    if not value.type.HasField("tensor_type"):
+        return None
+    tensor_type = value.type.tensor_type
+    if not tensor_type.HasField("shape"):
+        return TensorInfo(tensor_type.elem_type, None)
+    dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim)
+    return TensorInfo(tensor_type.elem_type, dims)
+
+
+def _collect(proto: onnx.GraphProto, prefix: str, graph: Graph, found: dict[str, TensorInfo]) -> None:
+    for value in (*proto.input, *proto.value_info, *proto.output):
+        info = _info(value)
+        if info is not None:
+            found[prefix + value.name] = info
+    for node in proto.node:
+        subgraphs = []
+        for attribute in node.attribute:
+            if attribute.type == AttributeProto.GRAPH:
+                subgraphs.append((BRANCH_NAMES.get(attribute.name, attribute.name), attribute.g))
+            elif attribute.type == AttributeProto.GRAPHS:
+                subgraphs.extend((f"{attribute.name}{i}", g) for i, g in enumerate(attribute.graphs))
+        if not subgraphs:
+            continue
+        # The relulint id of this node: the producer of its first output (ids are deduplicated there).
+        first = next((o for o in node.output if o), None)
+        node_id = graph.producers.get(prefix + first) if first else None
+        if node_id is None:
+            continue
+        for branch, subgraph in subgraphs:
+            _collect(subgraph, f"{node_id}/{branch}/", graph, found)

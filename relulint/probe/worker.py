@@ -1,0 +1,140 @@
+"""The probe's child process: ``python -m relulint.probe.worker``.
+
+It reads a pickled ``Job`` on stdin, limits its own address space, creates one
+onnxruntime session on the instrumented model, runs the batches and writes pickled
+messages on the original stdout: ``("progress", done, total)`` while it runs, then
+``("outcome", Outcome)``. Anything native code prints goes to stderr, never into the
+message stream (fd 1 is pointed at stderr before onnxruntime is imported).
+
+A crash, a hang or running out of memory here costs only the probe: the parent notices
+and reports the static findings with a note.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import resource
+import sys
+import time
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from relulint.probe.inputs import DataError, batch_rows, data_batches, parse_distribution, synthetic_batches
+from relulint.probe.protocol import InputTotals, Job, Outcome, TapTotals
+
+MEMORY_WORDS = ("bad_alloc", "Failed to allocate", "out of memory", "MemoryError", "Cannot allocate")
+
+
+def send(stream: BinaryIO, message: tuple[Any, ...]) -> None:
+    pickle.dump(message, stream, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.flush()
+
+
+def limit_memory(limit: int) -> None:
+    """Cap the address space, so that an allocation beyond it fails here instead of swapping the host."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        wanted = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (wanted, hard))
+    except (ValueError, OSError):  # a platform without RLIMIT_AS: the parent's timeout still applies
+        pass
+
+
+def make_session(job: Job) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: warnings would clutter the user's terminal
+    # Kahn order with the lowest node index first runs each layer's reductions right after the
+    # layer (the instrumentation appends them in an order that makes this so), so activations are
+    # freed as in a plain run; the default depth-first order keeps them all alive to the end.
+    options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+    if job.threads:
+        options.intra_op_num_threads = job.threads
+    return ort.InferenceSession(job.model_path, options, providers=["CPUExecutionProvider"])
+
+
+def run(job: Job, out: BinaryIO) -> Outcome:
+    outcome = Outcome()
+    started = time.perf_counter()
+    try:
+        session = make_session(job)
+    except Exception as exc:
+        outcome.problem = describe_failure("onnxruntime cannot load the instrumented model", exc)
+        return outcome
+    outcome.session_seconds = time.perf_counter() - started
+    names = [output.name for output in session.get_outputs()]
+    wanted = [name for tap in job.taps for name in tap.outputs]
+    missing = set(wanted) - set(names)
+    if missing:
+        outcome.problem = f"onnxruntime dropped {len(missing)} probe outputs"
+        return outcome
+    totals = {tap.layer: TapTotals(tap.units) for tap in job.taps}
+    rows = batch_rows(job.specs, job.batch)
+    outcome.batch = rows
+    total_batches = -(-job.samples // rows)
+    if job.data:
+        batches = data_batches(job.specs, job.data, job.batch, job.samples)
+        outcome.inputs = {s.name: InputTotals(s.channel_axis) for s in job.specs if s.channel_axis is not None}
+    else:
+        batches = synthetic_batches(job.specs, job.batch, job.samples, parse_distribution(job.distribution), job.seed)
+    run_started = time.perf_counter()
+    done = 0
+    try:
+        for feed in batches:
+            size = _rows(feed, job, rows)
+            for name, accumulator in outcome.inputs.items():
+                accumulator.add(feed[name])
+            values = session.run(wanted, feed)
+            position = 0
+            for tap in job.taps:
+                count = len(tap.outputs)
+                totals[tap.layer].add(tap, values[position : position + count], size)
+                position += count
+            del values
+            outcome.samples += size
+            done += 1
+            send(out, ("progress", done, max(total_batches, done)))
+    except DataError as exc:
+        outcome.problem = str(exc)
+    except Exception as exc:
+        outcome.problem = describe_failure("onnxruntime failed while running the model", exc)
+    outcome.run_seconds = time.perf_counter() - run_started
+    outcome.totals = totals
+    return outcome
+
+
+def _rows(feed: dict[str, np.ndarray], job: Job, default: int) -> int:
+    """Samples in this batch: dim 0 of an input that follows the batch size."""
+    for spec in job.specs:
+        if spec.batched and feed[spec.name].ndim:
+            return int(feed[spec.name].shape[0])
+    return default
+
+
+def describe_failure(what: str, exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, MemoryError) or any(word in text for word in MEMORY_WORDS):
+        return "the probe ran out of memory under its limit (--probe-memory)"
+    text = text.replace("[ONNXRuntimeError] : ", "")
+    return f"{what}: {text[:300]}"
+
+
+def main() -> int:
+    protocol_fd = os.dup(1)
+    os.dup2(2, 1)  # native code that prints to stdout must not corrupt the message stream
+    out = os.fdopen(protocol_fd, "wb")
+    job: Job = pickle.load(sys.stdin.buffer)
+    limit_memory(job.memory_limit)
+    outcome = run(job, out)
+    outcome.peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    send(out, ("outcome", outcome))
+    out.close()
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    sys.exit(main())

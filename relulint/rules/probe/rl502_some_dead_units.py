@@ -1,0 +1,57 @@
+"""RL502: a layer with a smaller, still notable share of dead units."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from relulint.context import Context
+from relulint.findings import Finding, Severity
+from relulint.probe.wording import dead_units_finding, measured_layers, probe_result
+from relulint.rules import Option, RuleMeta, matches
+
+META = RuleMeta(
+    id="RL502",
+    name="some-dead-units",
+    severity=Severity.WARNING,
+    summary="A layer in which more than 10% of the units never output a positive value on the probe's inputs.",
+    why="""
+Dead units (never positive on any sample, so they pass no gradient and cannot recover) are wasted capacity.
+A few in a wide layer are normal after training; a tenth of a layer or more usually means training pushed
+units out of their working range, and the share tends to grow with further training at the same settings.
+
+This is the milder companion of RL501: it reports layers whose dead fraction is above `warning_fraction`
+(default 10%) but not above RL501's `error_fraction` (when RL501 is selected, so that a layer is not reported
+twice). How the probe counts, and why synthetic inputs can exaggerate, is explained under RL501.
+""",
+    fix="""
+Watch the layer while training (the dead fraction should not grow), lower the learning rate, check the biases
+(RL201) and the normalization before the activation, or use LeakyReLU.
+""",
+    example="""
+```python
+layer = torch.nn.Linear(64, 128)
+layer.bias.data[:20] = -10.0   # 20 of 128 units (16%) never activate
+```
+""",
+    options=(
+        Option("warning_fraction", float, 0.1, "Report a layer when more than this fraction of its units are dead."),
+        Option("worst", int, 5, "How many dead units to list."),
+    ),
+    needs=("probe",),
+    tags=("probe", "dead"),
+)
+
+
+def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
+    result = probe_result(ctx)
+    if result is None:
+        return
+    threshold = options["warning_fraction"]
+    config = ctx.config
+    rl501_selected = matches("RL501", config.select) and not matches("RL501", config.ignore)
+    ceiling = config.options_for("RL501").get("error_fraction", 1.0) if rl501_selected else 1.0
+    for layer, measure in measured_layers(ctx, result):
+        fraction = measure.dead / measure.units
+        if threshold < fraction and not (rl501_selected and fraction > ceiling):
+            yield dead_units_finding(META.id, META.severity, layer, measure, result, options, threshold)
