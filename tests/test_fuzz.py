@@ -43,6 +43,7 @@ RANDOM = os.environ.get("RELULINT_FUZZ_SEED")
 BYTE_EXAMPLES = int(500 * SCALE)
 FIELD_EXAMPLES = int(800 * SCALE)
 GRAPH_EXAMPLES = int(700 * SCALE)
+PROBE_EXAMPLES = int(40 * SCALE)  # with the probe on: a worker process and an onnxruntime session each
 CASE_SECONDS = 60  # a mutant that takes longer is a hang: fail with the stack where it hangs
 CRASH_MARKERS = ("internal error", "failed on this model", "analysis failed")
 RENDERERS = [fmt for fmt in FORMATS if importlib.util.find_spec(f"relulint.report.{fmt}") is not None]
@@ -127,17 +128,17 @@ def time_limit(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def check_mutant(data: bytes, folder: Path) -> None:
+def check_mutant(data: bytes, folder: Path, probe: bool = False) -> None:
     path = folder / "mutant.onnx"
     path.write_bytes(data)
-    config = Config(probe=False)
+    config = Config(probe=probe, samples=8, batch=4)
     with time_limit(CASE_SECONDS):
         result = analyse(str(path), config)
         run = Run(results=[result], config=config)
         outputs = {fmt: render(fmt, run) for fmt in RENDERERS}
-    assert not any(marker in (result.error or "") for marker in CRASH_MARKERS), explain(path)
+    assert not any(marker in (result.error or "") for marker in CRASH_MARKERS), explain(path, config)
     for note in result.notes:
-        assert not any(marker in note.message for marker in CRASH_MARKERS), explain(path)
+        assert not any(marker in note.message for marker in CRASH_MARKERS), explain(path, config)
     assert "\n" not in (result.error or "")  # the CLI prints it as one line
     json.loads(outputs["json"])  # valid JSON (no NaN, no bytes)
     if result.error is not None:
@@ -146,11 +147,11 @@ def check_mutant(data: bytes, folder: Path) -> None:
     event("unreadable (exit 2)" if result.error else "analysed with findings" if result.findings else "analysed, clean")
 
 
-def explain(path: Path) -> str:
+def explain(path: Path, config: Config) -> str:
     """The traceback behind a caught crash: the same analysis again with internal errors raising."""
     os.environ["RELULINT_DEBUG"] = "1"
     try:
-        analyse(str(path), Config(probe=False))
+        analyse(str(path), config)
     except Exception:
         return traceback.format_exc()
     finally:
@@ -410,6 +411,14 @@ def graph_mutants(draw) -> bytes:
 @seed(int(RANDOM or 0))
 def test_graph_mutants_never_crash(folder, data):
     check_mutant(data, folder)
+
+
+@settings(max_examples=PROBE_EXAMPLES, deadline=None, derandomize=RANDOM is None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+@given(data=graph_mutants())
+@seed(int(RANDOM or 0))
+def test_graph_mutants_with_the_probe_never_crash(folder, data):
+    check_mutant(data, folder, probe=True)
 
 
 def test_seeds_are_analysed_cleanly(folder):

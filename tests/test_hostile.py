@@ -584,7 +584,7 @@ def test_declared_input_dims_of_ten_to_the_twelfth(tmp_path):
     y = b.relu(b.gemm(x, 10**6, 1, weight=np.ones((1, 10**6), np.float32), name="fc"), "act")
     path = save(b.build([y], [[10**6, 1]]), tmp_path / "hugeinput.onnx")
     outcome = lint(str(path), report=tmp_path / "r.json", probe=True, memory_limit=8 * 1024**3)
-    expect_note(outcome, path, r"(?i)probe")
+    expect_note(outcome, path, r"the probe did not run: .*--probe-memory")
 
 
 def test_model_that_onnxruntime_refuses_to_load(tmp_path):
@@ -593,7 +593,26 @@ def test_model_that_onnxruntime_refuses_to_load(tmp_path):
     weights(model)[1].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weights(model)[1]).astype(np.float64), "w_2"))
     path = save(model, tmp_path / "mixedtypes.onnx")  # Gemm(float, double): no session can be created
     outcome = lint(str(path), report=tmp_path / "r.json", probe=True)
-    expect_note(outcome, path, r"(?i)probe")
+    expect_note(outcome, path, r"the probe did not run: onnxruntime cannot load")
+
+
+@pytest.mark.xfail(strict=True, reason="relulint/probe/instrument.py _attribute_graph raises KeyError('else_branch'); reported")
+def test_if_without_its_else_branch_with_the_probe(tmp_path):
+    """Found by the fuzz test with the probe on (RELULINT_FUZZ_SEED=5)."""
+    _probe_available()
+    w = numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
+    then_graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"), helper.make_node("Relu", ["h"], ["y"], name="act")],
+        "then", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w],
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("If", ["cond"], ["out"], name="if", then_branch=then_graph)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4])],
+    )  # fmt: skip
+    path = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "halfif.onnx")
+    outcome = lint(str(path), report=tmp_path / "r.json", probe=True)
+    expect_note(outcome, path, r"onnx checker: .*else_branch")
 
 
 # ---- hostile names in every output format --------------------------------------------------------
