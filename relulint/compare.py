@@ -168,6 +168,7 @@ def compare_checkpoints(ctx: Context, old_path: str) -> CompareResult:
             change.dead_new["margins"] = at_risk(new_model, *new_margins.settings.risk(new_model))
             change.dead_old["margins"] = at_risk(old_model, *old_margins.settings.risk(old_model))
         result.layers[layer.name] = change
+    _compare_probe(ctx, old_ctx, result)
     _compare_proofs(ctx, old_ctx, result)
     return result
 
@@ -221,6 +222,41 @@ def _bias_shift(new_mean: np.ndarray, old_mean: np.ndarray, old_std: np.ndarray)
     """How far each unit's mean pre-activation (its bias, or BatchNorm's beta) moved, in OLD's std."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(old_std > 0, (new_mean - old_mean) / np.where(old_std > 0, old_std, 1.0), np.nan)
+
+
+def _compare_probe(ctx: Context, old_ctx: Context, result: CompareResult) -> None:
+    """Dead units of both checkpoints measured by the probe on the same inputs (same seed, or --data)."""
+    if not ctx.config.probe:
+        return
+    from relulint.findings import Note
+    from relulint.probe import run_probe_analysis
+
+    if "probe" not in ctx.analyses:
+        run_probe_analysis(ctx)  # this model's probe: the probe rules reuse it when they run
+    new = ctx.analyses.get("probe")
+    if new is None:
+        return  # the probe's note says why
+    run_probe_analysis(old_ctx)
+    old = old_ctx.analyses.get("probe")
+    if old is None:
+        why = "; ".join(note.message for note in old_ctx.notes if note.kind == "skipped") or "no reason given"
+        ctx.notes.append(
+            Note("skipped", f"the probe did not run on {result.old_path} ({why}); RL701 uses the static evidence only")
+        )
+        return
+    result.probe_inputs = {
+        "inputs": new.inputs,
+        "samples": new.samples,
+        "old_samples": old.samples,
+        "described": new.describe_inputs(),
+    }
+    for name, change in result.layers.items():
+        new_layer, old_layer = new.layers.get(name), old.layers.get(name)
+        if new_layer is None or old_layer is None or not (new_layer.ran and old_layer.ran):
+            continue
+        if new_layer.units == old_layer.units == change.units:
+            change.dead_new["probe"] = np.asarray(new_layer.dead_mask, dtype=bool)
+            change.dead_old["probe"] = np.asarray(old_layer.dead_mask, dtype=bool)
 
 
 def _compare_proofs(ctx: Context, old_ctx: Context, result: CompareResult) -> None:

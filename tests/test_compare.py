@@ -125,27 +125,47 @@ def rules_by_layer(result) -> set[tuple[str, str]]:
     return {(f.rule, f.node) for f in result.findings}
 
 
-# ---- the training scenario -------------------------------------------------------------------
-def test_sane_rate_after_one_epoch_gets_no_checkpoint_finding(runs):
-    result = compare(runs["sane"].first_epoch, runs["sane"].initial)
+# ---- the training scenario (the probe feeds both checkpoints the same synthetic N(0, 1) inputs,
+# the distribution the MLP was trained on) ---------------------------------------------------------
+def test_sane_rate_after_one_epoch_gets_neither_rl701_nor_rl702(runs):
+    result = compare(runs["sane"].first_epoch, runs["sane"].initial, probe=True)
     assert result.error is None
     assert not [f for f in result.findings if f.rule in ("RL701", "RL702")]
-    updates = [layer["relative_update"] for layer in result.extra["compare"]["layers"].values()]
-    assert all(0 < u < 0.2 for u in updates)
+    data = result.extra["compare"]
+    assert data["probe"]["inputs"] == "synthetic" and data["probe"]["samples"] == data["probe"]["old_samples"]
+    for layer in data["layers"].values():
+        assert 0 < layer["relative_update"] < 0.2
+        assert layer["probe"]["dead_old"] == layer["probe"]["dead_new"] == 0
 
 
-def test_high_rate_after_one_epoch_gets_rl702_and_rl703(runs):
-    result = compare(runs["high"].first_epoch, runs["high"].initial)
+def test_high_rate_after_one_epoch_gets_rl701_and_rl702(runs):
+    result = compare(runs["high"].first_epoch, runs["high"].initial, probe=True)
     found = rules_by_layer(result)
-    assert {("RL702", "fc1_relu"), ("RL702", "fc2_relu")} <= found
-    assert ("RL703", "fc1_relu") in found
+    assert {("RL701", "fc2_relu"), ("RL702", "fc1_relu"), ("RL702", "fc2_relu")} <= found
+    died = next(f for f in result.findings if f.rule == "RL701" and f.node == "fc2_relu")
+    assert str(died.severity) == "error"
+    assert died.evidence["probe"]["dead_old"] == 0 and died.evidence["probe"]["newly_dead"] > 64 // 4
+    assert "the probe saw" in died.message and str(runs["high"].initial) in died.message
     update = next(f for f in result.findings if f.rule == "RL702" and f.node == "fc2_relu")
     assert update.evidence["relative_update"] > 1.0 and "learning rate that is too high" in update.message
+    assert ("RL703", "fc1_relu") in found  # the biases were thrown down with them
 
 
-def test_sane_rate_after_all_epochs_still_gets_nothing(runs):
-    result = compare(runs["sane"].last_epoch, runs["sane"].initial)
+def test_high_rate_at_the_end_of_training_still_gets_rl701(runs):
+    result = compare(runs["high"].last_epoch, runs["high"].initial, probe=True)
+    died = next(f for f in result.findings if f.rule == "RL701" and f.node == "fc2_relu")
+    assert died.evidence["probe"]["newly_dead"] > 64 // 2
+
+
+def test_sane_rate_at_the_end_of_training_gets_no_checkpoint_finding(runs):
+    result = compare(runs["sane"].last_epoch, runs["sane"].initial, probe=True)
     assert not [f for f in result.findings if f.rule in ("RL701", "RL702", "RL703")]
+
+
+def test_without_the_probe_the_high_rate_still_gets_rl702(runs):
+    result = compare(runs["high"].first_epoch, runs["high"].initial)
+    assert {("RL702", "fc1_relu"), ("RL702", "fc2_relu")} <= rules_by_layer(result)
+    assert "probe" not in result.extra["compare"]["sources"]
 
 
 # ---- matching the checkpoints ------------------------------------------------------------------

@@ -28,7 +28,13 @@ A unit counts as dead by the strongest evidence available, each judged the same 
 checkpoints: the probe (it never fired on the same inputs, fed to both checkpoints with the same seed
 or `--data`), the proof (its pre-activation is provably at most 0 over `--input-range`), and the static
 margins (its bias puts it more than RL201's `k` standard deviations below zero). The finding is an error
-when the probe or the proof shows the death, a warning when only the static margins do.
+when the probe or the proof shows the death, a warning when only the static margins do. A layer is
+reported when more than `min_fraction` of its units died: on a few dozen probe samples, a unit that
+was rarely active can look dead in one checkpoint and not in the other.
+
+The static margins model each unit's pre-activation spread but not the mean its input adds through
+`Σw`; a large step that shifts a whole layer's weights negative kills units without moving their
+margins, so the probe is the evidence to trust (keep it on, and pass `--data` when you can).
 """,
     fix="""
 Restart from the older checkpoint with a lower learning rate (or a warm-up), gradient clipping, or a
@@ -42,7 +48,13 @@ relulint checkpoints/epoch_2.onnx --compare checkpoints/epoch_1.onnx
 ```
 """,
     options=(
-        Option("min_fraction", float, 0.0, "Report a layer only when more than this fraction of its units died."),
+        Option(
+            "min_fraction",
+            float,
+            0.05,
+            "Report a layer only when more than this fraction of its units died (one or two units of a wide "
+            "layer can flip on a few probe samples).",
+        ),
         Option("worst", int, 5, "How many of the units that died to list."),
     ),
     needs=("compare",),

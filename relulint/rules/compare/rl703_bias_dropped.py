@@ -66,7 +66,7 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
             severity=META.severity,
             message=(
                 f"{dropped.size} of {shift.size} units ({fraction:.1%}) had their {term} drop by more than {k:g} "
-                f"standard deviations of their pre-activation since {result.old_path} "
+                f"standard deviation{'' if k == 1 else 's'} of their pre-activation since {result.old_path} "
                 f"({', '.join(f'unit {i}: {shift[i]:.3g}σ' for i in worst)})"
             ),
             node=layer.name,
