@@ -55,7 +55,8 @@ def catalogue_index() -> str:
     lines = ["# relulint rules", "", "| id | name | severity | what it detects |", "| --- | --- | --- | --- |"]
     for rule in all_rules():
         meta = rule.meta
-        lines.append(f"| [{meta.id}]({meta.id}.md) | {meta.name} | {meta.severity} | {meta.summary} |")
+        summary = meta.summary.replace("|", "\\|")  # a "|" in a summary would split the table cell
+        lines.append(f"| [{meta.id}]({meta.id}.md) | {meta.name} | {meta.severity} | {summary} |")
     return "\n".join(lines) + "\n"
 
 
