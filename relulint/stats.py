@@ -48,6 +48,10 @@ class WeightStats:
         }
 
 
+# Above this magnitude squares overflow float64: such weights are scaled down for the sums.
+HUGE_WEIGHT = 1e150
+
+
 def weight_stats(matrix: np.ndarray, fan_in: int, fan_out: int) -> WeightStats:
     """Statistics of a ``[units, fan_in]`` weight matrix."""
     w = np.asarray(matrix)
@@ -60,22 +64,30 @@ def weight_stats(matrix: np.ndarray, fan_in: int, fan_out: int) -> WeightStats:
         nan = float("nan")
         empty = np.zeros(w.shape[0])
         return WeightStats(w.shape[0], fan_in, fan_out, nan, nan, nan, nan, nonfinite, empty, np.arange(0))
+    finite_values = w[finite_mask] if nonfinite else w
+    low, high = float(np.min(finite_values)), float(np.max(finite_values))
+    scale = max(abs(low), abs(high))
+    if scale > HUGE_WEIGHT:  # hostile or broken weights: keep the statistics finite and warning-free
+        w = w.astype(np.float64) / scale
+    else:
+        scale = 1.0
     # float64 accumulators: float32 sums over millions of weights lose digits.
     total = float(np.sum(w, dtype=np.float64))
     mean = total / count
     squares = np.einsum("ij,ij->i", w, w, dtype=np.float64) if w.ndim == 2 else np.sum(w.astype(np.float64) ** 2)
     variance = max(float(np.sum(squares)) / count - mean * mean, 0.0)
-    finite_values = w[finite_mask] if nonfinite else w
     row_norms = np.sqrt(squares) if w.ndim == 2 else np.sqrt(np.atleast_1d(squares))
+    with np.errstate(over="ignore"):  # a norm past float64's range is reported as inf
+        scaled_norms = row_norms * scale
     return WeightStats(
         units=w.shape[0],
         fan_in=fan_in,
         fan_out=fan_out,
-        mean=mean,
-        std=math.sqrt(variance),
-        min=float(np.min(finite_values)),
-        max=float(np.max(finite_values)),
+        mean=mean * scale,
+        std=math.sqrt(variance) * scale,
+        min=low,
+        max=high,
         nonfinite=nonfinite,
-        row_norms=row_norms,
+        row_norms=scaled_norms,
         zero_rows=np.flatnonzero(row_norms == 0.0),
     )

@@ -479,6 +479,20 @@ def test_nan_and_inf_weights(tmp_path):
     assert model_json["units"][0]["metrics"]["nonfinite_weights"] == 3
 
 
+@pytest.mark.xfail(strict=True, reason="relulint/margins.py:199 lets numpy's overflow RuntimeWarning reach stderr; reported")
+def test_weights_near_the_float64_limit(tmp_path):
+    """Squares of such weights overflow: the statistics stay numbers and no warning reaches stderr."""
+    b = ModelBuilder()
+    x = b.input("x", [1, 4], TensorProto.DOUBLE)
+    w = np.array([[1e300, -1e308, 2.0, 0.0]] * 3, np.float64)
+    y = b.relu(b.node("Gemm", [x, b.const(w, "W"), b.const(np.zeros(3), "B")], "fc", transB=1), "act")
+    model = b.build([y], [[1, 3]])
+    model.graph.output[0].type.tensor_type.elem_type = TensorProto.DOUBLE
+    path = save(model, tmp_path / "huge_values.onnx")
+    metrics = expect_analysed(lint(str(path), report=tmp_path / "r.json"))["units"][0]["metrics"]
+    assert metrics["weight_min"] == -1e308 and metrics["weight_std"] > 1e307 and metrics["nonfinite_weights"] == 0
+
+
 def test_denormal_weights(tmp_path):
     model = small_mlp()
     for tensor in weights(model):
@@ -594,6 +608,24 @@ def test_model_that_onnxruntime_refuses_to_load(tmp_path):
     path = save(model, tmp_path / "mixedtypes.onnx")  # Gemm(float, double): no session can be created
     outcome = lint(str(path), report=tmp_path / "r.json", probe=True)
     expect_note(outcome, path, r"the probe did not run: onnxruntime cannot load")
+
+
+def test_probe_memory_limit_from_the_option(tmp_path):
+    _probe_available()
+    b = ModelBuilder(seed=3)
+    x = b.input("x", [1, 3, 64, 64])  # 48 KB per sample before any activation
+    y = b.relu(b.conv(x, 3, 8, name="conv"), "act")
+    path = save(b.build([y]), tmp_path / "conv.onnx")
+    outcome = lint(str(path), "--probe-memory", "16KB", report=tmp_path / "r.json", probe=True)
+    expect_note(outcome, path, r"the probe did not run: one sample needs more than the .* --probe-memory allows")
+
+
+@pytest.mark.parametrize("option", ["--max-model-size", "--probe-memory"])
+def test_limits_with_nonsense_values(tmp_path, option):
+    path = save(small_mlp(), tmp_path / "m.onnx")
+    outcome = lint(str(path), option, "lots")
+    assert outcome.status == 2 and len(outcome.stderr.splitlines()) == 1
+    assert outcome.stderr.startswith("relulint: error: ") and option.lstrip("-").replace("-", "") in outcome.stderr.replace("-", "").replace("_", "")
 
 
 @pytest.mark.xfail(strict=True, reason="relulint/probe/instrument.py _attribute_graph raises KeyError('else_branch'); reported")
