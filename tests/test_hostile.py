@@ -160,7 +160,7 @@ def _field(number: int, payload: bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
-def nested_if_model(depth: int) -> bytes:
+def nested_if_model(depth: int, padding: int = 0) -> bytes:
     """``If`` nodes nested ``depth`` deep, a Relu at the bottom, written as wire bytes: Python's protobuf
     cannot build (or parse) a message this deep with its default limit."""
     value = helper.make_tensor_value_info("o", TensorProto.FLOAT, [1])
@@ -176,6 +176,7 @@ def nested_if_model(depth: int) -> bytes:
     main = onnx.GraphProto(
         input=[helper.make_tensor_value_info("c", TensorProto.BOOL, []), helper.make_tensor_value_info("v", TensorProto.FLOAT, [1])],
         output=[value],
+        initializer=[numpy_helper.from_array(np.zeros(padding // 4, np.float32), "padding")] if padding else [],
     )  # fmt: skip
     model = helper.make_model(onnx.GraphProto(), opset_imports=[helper.make_opsetid("", 17)])
     model.ClearField("graph")
@@ -452,6 +453,12 @@ def test_subgraphs_nested_too_deep_to_parse_safely(tmp_path):
     path = tmp_path / "abyss.onnx"
     path.write_bytes(nested_if_model(3000))  # the parser would overflow the C stack: refused, no crash
     expect_error(lint(str(path)), path, r"nested more than 400 deep \(subgraphs in subgraphs\); relulint refuses to parse it")
+
+
+def test_subgraphs_nested_deep_in_a_large_file(tmp_path):
+    path = tmp_path / "deep_and_large.onnx"
+    path.write_bytes(nested_if_model(40, padding=17 * 1024**2))  # measuring its depth would take too long
+    expect_error(lint(str(path)), path, r"nested more than 100 deep \(subgraphs in subgraphs\) and the file is over 16 MB")
 
 
 def test_graph_of_100000_nodes_finishes(tmp_path):
