@@ -154,9 +154,10 @@ def test_structural_rules_finish_on_a_cyclic_graph(tmp_path):
     result = lint(tmp_path, cyclic_model(), select=("RL3", "RL4"), **options("RL301", min_length=2))
     assert result.error is None
     assert any("cycle" in note.message for note in result.notes)
-    # The walk back from r5 enters the ring and stops when it comes round: each layer once in the chain.
-    [finding] = findings(result, "RL301")
-    assert finding.node == "r5" and finding.evidence["chain"] == ["r3", "r4", "r1", "r2", "r5"]
+    # The graph model cuts the edge that closes the ring (r4 into g1): the ring becomes the chain
+    # r1..r4, and r5 branches off r2. Each chain is reported once, every layer in it once.
+    chains = {f.node: f.evidence["chain"] for f in findings(result, "RL301")}
+    assert chains == {"r4": ["r1", "r2", "r3", "r4"], "r5": ["r1", "r2", "r5"]}
     # r2, the output, also feeds g3 and g5, so it is not the model's final output.
     assert findings(result, "RL402") == []
 
