@@ -96,20 +96,25 @@ def plan_outputs(formats: tuple[str, ...], outputs: tuple[str, ...]) -> list[tup
     """(format, destination) pairs; destination None is stdout.
 
     Without -o, the one --format goes to stdout. With -o, each file's format comes from its
-    extension (.txt .json .sarif .html); a single -o may take its format from --format instead.
+    extension (.txt .json .sarif .html); --format names the format of ``-o -`` (stdout) or,
+    when there is a single -o file, of that file.
     """
     if len(formats) > 1:
         raise UsageError("give one --format; with several -o files each file's format follows its extension")
     if not outputs:
         return [(formats[0] if formats else "text", None)]
-    if formats and len(outputs) > 1:
+    to_stdout = "-" in outputs
+    if formats and not to_stdout and len(outputs) > 1:
         raise UsageError("with several -o files, each file's format follows its extension (.txt .json .sarif .html)")
     plan = []
     for destination in outputs:
-        fmt = formats[0] if formats else format_for_path(destination)
+        if destination == "-":
+            plan.append((formats[0] if formats else "text", None))
+            continue
+        fmt = formats[0] if formats and not to_stdout else format_for_path(destination)
         if fmt is None:
             raise UsageError(f"cannot tell the format of '{destination}' from its name; give --format for it")
-        plan.append((fmt, None if destination == "-" else destination))
+        plan.append((fmt, destination))
     return plan
 
 

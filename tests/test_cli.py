@@ -100,6 +100,10 @@ def test_output_files_are_written_and_bad_destinations_refused(tmp_path):
     assert "No findings in 1 model." in (tmp_path / "r.txt").read_text()
     assert "No findings" in result.stdout  # the terminal still hears what was found
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary files left behind
+    sarif = tmp_path / "r.sarif"
+    result = run(str(model), "--no-probe", "--format", "json", "-o", "-", "-o", str(sarif))
+    assert json.loads(result.stdout)["models"][0]["path"] == str(model)  # --format names stdout's format
+    assert json.loads(sarif.read_text())["version"] == "2.1.0"  # the file's format follows its extension
 
     result = run(str(model), "--no-probe", "-o", str(tmp_path / "missing" / "r.json"))
     assert result.returncode == 2
