@@ -376,3 +376,30 @@ def test_json_output_carries_the_probe(tmp_path):
     metrics = next(u["metrics"] for u in model["units"] if u["name"] == "relu1")
     assert metrics["dead"] == 30 and metrics["dead_fraction"] == pytest.approx(30 / 64, abs=1e-6)
     assert metrics["probe_samples"] == 32 and "rarely_active" in metrics and "rarely_active_fraction" in metrics
+
+
+def test_models_with_local_functions_and_external_data(tmp_path):
+    # A local function is inlined by the loader: the probe must write the inlined model, not copy the file.
+    body = [
+        helper.make_node("Gemm", ["x", "w", "b"], ["pre"], transB=1),
+        helper.make_node("Relu", ["pre"], ["y"], name="inner_relu"),
+    ]
+    function = helper.make_function("local", "Dense", ["x", "w", "b"], ["y"], body, [helper.make_opsetid("", 17)])
+    bias = np.zeros(8, np.float32)
+    bias[:6] = -100
+    graph = helper.make_graph(
+        [helper.make_node("Dense", ["x", "w", "b"], ["y"], name="dense", domain="local")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
+        [onnx.numpy_helper.from_array(np.ones((8, 4), np.float32), "w"), onnx.numpy_helper.from_array(bias, "b")],
+    )  # fmt: skip
+    model = helper.make_model(graph, functions=[function], opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)])
+    model.ir_version = 8
+    (finding,) = rule_findings(probe(save(tmp_path, model, "functions.onnx")), "RL501")
+    assert finding.units.count == 6
+    # External weights are read through a link in the probe's temporary folder.
+    folder = tmp_path / "external"
+    folder.mkdir()
+    onnx.save(negative_bias_mlp(30), folder / "model.onnx", save_as_external_data=True, location="weights.bin", size_threshold=0)
+    (finding,) = rule_findings(probe(folder / "model.onnx"), "RL501")
+    assert finding.units.count == 30

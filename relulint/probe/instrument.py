@@ -394,16 +394,25 @@ def _varint(stream, position: int) -> tuple[int, int]:
 
 
 def _link_external_data(model: onnx.ModelProto, base_dir: Path, folder: Path) -> None:
-    """Make external weight files reachable from the temporary folder, as onnxruntime looks beside the model."""
+    """Make external weight files readable beside the temporary model, where onnxruntime looks.
+
+    onnxruntime resolves symbolic links and refuses data outside the model's folder, so the files
+    are hard-linked (free on the same file system) or else copied.
+    """
     locations = set()
     for graph in iter_graphs(model.graph):
         for tensor in graph.initializer:
             if tensor.data_location == TensorProto.EXTERNAL:
                 for entry in tensor.external_data:
                     if entry.key == "location" and entry.value:
-                        locations.add(Path(entry.value.replace("\\", "/")).parts[0])
-    for first in sorted(locations):
-        source = (base_dir / first).resolve()
-        link = folder / first
-        if source.exists() and not link.exists():
-            link.symlink_to(source, target_is_directory=source.is_dir())
+                        locations.add(entry.value.replace("\\", "/"))
+    for location in sorted(locations):
+        source = base_dir / location
+        target = folder / location
+        if not source.is_file() or target.exists():
+            continue  # the loader has noted a missing file; onnxruntime will name it
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)

@@ -50,6 +50,7 @@ class Job:
     seed: int
     memory_limit: int  # bytes of address space
     threads: int = 0  # onnxruntime intra-op threads; 0: its default
+    arena: bool = True  # onnxruntime's memory arena
 
 
 @dataclass

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import resource
 import sys
 import time
 from typing import Any, BinaryIO
@@ -23,6 +22,11 @@ import numpy as np
 
 from relulint.probe.inputs import DataError, batch_rows, data_batches, parse_distribution, synthetic_batches
 from relulint.probe.protocol import InputTotals, Job, Outcome, TapTotals
+
+try:
+    import resource
+except ImportError:  # not on Windows: no address-space limit there, the parent's timeout still applies
+    resource = None  # type: ignore[assignment]
 
 MEMORY_WORDS = ("bad_alloc", "Failed to allocate", "out of memory", "MemoryError", "Cannot allocate")
 
@@ -34,11 +38,13 @@ def send(stream: BinaryIO, message: tuple[Any, ...]) -> None:
 
 def limit_memory(limit: int) -> None:
     """Cap the address space, so that an allocation beyond it fails here instead of swapping the host."""
+    if resource is None:
+        return
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_AS)
         wanted = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
         resource.setrlimit(resource.RLIMIT_AS, (wanted, hard))
-    except (ValueError, OSError):  # a platform without RLIMIT_AS: the parent's timeout still applies
+    except (ValueError, OSError, AttributeError):  # no RLIMIT_AS here: the parent's timeout still applies
         pass
 
 
@@ -51,6 +57,10 @@ def make_session(job: Job) -> Any:
     # layer (the instrumentation appends them in an order that makes this so), so activations are
     # freed as in a plain run; the default depth-first order keeps them all alive to the end.
     options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+    # Threads that spin between ops burn CPU the other threads (and processes) need: the probe's
+    # many small reduction ops would make that worse than in a plain run.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.enable_cpu_mem_arena = job.arena
     if job.threads:
         options.intra_op_num_threads = job.threads
     return ort.InferenceSession(job.model_path, options, providers=["CPUExecutionProvider"])
@@ -129,7 +139,8 @@ def main() -> int:
     job: Job = pickle.load(sys.stdin.buffer)
     limit_memory(job.memory_limit)
     outcome = run(job, out)
-    outcome.peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if resource is not None:
+        outcome.peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     send(out, ("outcome", outcome))
     out.close()
     return 0
