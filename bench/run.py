@@ -52,7 +52,7 @@ class Row:
     command: list[str]
     ok_codes: tuple[int, ...] = (0,)
     validate: Callable[[Sample], str | None] | None = None  # a problem with the run's output, or None
-    heavy: bool = False  # slow alternative: measured fewer times in --quick
+    heavy: bool = False  # slow row (polygraphy, probe): measured fewer times
     measurement: Measurement | None = None
     error: str | None = None
 
@@ -89,6 +89,13 @@ def _relulint_ok(sample: Sample) -> str | None:
         return "relulint printed no JSON report: " + (sample.stderr.strip() or sample.stdout.strip())[-300:]
     if model.get("error"):
         return f"relulint could not analyse the model: {model['error']}"
+    return None
+
+
+def _text_ok(sample: Sample) -> str | None:
+    """The default text report: exit 0 or 1 is checked by the caller; a model error is printed on stderr."""
+    if "relulint: error" in sample.stderr:
+        return sample.stderr.strip()[-300:]
     return None
 
 
@@ -152,7 +159,7 @@ def model_rows(model: bench_models.BenchModel, probe: bool, polygraphy_run_batch
     ]
     rows += [
         Row("load_graph", "relulint load + graph + units (in-process)", task("relulint_graph", model)),
-        Row("static", "relulint --no-probe", [*RELULINT, "--no-probe", "--format", "json", path], (0, 1), _relulint_ok),
+        Row("static", "relulint --no-probe", [*RELULINT, "--no-probe", path], (0, 1), _text_ok),
     ]
     if probe:
         rows += [
@@ -162,6 +169,7 @@ def model_rows(model: bench_models.BenchModel, probe: bool, polygraphy_run_batch
                 [*RELULINT, "--batch", str(b), "--samples", str(b), "--probe-timeout", "600", "--format", "json", path],
                 (0, 1),
                 _probe_ok,
+                heavy=True,
             )
             for b in (8, 32)
         ]
@@ -388,9 +396,26 @@ def jobs_rows(folder: Path, probe: bool, jobs: tuple[int, ...]) -> list[Row]:
             f"relulint {'' if probe else '--no-probe '}--jobs {j} on {folder.name}/",
             [*base, "--jobs", str(j), str(folder)],
             (0, 1),
+            heavy=probe,
         )
         for j in jobs
     ]
+
+
+def measure_jobs(folder: Path, count: int, probe: bool, reps: int, heavy_reps: int, log, emit) -> None:
+    rows = jobs_rows(folder, probe, (1, 2))
+    measure_rows(rows, reps, heavy_reps, log)
+    emit()
+    what = "with the probe" if probe else "static lint"
+    emit(
+        f"Many models, {what}: {count} small models (ResNets of 0.3M and MLPs of 1.3M parameters), {os.cpu_count()} cores"
+    )
+    for line in model_table(bench_models.BenchModel(folder.name, folder, "x", (), "folder"), rows)[1:]:
+        emit(line)
+    jobs = by_key(rows)
+    if "jobs1" in jobs and "jobs2" in jobs:
+        speedup = jobs["jobs1"].measurement.wall_s / jobs["jobs2"].measurement.wall_s
+        emit(f"  --jobs 2 speed-up: {speedup:.2f}x; reports of --jobs 1 and --jobs 2: {_jobs_same_output(rows)}")
 
 
 def _jobs_same_output(rows: list[Row]) -> str:
@@ -446,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         emit("  probe rows left out: `relulint --batch 32 --samples 32 MODEL` does not produce probe results yet")
         emit(f"  ({why_not[:300]})")
     emit(
-        f"  {reps} runs per row (median shown; polygraphy rows and scaling series: {heavy_reps}); wall s = process wall time,"
+        f"  {reps} runs per row (median shown; polygraphy, probe and scaling rows: {heavy_reps}); wall s = process wall time,"
     )
     emit(
         "  work s = the task's own time after its imports; peak RSS = max(largest process, sampled sum of its process tree)"
@@ -477,9 +502,9 @@ def main(argv: list[str] | None = None) -> int:
                 Row(
                     "static",
                     "relulint --no-probe",
-                    [*RELULINT, "--no-probe", "--format", "json", str(model.path)],
+                    [*RELULINT, "--no-probe", str(model.path)],
                     (0, 1),
-                    _relulint_ok,
+                    _text_ok,
                 ),
             ]
             measure_rows(rows, heavy_reps, heavy_reps, log)
@@ -515,21 +540,12 @@ def main(argv: list[str] | None = None) -> int:
             "  marginal = (time difference) / (size difference) between successive sizes; equal values mean linear growth"
         )
 
-    folder = bench_models.SMALL_FOLDER
-    count = 20 if args.quick else bench_models.SMALL_COUNT
-    if args.quick:
-        folder = _subset_folder(folder, count)
     print("measuring --jobs ...", flush=True)
-    rows = jobs_rows(folder, probe, (1, 2))
-    measure_rows(rows, reps, heavy_reps, log)
-    emit()
-    emit(f"Many models: {count} small models (ResNets of 0.3M and MLPs of 1.3M parameters), {os.cpu_count()} cores")
-    for line in model_table(bench_models.BenchModel(folder.name, folder, "x", (), "folder"), rows)[1:]:
-        emit(line)
-    jobs = by_key(rows)
-    if "jobs1" in jobs and "jobs2" in jobs:
-        speedup = jobs["jobs1"].measurement.wall_s / jobs["jobs2"].measurement.wall_s
-        emit(f"  --jobs 2 speed-up: {speedup:.2f}x; reports of --jobs 1 and --jobs 2: {_jobs_same_output(rows)}")
+    count = 20 if args.quick else bench_models.SMALL_COUNT
+    folder = _subset_folder(bench_models.SMALL_FOLDER, count) if args.quick else bench_models.SMALL_FOLDER
+    measure_jobs(folder, count, False, reps, heavy_reps, log, emit)
+    if probe and not args.quick:  # the probe costs about a second per model: a smaller folder
+        measure_jobs(_subset_folder(bench_models.SMALL_FOLDER, 10), 10, True, reps, heavy_reps, log, emit)
 
     emit()
     emit("Targets (ratios of medians from this run; 'cpu' is the same ratio over user+system CPU time)")
