@@ -213,9 +213,10 @@ def _weight_update(ctx: Context, old_ctx: Context, layer: Layer, old_layer: Laye
     new, old = ctx.weights(layer), old_ctx.weights(old_layer)
     if new is None or old is None or new.shape != old.shape:
         return
-    change.relative_update = relative_update(new, old)
-    change.weight_norm_new = float(np.linalg.norm(np.asarray(new, np.float64)))
-    change.weight_norm_old = float(np.linalg.norm(np.asarray(old, np.float64)))
+    with np.errstate(all="ignore"):  # huge weights overflow the norm to inf: reported as such, not warned about
+        change.relative_update = relative_update(new, old)
+        change.weight_norm_new = float(np.linalg.norm(np.asarray(new, np.float64)))
+        change.weight_norm_old = float(np.linalg.norm(np.asarray(old, np.float64)))
 
 
 def _bias_shift(new_mean: np.ndarray, old_mean: np.ndarray, old_std: np.ndarray) -> np.ndarray:

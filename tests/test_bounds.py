@@ -556,3 +556,36 @@ def test_each_modelled_op_bounds_every_sampled_value(op):
         assert value.shape[1:] == bound.shape[1:], f"{tensor}: shape {value.shape} vs bound {bound.shape}"
         assert np.all(value.min(axis=0) >= bound.lo[0]), f"{op}: {tensor} went below its lower bound"
         assert np.all(value.max(axis=0) <= bound.hi[0]), f"{op}: {tensor} went above its upper bound"
+
+
+# ---- hostile models: the bounds give up soundly, never crash or warn --------------------------
+def test_an_input_too_large_to_bound_is_a_note(tmp_path):
+    b = ModelBuilder(seed=0)
+    x = b.input("x", [1, 10**12])
+    model = b.build([b.relu(x, "act")], output_shapes=[[1, 10**12]])
+    result = lint(model, tmp_path, {"x": ((0.0, 1.0),)})
+    assert result.error is None and not result.findings
+    assert any("too large to bound" in n.message for n in result.notes)
+
+
+def test_malformed_and_huge_ops_are_left_unbounded():
+    b = ModelBuilder(seed=0)
+    x = b.input("x", ["N", 2, 4, 4])
+    padded = b.node("Pad", [x, _i(b, [0, 0, 10**6, 10**6, 0, 0, 10**6, 10**6])])  # 4e12 elements
+    pooled = b.node("MaxPool", [x], kernel_shape=[2, 2], strides=[0, 0])  # a zero stride
+    y = b.relu(
+        b.node("Add", [b.node("ReduceMax", [padded, _i(b, [2, 3])]), b.node("ReduceMax", [pooled, _i(b, [2, 3])])]),
+        "act",
+    )
+    graph_model = b.build([y], output_shapes=[[1, 2, 1, 1]])
+    _, result = bounds_of(graph_model, {"x": ((0.0, 1.0),)})
+    assert set(result.unbounded_ops) >= {"Pad", "MaxPool"}
+    assert np.all(np.isinf(result.layers["act"].upper)) and not result.layers["act"].dead.size
+
+
+def test_nan_weights_give_unbounded_layers_without_warnings(recwarn):
+    weight = np.array([[np.nan, 1.0], [1.0, 1.0]])
+    _, result = bounds_of(gemm_relu_model(weight, np.array([-5.0, -5.0])), {"x": ((0.0, 1.0),)})
+    layer = result.layers["act"]
+    assert np.isinf(layer.upper[0]) and layer.dead.tolist() == [1]  # the finite row is still proven dead
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

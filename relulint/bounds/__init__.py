@@ -141,7 +141,8 @@ def compute_bounds(ctx: Context) -> tuple[BoundsResult | None, list[Note]]:
         unbounded_ops=dict(propagation.unbounded_ops),
     )
     for layer in ctx.layers:
-        bounds = layer_bounds(ctx, layer, propagation)
+        with np.errstate(invalid="ignore"):  # NaN bounds (from NaN weights) compare as neither dead nor active
+            bounds = layer_bounds(ctx, layer, propagation)
         if bounds is not None:
             result.layers[layer.name] = bounds
     if propagation.unbounded_ops:
@@ -163,7 +164,7 @@ def opset_of(ctx: Context) -> int:
 
 def layer_bounds(ctx: Context, layer: Layer, propagation: Propagation) -> LayerBounds | None:
     bound = propagation.bounds.get(layer.pre_activation)
-    if layer.scope or bound is None or not bound.lo.ndim:
+    if layer.scope or bound is None or not bound.lo.ndim or not bound.lo.size:
         return None
     axis = layer.channel_axis if layer.channel_axis >= 0 else bound.lo.ndim + layer.channel_axis
     if not 0 <= axis < bound.lo.ndim:

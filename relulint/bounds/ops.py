@@ -35,6 +35,9 @@ from relulint.bounds.interval import (
 from relulint.graph import Graph, Node
 
 Result = list[Bound | None]
+# Largest tensor bounded (elements of one sample): lo and hi are float64, so 128 MB each. Larger
+# tensors (and hostile shapes) are left unbounded instead of exhausting memory.
+MAX_ELEMENTS = 16_000_000
 
 
 class Unsupported(Exception):
@@ -109,16 +112,44 @@ def _axis(axis: int, ndim: int) -> int:
     return axis + ndim if axis < 0 else axis
 
 
+def check_size(shape, what: str = "output") -> None:
+    """Refuse to build a bound larger than MAX_ELEMENTS (or with a negative dimension)."""
+    dims = [int(d) for d in shape]
+    if any(d < 0 for d in dims):
+        raise Unsupported(f"{what} shape {dims} has a negative dimension")
+    if math.prod(dims) > MAX_ELEMENTS:
+        raise Unsupported(f"{what} of {math.prod(dims):,} elements is over the {MAX_ELEMENTS:,} bounded")
+
+
+def _window_attributes(inp: Inputs, spatial: tuple[int, ...], kernel) -> kernels.Window:
+    """Conv/pool geometry, refusing what ONNX forbids (zero strides, negative pads) and huge outputs."""
+    n = len(spatial)
+    kernel = list(kernel or [])
+    strides, dilations, pads = inp.attr("strides"), inp.attr("dilations"), inp.attr("pads")
+    if len(kernel) != n or any(k < 1 for k in kernel):
+        raise Unsupported(f"kernel {kernel} does not fit {n} spatial axes")
+    for name, values, size in (("strides", strides, n), ("dilations", dilations, n), ("pads", pads, 2 * n)):
+        if values is not None and (len(values) != size or any(v < (0 if name == "pads" else 1) for v in values)):
+            raise Unsupported(f"invalid {name} {list(values)}")
+    if pads is not None:
+        check_size([s + pads[i] + pads[i + n] for i, s in enumerate(spatial)], "padded input")
+    geometry = kernels.window(
+        spatial, kernel, strides, dilations, pads, _text(inp.attr("auto_pad", "NOTSET")), bool(inp.attr("ceil_mode", 0))
+    )
+    check_size(geometry.out, "window output")
+    return geometry
+
+
 # ---- linear ops ------------------------------------------------------------------------------
 @handles("Conv")
 def _conv(inp: Inputs) -> Result:
     x, w = inp.bound(0), inp.weight(1)
     spatial = x.shape[2:]
-    geometry = kernels.window(
-        spatial, w.shape[2:], inp.attr("strides"), inp.attr("dilations"), inp.attr("pads"),
-        _text(inp.attr("auto_pad", "NOTSET")),
-    )  # fmt: skip
     group = int(inp.attr("group", 1))
+    if w.ndim != len(x.shape) or group < 1 or x.shape[1] != w.shape[1] * group or w.shape[0] % group:
+        raise Unsupported(f"weight {list(w.shape)} and group {group} do not fit the input {list(x.shape)}")
+    geometry = _window_attributes(inp, spatial, w.shape[2:])
+    check_size((x.shape[0], w.shape[0], *geometry.out))
     bias = inp.weight(2).reshape(-1, *([1] * len(spatial))) if inp.has(2) else 0.0
     terms = int(np.prod(w.shape[1:]))
     return [linear(x, lambda a, k: kernels.conv(a, k, geometry, group), w, bias, terms, inp.domain)]
@@ -140,6 +171,20 @@ def _conv_transpose(inp: Inputs) -> Result:
         output_padding=tuple(inp.attr("output_padding") or [0] * n),
     )
     group = int(inp.attr("group", 1))
+    if w.ndim != len(x.shape) or group < 1 or x.shape[1] != w.shape[0] or w.shape[0] % group:
+        raise Unsupported(f"weight {list(w.shape)} and group {group} do not fit the input {list(x.shape)}")
+    if (
+        min(geometry.strides + geometry.dilations, default=1) < 1
+        or min(geometry.pads_begin + geometry.pads_end + geometry.output_padding, default=0) < 0
+    ):
+        raise Unsupported("invalid ConvTranspose geometry")
+    full = [
+        s * (size - 1) + (k - 1) * d + 1 + p
+        for s, size, k, d, p in zip(
+            geometry.strides, x.shape[2:], w.shape[2:], geometry.dilations, geometry.output_padding
+        )
+    ]
+    check_size((x.shape[0], w.shape[1] * group, *full))
     bias = inp.weight(2).reshape(-1, *([1] * n)) if inp.has(2) else 0.0
     terms = int(w.shape[0] // group * np.prod(w.shape[2:]))
     return [linear(x, lambda a, k: kernels.conv_transpose(a, k, geometry, group), w, bias, terms, inp.domain)]
@@ -537,10 +582,7 @@ def positive_linear(x: Bound, f: Callable[[np.ndarray], np.ndarray], terms: int,
 
 
 def _pool_geometry(inp: Inputs, spatial: tuple[int, ...]) -> kernels.Window:
-    return kernels.window(
-        spatial, inp.attr("kernel_shape"), inp.attr("strides"), inp.attr("dilations"), inp.attr("pads"),
-        _text(inp.attr("auto_pad", "NOTSET")), bool(inp.attr("ceil_mode", 0)),
-    )  # fmt: skip
+    return _window_attributes(inp, spatial, inp.attr("kernel_shape"))
 
 
 @handles("MaxPool")
@@ -730,6 +772,7 @@ def _expand(inp: Inputs) -> Result:
     x = inp.bound(0)
     target = inp.ints(1)
     shape = np.broadcast_shapes(x.shape, tuple(target))
+    check_size(shape)
     return _move(
         inp,
         lambda a, lead: np.broadcast_to(
@@ -741,6 +784,7 @@ def _expand(inp: Inputs) -> Result:
 @handles("Tile")
 def _tile(inp: Inputs) -> Result:
     repeats = inp.ints(1)
+    check_size([d * r for d, r in zip(inp.bound(0).shape, repeats)])
     return _move(inp, lambda a, lead: np.tile(a, [1] * lead + list(repeats)))
 
 
@@ -759,6 +803,7 @@ def _pad(inp: Inputs) -> Result:
         widths[axis] = (pads[i], pads[i + len(axes)])
     if any(b < 0 or e < 0 for b, e in widths):
         raise Unsupported("Pad with negative pads")
+    check_size([d + b + e for d, (b, e) in zip(x.shape, widths)])
     if mode == "constant":
         fill = _scalar(inp.value(2)) if inp.has(2) else float(inp.attr("value", 0.0))
         if fill is None:

@@ -10,6 +10,7 @@ inference), which keeps every later bound sound.
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -18,7 +19,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from relulint.bounds.interval import Bound, Domain, Symbolic, exact, unbounded
-from relulint.bounds.ops import HANDLERS, Inputs, Unsupported
+from relulint.bounds.ops import HANDLERS, MAX_ELEMENTS, Inputs, Unsupported
 from relulint.graph import Graph, Node
 
 # Symbolic bounds carry one row per input element: worth it for small inputs (tabular data, small
@@ -57,6 +58,12 @@ def input_box(
             if name in ranges:
                 box.problems.append(
                     f"input '{name}' has no fixed shape (declared {graph.tensor_shape(name)}); give it with --input-shape"
+                )
+            continue
+        if int(np.prod(shape, dtype=np.float64)) > MAX_ELEMENTS:
+            if name in ranges:
+                box.problems.append(
+                    f"input '{name}' of shape {list(shape)} is too large to bound (over {MAX_ELEMENTS:,} elements)"
                 )
             continue
         box.shapes[name] = shape
@@ -157,7 +164,17 @@ def topological(graph: Graph) -> list[Node]:
 
 
 def propagate_bounds(graph: Graph, box: InputBox, opset: int, keep: set[str] | None = None) -> Propagation:
-    """Bounds of the tensors in ``keep`` (every tensor when None); others are freed after their last use."""
+    """Bounds of the tensors in ``keep`` (every tensor when None); others are freed after their last use.
+
+    Floating-point warnings are silenced: a NaN or an overflow (from NaN or huge weights) becomes an
+    unbounded interval (see ``interval.normalized``), which is sound, and must not reach the user's stderr.
+    """
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _propagate(graph, box, opset, keep)
+
+
+def _propagate(graph: Graph, box: InputBox, opset: int, keep: set[str] | None) -> Propagation:
     bounds, domain = seed_bounds(graph, box)
     result = Propagation(bounds, domain, Counter(), {})
     shapes: dict[str, tuple[int, ...]] | None = None
@@ -179,7 +196,7 @@ def propagate_bounds(graph: Graph, box: InputBox, opset: int, keep: set[str] | N
                 if shapes is None:
                     shapes = inferred_shapes(graph, box)
                 shape = shapes.get(tensor)
-                if shape is None:
+                if shape is None or int(np.prod(shape, dtype=np.float64)) > MAX_ELEMENTS:
                     continue  # unknown shape: consumers see no bound and leave theirs unbounded too
                 bound = unbounded(shape)
             if bound.sym is not None:
@@ -210,6 +227,8 @@ def _node_bounds(inputs: Inputs) -> tuple[list[Bound | None], str | None]:
         return [], "control flow (subgraphs) is not modelled"
     if node.op in RANDOM_OPS:
         return [], "random op"
+    if any(inputs.bounds[t].lo.size == 0 for t in node.inputs if t in inputs.bounds):
+        return [], "an empty input tensor"
     values = _exact_inputs(inputs)
     if values is not None:
         evaluated = _evaluate(inputs, values)
@@ -222,6 +241,9 @@ def _node_bounds(inputs: Inputs) -> tuple[list[Bound | None], str | None]:
         outputs = handler(inputs)
     except Unsupported as exc:
         return [], str(exc)
+    except (ValueError, IndexError) as exc:
+        # numpy's complaint about shapes that do not fit: a malformed node (onnxruntime would refuse it).
+        return [], f"its shapes do not fit together ({' '.join(str(exc).split())[:80]})"
     except Exception as exc:
         # A handler that trips on an unusual model must not sink the analysis: unbounded is sound.
         if os.environ.get("RELULINT_DEBUG") == "1":
