@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
+import warnings
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,7 +16,7 @@ import click
 
 from relulint import __version__
 from relulint.config import Config, config_from_table, find_config_file, load_config_file
-from relulint.engine import analyse
+from relulint.engine import analyse, debug
 from relulint.errors import UsageError
 from relulint.findings import ModelResult
 from relulint.report import FORMATS, FormatUnavailable, Run, format_for_path, render, write_atomically
@@ -132,8 +134,16 @@ def _check_destination(destination: str, models: list[str]) -> Path:
 def run_models(models: list[str], config: Config) -> list[ModelResult]:
     if config.jobs > 1 and len(models) > 1:
         with ProcessPoolExecutor(max_workers=min(config.jobs, len(models))) as pool:
-            return list(pool.map(analyse, models, [config] * len(models)))  # keeps the input order
+            futures = [pool.submit(analyse, model, config) for model in models]  # results keep the input order
+            return [_result_of(future, model) for future, model in zip(futures, models)]
     return [analyse(model, config) for model in models]
+
+
+def _result_of(future: Future, model: str) -> ModelResult:
+    try:
+        return future.result()
+    except BrokenProcessPool:  # a worker died (killed, out of memory): only its models are lost
+        return ModelResult(path=model, error="the worker process analysing it died (killed or out of memory)")
 
 
 def exit_status(results: list[ModelResult], config: Config) -> int:
@@ -187,6 +197,10 @@ def main(**options: Any) -> None:
     PATHS are .onnx files or folders searched for them. Exit status: 0 clean, 1 findings at or
     above --fail-on, 2 a usage error or a model that could not be analysed.
     """
+    if not debug():
+        # numpy's RuntimeWarnings on hostile weights would break the one-line-per-problem promise;
+        # the numbers involved are judged by the rules (non-finite, overflow) themselves.
+        warnings.simplefilter("ignore", RuntimeWarning)
     try:
         sys.exit(_main(options))
     except UsageError as exc:

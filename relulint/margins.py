@@ -186,8 +186,11 @@ def normal_pdf(t: np.ndarray) -> np.ndarray:
 
 def rectified_moments(mean: np.ndarray, std: np.ndarray, slope: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """E[f(X)] and E[f(X)^2] for X ~ N(mean, std^2) and f(x) = max(x, 0) + slope * min(x, 0)."""
-    m = np.asarray(mean, dtype=np.float64)
-    s = np.asarray(std, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # huge weights overflow to inf: a scale, not a crash
+        return _rectified_moments(np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64), slope)
+
+
+def _rectified_moments(m: np.ndarray, s: np.ndarray, slope: float) -> tuple[np.ndarray, np.ndarray]:
     positive_s = s > 0
     safe_s = np.where(positive_s, s, 1.0)
     t = m / safe_s
@@ -523,8 +526,8 @@ def _normalized_output(graph: Graph, node: Node) -> Scale:
         return Scale(0.0, 1.0, source)  # a decomposed LayerNorm's Div: gamma and beta follow as Mul/Add
     gamma = _float_constant(graph, node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] else None
     beta = _float_constant(graph, node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
-    gamma = np.ones(1) if gamma is None else gamma.reshape(-1)
-    beta = np.zeros(1) if beta is None else beta.reshape(-1)
+    gamma = np.ones(1) if gamma is None or gamma.size == 0 else gamma.reshape(-1)
+    beta = np.zeros(1) if beta is None or beta.size == 0 else beta.reshape(-1)
     if not (np.all(np.isfinite(gamma)) and np.all(np.isfinite(beta))):
         return unknown(f"'{node.id}' has non-finite parameters")
     rms = math.sqrt(float(np.mean(np.square(gamma)) + np.mean(np.square(beta))))

@@ -486,7 +486,6 @@ def test_nan_and_inf_weights(tmp_path):
     assert model_json["units"][0]["metrics"]["nonfinite_weights"] == 3
 
 
-@pytest.mark.xfail(strict=True, reason="relulint/margins.py:199 lets numpy's overflow RuntimeWarning reach stderr; reported")
 def test_weights_near_the_float64_limit(tmp_path):
     """Squares of such weights overflow: the statistics stay numbers and no warning reaches stderr."""
     b = ModelBuilder()
