@@ -580,7 +580,8 @@ def test_malformed_and_huge_ops_are_left_unbounded():
     graph_model = b.build([y], output_shapes=[[1, 2, 1, 1]])
     _, result = bounds_of(graph_model, {"x": ((0.0, 1.0),)})
     assert set(result.unbounded_ops) >= {"Pad", "MaxPool"}
-    assert np.all(np.isinf(result.layers["act"].upper)) and not result.layers["act"].dead.size
+    # Shape inference cannot size the padded tensor either, so the layer after it has no bound at all.
+    assert "act" not in result.layers
 
 
 def test_nan_weights_give_unbounded_layers_without_warnings(recwarn):
