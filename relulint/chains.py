@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from relulint.graph import Graph, Node
-from relulint.units import NORM_OPS, Layer, _is_decomposed_layernorm
+from relulint.units import NORM_OPS, Layer, is_decomposed_layernorm
 
 if TYPE_CHECKING:
     from relulint.context import Context
@@ -77,7 +77,7 @@ def link_for(graph: Graph, layer: Layer, layer_by_output: dict[str, str]) -> Lin
         node = graph.producer(tensor)
         if node is None or node.domain not in ("", "ai.onnx"):
             break
-        if node.op in NORM_OPS or (node.op == "Div" and _is_decomposed_layernorm(graph, node)):
+        if node.op in NORM_OPS or (node.op == "Div" and is_decomposed_layernorm(graph, node)):
             normalized = True
             tensor = _normalized_input(graph, node)
             continue

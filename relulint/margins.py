@@ -487,10 +487,10 @@ class _Propagation:
             return bias, rows * FALLBACK_SCALE
         if not estimate.mean:
             return bias, rows * max(estimate.rms, TINY_SCALE)
-        matrix = self.ctx.weights(layer)  # one more pass over this layer's weights, only for layers fed a mean
-        if matrix is None or matrix.shape[0] != bias.size:
+        stats = self.ctx.weight_stats(layer)
+        if stats is None or stats.row_sums.size != bias.size:
             return bias, rows * max(estimate.rms, TINY_SCALE)
-        row_sums = np.sum(matrix, axis=1, dtype=np.float64) * _gemm_alpha(self.graph, layer)
+        row_sums = stats.row_sums * _gemm_alpha(self.graph, layer)
         spread = max(math.sqrt(estimate.variance), TINY_SCALE)
         return bias + estimate.mean * row_sums, rows * spread
 

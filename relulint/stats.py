@@ -19,6 +19,7 @@ class WeightStats:
     max: float
     nonfinite: int  # NaN and ±Inf entries (excluded from the other statistics)
     row_norms: np.ndarray  # [units] L2 norm of each unit's weight row (finite entries)
+    row_sums: np.ndarray  # [units] sum of each unit's weight row (finite entries): its response to a mean input
     zero_rows: np.ndarray  # indices of units whose weight row is all zeros
 
     @property
@@ -63,7 +64,7 @@ def weight_stats(matrix: np.ndarray, fan_in: int, fan_out: int) -> WeightStats:
     if count == 0:
         nan = float("nan")
         empty = np.zeros(w.shape[0])
-        return WeightStats(w.shape[0], fan_in, fan_out, nan, nan, nan, nan, nonfinite, empty, np.arange(0))
+        return WeightStats(w.shape[0], fan_in, fan_out, nan, nan, nan, nan, nonfinite, empty, empty, np.arange(0))
     finite_values = w[finite_mask] if nonfinite else w
     low, high = float(np.min(finite_values)), float(np.max(finite_values))
     scale = max(abs(low), abs(high))
@@ -72,13 +73,14 @@ def weight_stats(matrix: np.ndarray, fan_in: int, fan_out: int) -> WeightStats:
     else:
         scale = 1.0
     # float64 accumulators: float32 sums over millions of weights lose digits.
-    total = float(np.sum(w, dtype=np.float64))
-    mean = total / count
+    row_sums = np.sum(w.reshape(w.shape[0], -1), axis=1, dtype=np.float64)
+    mean = float(row_sums.sum()) / count
     squares = np.einsum("ij,ij->i", w, w, dtype=np.float64) if w.ndim == 2 else np.sum(w.astype(np.float64) ** 2)
     variance = max(float(np.sum(squares)) / count - mean * mean, 0.0)
     row_norms = np.sqrt(squares) if w.ndim == 2 else np.sqrt(np.atleast_1d(squares))
     with np.errstate(over="ignore"):  # a norm past float64's range is reported as inf
         scaled_norms = row_norms * scale
+        scaled_sums = row_sums * scale
     return WeightStats(
         units=w.shape[0],
         fan_in=fan_in,
@@ -89,5 +91,6 @@ def weight_stats(matrix: np.ndarray, fan_in: int, fan_out: int) -> WeightStats:
         max=high,
         nonfinite=nonfinite,
         row_norms=scaled_norms,
+        row_sums=scaled_sums,
         zero_rows=np.flatnonzero(row_norms == 0.0),
     )

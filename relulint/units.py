@@ -180,7 +180,7 @@ def _walk_back(graph: Graph, tensor: str, walk: _Walk, budget: int) -> _Walk:
             _set_norm(walk, node, op)
             tensor = node.inputs[0]
             continue
-        if op == "Div" and _is_decomposed_layernorm(graph, node):
+        if op == "Div" and is_decomposed_layernorm(graph, node):
             _set_norm(walk, node, DECOMPOSED_LAYERNORM)
             tensor = graph.producer(node.inputs[0]).inputs[0]  # the Sub's X
             continue
@@ -228,7 +228,7 @@ def _main_branch(graph: Graph, operands: list[str], budget: int) -> str | None:
     return None
 
 
-def _is_decomposed_layernorm(graph: Graph, div: Node) -> bool:
+def is_decomposed_layernorm(graph: Graph, div: Node) -> bool:
     """Div(Sub(X, ReduceMean(X)), Sqrt(Add(ReduceMean(Pow(.., 2)), eps)))."""
     if len(div.inputs) != 2:
         return False
