@@ -56,8 +56,15 @@ class LoadedModel:
             "opsets": opsets,
             "ir_version": model.ir_version,
             "producer": {"name": model.producer_name, "version": model.producer_version},
+            "doc_string": _clip(model.doc_string, 2000),
+            # Author-supplied key/value pairs; capped so a hostile model cannot flood the reports.
+            "metadata": {_clip(p.key, 200): _clip(p.value, 2000) for p in list(model.metadata_props)[:50]},
             "file_size": self.file_size,
         }
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def load_model(path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_MODEL_SIZE) -> LoadedModel:

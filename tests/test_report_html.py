@@ -56,6 +56,8 @@ def hostile_model(folder: Path) -> Path:
     y = b.relu(b.gemm(y, 24, 24, name="fc3", weight=np.full((24, 24), 0.9, np.float32)), IMG)
     model = b.build([b.gemm(y, 24, 4, name="head")])
     model.producer_name = EVIL
+    model.doc_string = f"doc {EVIL}"
+    onnx.helper.set_model_props(model, {IMG: f"meta {EVIL}"})
     path = folder / "hostile <b>model&amp;.onnx"
     onnx.save(model, path)
     return path
@@ -149,6 +151,7 @@ def test_model_supplied_text_is_escaped_and_control_characters_are_visible(page)
     assert EVIL not in text and "<img" not in text and "onerror=\"" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert "hostile &lt;b&gt;model&amp;amp;.onnx" in text
+    assert "doc &lt;script&gt;" in text and "meta &lt;script&gt;" in text  # doc string and metadata, escaped
     assert not re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", text)  # no raw control character
     assert "ctl\\x1b[31m\\x07\\x0bend" in text  # shown escaped instead
     parser = Elements()

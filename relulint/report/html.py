@@ -459,6 +459,10 @@ def model_facts(data: dict[str, Any], layers: list[LayerView], probe: dict[str, 
         ("File size", fmt_bytes(data.get("file_size")), ""),
         ("SHA-256", sha[:12] + "…" if sha else "—", sha),
     ]
+    if data.get("doc_string"):
+        facts.append(("Description", str(data["doc_string"]), ""))
+    for key, value in (data.get("metadata") or {}).items():
+        facts.append((f"Metadata: {key}", str(value), ""))
     if probe:
         inputs = "real data" if probe.get("inputs") == "data" else "synthetic inputs"
         samples, batch = probe.get("samples", "?"), probe.get("batch", "?")
