@@ -393,13 +393,21 @@ def test_models_with_local_functions_and_external_data(tmp_path):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
         [onnx.numpy_helper.from_array(np.ones((8, 4), np.float32), "w"), onnx.numpy_helper.from_array(bias, "b")],
     )  # fmt: skip
-    model = helper.make_model(graph, functions=[function], opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)])
+    model = helper.make_model(
+        graph, functions=[function], opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)]
+    )
     model.ir_version = 8
     (finding,) = rule_findings(probe(save(tmp_path, model, "functions.onnx")), "RL501")
     assert finding.units.count == 6
     # External weights are read through a link in the probe's temporary folder.
     folder = tmp_path / "external"
     folder.mkdir()
-    onnx.save(negative_bias_mlp(30), folder / "model.onnx", save_as_external_data=True, location="weights.bin", size_threshold=0)
+    onnx.save(
+        negative_bias_mlp(30),
+        folder / "model.onnx",
+        save_as_external_data=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
     (finding,) = rule_findings(probe(folder / "model.onnx"), "RL501")
     assert finding.units.count == 30

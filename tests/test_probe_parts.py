@@ -145,7 +145,16 @@ def test_old_and_new_opsets(tmp_path, opset):
     b = ModelBuilder(seed=7, opset=opset)
     x = b.input("x", ["N", 4, 6])
     y = b.relu(b.node("MatMul", [x, b.const(b.he([6, 8], 6))], "mm"), "relu_seq")
-    z = b.relu(b.conv(b.node("Unsqueeze", [x], axes=[1]) if opset < 13 else b.node("Unsqueeze", [x, b.const(np.array([1]))]), 1, 8, 3, name="conv"), "relu_conv")
+    z = b.relu(
+        b.conv(
+            b.node("Unsqueeze", [x], axes=[1]) if opset < 13 else b.node("Unsqueeze", [x, b.const(np.array([1]))]),
+            1,
+            8,
+            3,
+            name="conv",
+        ),
+        "relu_conv",
+    )
     model = b.build([y, z])
     data = np.random.default_rng(1).standard_normal((5, 4, 6)).astype(np.float32)
     check_layer(tmp_path, model, data, "relu_seq", "relu_seq_out", 2)
@@ -177,7 +186,10 @@ def test_layers_in_a_loop_body_are_skipped_with_a_note(tmp_path):
             helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
             helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, 4]),
         ],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [2, 4])],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [2, 4]),
+        ],
     )
     trip, cond = b.const(np.array(3, np.int64)), b.const(np.array(True))
     b.nodes.append(helper.make_node("Loop", [trip, cond, x], ["loop_out"], name="loop", body=body))

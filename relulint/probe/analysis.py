@@ -26,7 +26,6 @@ LIVE_ACTIVATIONS = 5  # activations of the largest size alive at once, transient
 def run_probe(ctx: Context) -> None:
     if not ctx.layers:
         return  # nothing to measure, and nothing worth a note
-    config = ctx.config
     child = Child()  # started first: its imports overlap with the preparation below
     try:
         _prepare_and_run(ctx, child)
@@ -36,7 +35,10 @@ def run_probe(ctx: Context) -> None:
 
 def _prepare_and_run(ctx: Context, child: Child) -> None:
     config = ctx.config
-    skip = lambda why: ctx.notes.append(Note("skipped", f"the probe did not run: {why}; static findings only"))  # noqa: E731
+
+    def skip(why: str) -> None:
+        ctx.notes.append(Note("skipped", f"the probe did not run: {why}; static findings only"))
+
     data_shapes = None
     if config.data:
         try:
@@ -50,14 +52,22 @@ def _prepare_and_run(ctx: Context, child: Child) -> None:
         return skip(specs.problem)
     if specs.defaulted:
         ctx.notes.append(
-            Note("info", f"probe inputs: dynamic dims set by default ({'; '.join(specs.defaulted)}); set them with --input-shape NAME=1x3x224x224")
+            Note(
+                "info",
+                f"probe inputs: dynamic dims set by default ({'; '.join(specs.defaulted)}); set them with --input-shape NAME=1x3x224x224",
+            )
         )
     shapes = infer_shapes(ctx.graph, specs.specs)
     batch = _fitting_batch(ctx, specs.specs, shapes, config.batch, config.probe_memory)
     if batch == 0:
         return skip(f"one sample needs more than the {_size(config.probe_memory)} --probe-memory allows")
     if batch != config.batch:
-        ctx.notes.append(Note("info", f"probe batch lowered from {config.batch} to {batch} to fit --probe-memory {_size(config.probe_memory)}"))
+        ctx.notes.append(
+            Note(
+                "info",
+                f"probe batch lowered from {config.batch} to {batch} to fit --probe-memory {_size(config.probe_memory)}",
+            )
+        )
         specs = input_specs(ctx.graph, config, batch, data_shapes)
     instrumentation = plan(ctx.graph, ctx.layers, shapes)
     _note_skipped_layers(ctx, instrumentation)
@@ -76,7 +86,9 @@ def _prepare_and_run(ctx: Context, child: Child) -> None:
     _set_metrics(ctx, result)
 
 
-def _run_child(ctx: Context, child: Child, instrumentation: Instrumentation, specs: list[InputSpec], batch: int) -> Outcome | str:
+def _run_child(
+    ctx: Context, child: Child, instrumentation: Instrumentation, specs: list[InputSpec], batch: int
+) -> Outcome | str:
     config = ctx.config
     with tempfile.TemporaryDirectory(prefix="relulint-probe-") as folder:
         path = write_model(ctx.graph, instrumentation, Path(folder))
@@ -138,7 +150,11 @@ def _note_skipped_layers(ctx: Context, instrumentation: Instrumentation) -> None
     shown = "; ".join(f"{name} ({why})" for name, why in instrumentation.skipped[:5])
     more = len(instrumentation.skipped) - 5
     ctx.notes.append(
-        Note("skipped", f"the probe does not measure {len(instrumentation.skipped)} layer(s): {shown}" + (f"; and {more} more" if more > 0 else ""))
+        Note(
+            "skipped",
+            f"the probe does not measure {len(instrumentation.skipped)} layer(s): {shown}"
+            + (f"; and {more} more" if more > 0 else ""),
+        )
     )
 
 

@@ -56,7 +56,9 @@ def parse_distribution(text: str) -> Distribution:
     return Distribution(kind, numbers[0], numbers[1])
 
 
-def synthetic_batch(specs: list[InputSpec], rows: int, dist: Distribution, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def synthetic_batch(
+    specs: list[InputSpec], rows: int, dist: Distribution, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """One batch of ``rows`` samples (inputs whose dim 0 is fixed keep their own size)."""
     feed = {}
     for spec in specs:
@@ -115,7 +117,9 @@ def _arrays(file: Path, specs: list[InputSpec]) -> dict[str, np.ndarray]:
     try:
         if file.suffix.lower() == ".npy":
             if len(specs) != 1:
-                raise DataError(f"{file.name} is a .npy file but the model has {len(specs)} inputs ({', '.join(names)}); use a .npz with one array per input")
+                raise DataError(
+                    f"{file.name} is a .npy file but the model has {len(specs)} inputs ({', '.join(names)}); use a .npz with one array per input"
+                )
             return {names[0]: np.load(file, mmap_mode="r", allow_pickle=False)}
         with np.load(file, allow_pickle=False) as archive:
             keys = list(archive.files)
@@ -123,11 +127,13 @@ def _arrays(file: Path, specs: list[InputSpec]) -> dict[str, np.ndarray]:
                 return {names[0]: archive[keys[0]]}  # one input, one array: the name does not matter
             missing = [n for n in names if n not in keys]
             if missing:
-                raise DataError(f"{file.name} has no array for the input(s) {', '.join(missing)} (it has: {', '.join(keys) or 'none'})")
+                raise DataError(
+                    f"{file.name} has no array for the input(s) {', '.join(missing)} (it has: {', '.join(keys) or 'none'})"
+                )
             return {n: archive[n] for n in names}
     except DataError:
         raise
-    except Exception as exc:  # corrupt archive, pickled objects, unreadable file
+    except Exception as exc:  # noqa: BLE001  (corrupt archive, pickled objects, unreadable file)
         raise DataError(f"cannot read {file.name}: {' '.join(str(exc).split())[:200]}") from None
 
 
@@ -137,10 +143,14 @@ def _check_file(file: Path, arrays: dict[str, np.ndarray], specs: list[InputSpec
     for spec in specs:
         array = arrays[spec.name]
         if array.ndim != len(spec.shape):
-            raise DataError(f"{file.name}: array '{spec.name}' has shape {list(array.shape)}, the input needs rank {len(spec.shape)} ({_dims(spec)})")
+            raise DataError(
+                f"{file.name}: array '{spec.name}' has shape {list(array.shape)}, the input needs rank {len(spec.shape)} ({_dims(spec)})"
+            )
         wanted = spec.shape[1:]
         if spec.batched and any(w != a for w, a in zip(wanted, array.shape[1:]) if w > 0):
-            raise DataError(f"{file.name}: array '{spec.name}' has shape {list(array.shape)}, the input needs {_dims(spec)}")
+            raise DataError(
+                f"{file.name}: array '{spec.name}' has shape {list(array.shape)}, the input needs {_dims(spec)}"
+            )
         if array.dtype.kind not in "biuf":
             raise DataError(f"{file.name}: array '{spec.name}' holds {array.dtype}, not numbers")
         counts.add(array.shape[0])
@@ -187,7 +197,6 @@ def _feed(parts: list[dict[str, np.ndarray]], specs: list[InputSpec]) -> dict[st
         joined = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=0)
         feed[spec.name] = np.ascontiguousarray(joined, dtype=np.dtype(spec.dtype))
     return feed
-
 
 
 def sample_shapes(path: str, names: list[str]) -> dict[str, tuple[int, ...]]:

@@ -199,15 +199,27 @@ def _pooled(nodes, inits, names: Names, x: str, units: int, rank: int, opset: in
     indicator = names.fresh("positive")
     if units % BLOCK == 0:
         weight = names.fresh("scale")
-        inits.append(helper.make_tensor(weight, TensorProto.FLOAT, [units] + [1] * (rank - 1), np.full(units, POSITIVE_SCALE, np.float32)))
+        inits.append(
+            helper.make_tensor(
+                weight, TensorProto.FLOAT, [units] + [1] * (rank - 1), np.full(units, POSITIVE_SCALE, np.float32)
+            )
+        )
         scaled = names.fresh("scaled")
         nodes.append(
-            helper.make_node("Conv", [x, weight], [scaled], name=names.fresh("Conv"), group=units, kernel_shape=[1] * (rank - 2))
+            helper.make_node(
+                "Conv", [x, weight], [scaled], name=names.fresh("Conv"), group=units, kernel_shape=[1] * (rank - 2)
+            )
         )
         nodes.append(_clip(names, inits, scaled, indicator, opset))
     else:
-        nodes.append(helper.make_node("HardSigmoid", [x], [indicator], name=names.fresh("HardSigmoid"), alpha=POSITIVE_SCALE, beta=0.0))
-    nodes.append(helper.make_node("GlobalAveragePool", [indicator], [out["positive"]], name=names.fresh("GlobalAveragePool")))
+        nodes.append(
+            helper.make_node(
+                "HardSigmoid", [x], [indicator], name=names.fresh("HardSigmoid"), alpha=POSITIVE_SCALE, beta=0.0
+            )
+        )
+    nodes.append(
+        helper.make_node("GlobalAveragePool", [indicator], [out["positive"]], name=names.fresh("GlobalAveragePool"))
+    )
     nodes.append(helper.make_node("GlobalAveragePool", [square], [out["sumsq"]], name=names.fresh("GlobalAveragePool")))
 
 
@@ -278,7 +290,9 @@ def _export(graph: Graph, result: Instrumentation, names: Names, scope: str, ten
         elem = TensorProto.INT64 if tensor.endswith("/shape") else TensorProto.FLOAT
         empty = names.fresh("not_run")
         other.nodes.append(
-            helper.make_node("Constant", [], [empty], name=names.fresh("Constant"), value=helper.make_tensor(empty, elem, [0], []))
+            helper.make_node(
+                "Constant", [], [empty], name=names.fresh("Constant"), value=helper.make_tensor(empty, elem, [0], [])
+            )
         )
         other.outputs.append(helper.make_tensor_value_info(empty, elem, None))
         placeholders.append(empty)
@@ -330,7 +344,11 @@ class _applied:
     def __enter__(self) -> None:
         for additions in self.instrumentation.graphs.values():
             graph = additions.graph
-            for field_list, new in ((graph.node, additions.nodes), (graph.output, additions.outputs), (graph.initializer, additions.initializers)):
+            for field_list, new in (
+                (graph.node, additions.nodes),
+                (graph.output, additions.outputs),
+                (graph.initializer, additions.initializers),
+            ):
                 self.lengths.append((field_list, len(field_list)))
                 field_list.extend(new)
         for node, outputs in self.instrumentation.node_outputs:

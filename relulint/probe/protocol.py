@@ -79,11 +79,10 @@ class TapTotals:
         if tap.kind == POOLED:
             per_sample = tap.per_sample
             count = high.shape[0]
-            flat = lambda v: np.asarray(v, np.float64).reshape(count, self.units)  # noqa: E731
-            self.total += flat(mean).sum(axis=0) * per_sample
-            self.total_sq += flat(mean_sq).sum(axis=0) * per_sample
-            self.positive += flat(positive).sum(axis=0) * per_sample
-            self.maximum = np.maximum(self.maximum, flat(high).max(axis=0))
+            self.total += _per_sample(mean, count, self.units).sum(axis=0) * per_sample
+            self.total_sq += _per_sample(mean_sq, count, self.units).sum(axis=0) * per_sample
+            self.positive += _per_sample(positive, count, self.units).sum(axis=0) * per_sample
+            self.maximum = np.maximum(self.maximum, _per_sample(high, count, self.units).max(axis=0))
             self.positions += count * per_sample
         else:
             dims = [int(d) for d in values[4].reshape(-1)]
@@ -93,6 +92,11 @@ class TapTotals:
             self.maximum = np.maximum(self.maximum, np.asarray(high, np.float64).reshape(self.units))
             self.positions += int(np.prod(dims, dtype=np.int64)) // max(self.units, 1)
         self.samples += rows
+
+
+def _per_sample(values: np.ndarray, samples: int, units: int) -> np.ndarray:
+    """[N, C, 1, ...] pooled values as float64 [N, C]."""
+    return np.asarray(values, np.float64).reshape(samples, units)
 
 
 @dataclass

@@ -69,7 +69,7 @@ class Child:
         package_root = str(Path(relulint.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
         env.setdefault("OMP_NUM_THREADS", "1")  # onnxruntime has its own thread pool
-        self.stderr = tempfile.TemporaryFile()
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115  (closed in stop())
         self.started = time.monotonic()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "relulint.probe.worker"],

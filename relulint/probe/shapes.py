@@ -35,7 +35,7 @@ class TensorInfo:
             return None
         try:
             itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(self.elem_type)).itemsize
-        except Exception:
+        except Exception:  # noqa: BLE001  (an element type numpy does not know)
             return None
         return int(np.prod(self.shape, dtype=np.int64)) * itemsize
 
@@ -45,7 +45,7 @@ def infer_shapes(graph: Graph, specs: list[InputSpec]) -> dict[str, TensorInfo]:
     skeleton = _skeleton(graph.loaded.model, {spec.name: spec.shape for spec in specs})
     try:
         inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=False, strict_mode=False, data_prop=True)
-    except Exception:  # a model onnx cannot infer: fall back to what the file declares
+    except Exception:  # noqa: BLE001  (a model onnx cannot infer: fall back to what the file declares)
         inferred = skeleton
     found: dict[str, TensorInfo] = {}
     _collect(inferred.graph, "", graph, found)

@@ -32,7 +32,9 @@ class Specs:
     defaulted: list[str] = field(default_factory=list)  # "x: dims 2, 3 set to 224" for a note
 
 
-def input_specs(graph: Graph, config: Config, batch: int, data_shapes: dict[str, tuple[int, ...]] | None = None) -> Specs:
+def input_specs(
+    graph: Graph, config: Config, batch: int, data_shapes: dict[str, tuple[int, ...]] | None = None
+) -> Specs:
     """Specs for every model input; with real data, dynamic dims take the first data file's sizes."""
     result = Specs()
     main = graph.loaded.model.graph
@@ -68,7 +70,10 @@ def _spec(
         return None, f"input '{name}' has an element type the probe cannot fill", ""
     declared: list[int | None] | None = None
     if value.type.tensor_type.HasField("shape"):
-        declared = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in value.type.tensor_type.shape.dim]
+        declared = [
+            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in value.type.tensor_type.shape.dim
+        ]
     given = config.input_shapes.get(name)
     if given is not None:
         if declared is not None and len(given) != len(declared):

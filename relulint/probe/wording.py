@@ -30,7 +30,13 @@ def measured_layers(ctx: Context, result: ProbeResult) -> list[tuple[Layer, Laye
 
 
 def dead_units_finding(
-    rule: str, severity: Severity, layer: Layer, measure: LayerMeasure, result: ProbeResult, options: dict[str, Any], threshold: float
+    rule: str,
+    severity: Severity,
+    layer: Layer,
+    measure: LayerMeasure,
+    result: ProbeResult,
+    options: dict[str, Any],
+    threshold: float,
 ) -> Finding:
     worst = measure.dead_units_worst_first()[: options["worst"]]
     fraction = measure.dead / measure.units

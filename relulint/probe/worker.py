@@ -41,7 +41,7 @@ def limit_memory(limit: int) -> None:
     if resource is None:
         return
     try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
         wanted = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
         resource.setrlimit(resource.RLIMIT_AS, (wanted, hard))
     except (ValueError, OSError, AttributeError):  # no RLIMIT_AS here: the parent's timeout still applies
@@ -49,7 +49,7 @@ def limit_memory(limit: int) -> None:
 
 
 def make_session(job: Job) -> Any:
-    import onnxruntime as ort
+    import onnxruntime as ort  # already imported by main() while the parent prepared the job
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: warnings would clutter the user's terminal
@@ -71,7 +71,7 @@ def run(job: Job, out: BinaryIO) -> Outcome:
     started = time.perf_counter()
     try:
         session = make_session(job)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own types; all mean "cannot load")
         outcome.problem = describe_failure("onnxruntime cannot load the instrumented model", exc)
         return outcome
     outcome.session_seconds = time.perf_counter() - started
@@ -109,7 +109,7 @@ def run(job: Job, out: BinaryIO) -> Outcome:
             send(out, ("progress", done, max(total_batches, done)))
     except DataError as exc:
         outcome.problem = str(exc)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  (any failure of a run ends the probe with a reason)
         outcome.problem = describe_failure("onnxruntime failed while running the model", exc)
     outcome.run_seconds = time.perf_counter() - run_started
     outcome.totals = totals
@@ -136,6 +136,8 @@ def main() -> int:
     protocol_fd = os.dup(1)
     os.dup2(2, 1)  # native code that prints to stdout must not corrupt the message stream
     out = os.fdopen(protocol_fd, "wb")
+    import onnxruntime  # noqa: F401  (the slow import overlaps with the parent writing the model)
+
     job: Job = pickle.load(sys.stdin.buffer)
     limit_memory(job.memory_limit)
     outcome = run(job, out)

@@ -52,6 +52,11 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
             f"the probe ran on {result.describe_inputs()}, which can make healthy units look dead; for counts to "
             f"trust pass real samples with --data FILE.npz (np.savez(FILE, {arrays}), samples on axis 0)"
         ),
-        evidence={"samples": result.samples, "batch": result.batch, "distribution": result.distribution, "inputs": inputs},
+        evidence={
+            "samples": result.samples,
+            "batch": result.batch,
+            "distribution": result.distribution,
+            "inputs": inputs,
+        },
         fix="pass real samples with --data FILE.npz (one array per input) or a .npy file for a one-input model",
     )

@@ -43,7 +43,12 @@ np.savez("samples.npz", input=raw_uint8_images.astype(np.float32))   # 0..255 in
     options=(
         Option("mean_limit", float, 3.0, "Report a channel whose |mean| exceeds this."),
         Option("std_high", float, 10.0, "Report a channel whose standard deviation exceeds this."),
-        Option("std_low", float, 0.01, "Report a channel whose standard deviation is below this (but not a constant channel)."),
+        Option(
+            "std_low",
+            float,
+            0.01,
+            "Report a channel whose standard deviation is below this (but not a constant channel).",
+        ),
     ),
     needs=("probe",),
     tags=("probe", "data"),
@@ -61,7 +66,11 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
         node, _ = reached
         mean, std = measure.mean, measure.std
         constant = std == 0
-        bad = (np.abs(mean) > options["mean_limit"]) | (std > options["std_high"]) | ((std < options["std_low"]) & ~constant)
+        bad = (
+            (np.abs(mean) > options["mean_limit"])
+            | (std > options["std_high"])
+            | ((std < options["std_low"]) & ~constant)
+        )
         if not bad.any():
             continue
         channels = np.flatnonzero(bad)
