@@ -36,10 +36,10 @@ class Progress:
         self.label = label
         self.started = time.monotonic()
         self.shown = False
-        self.state = "starting onnxruntime"
+        self.state = "creating the onnxruntime session"
 
     def update(self, done: int | None = None, total: int | None = None) -> None:
-        if done is not None and total:
+        if done is not None and total and done <= total:
             filled = int(BAR_WIDTH * done / total)
             self.state = f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{total} batches"
         if not self.enabled or time.monotonic() - self.started < PROGRESS_AFTER:

@@ -92,6 +92,7 @@ def run(job: Job, out: BinaryIO) -> Outcome:
         batches = synthetic_batches(job.specs, job.batch, job.samples, parse_distribution(job.distribution), job.seed)
     run_started = time.perf_counter()
     done = 0
+    send(out, ("progress", 0, total_batches))  # the session exists: the bar shows batches from here
     try:
         for feed in batches:
             size = _rows(feed, job, rows)
