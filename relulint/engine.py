@@ -17,7 +17,8 @@ from relulint.loader import load_model
 from relulint.rules import Rule, all_rules, matches
 from relulint.units import find_layers
 
-# Analyses that rules can ask for with ``needs``: name -> "module:function(ctx) -> None".
+# Analyses that rules can ask for with ``needs``: name -> "module:function(ctx) -> None", run in this
+# order. A ModelError raised by one makes the model's result an error (exit 2); other exceptions a note.
 # Each stores its result in ``ctx.analyses[name]`` or explains in a note why it could not.
 ANALYSES: dict[str, str] = {
     "probe": "relulint.probe:run_probe_analysis",
@@ -47,6 +48,8 @@ def analyse(path: str, config: Config) -> ModelResult:
         return ModelResult(path=str(path), error=f"internal error while loading: {_short(exc)}")
     try:
         return _analyse_loaded(loaded, config)
+    except ModelError as exc:  # e.g. --compare names a checkpoint that does not match this model
+        return ModelResult(path=str(path), sha256=loaded.sha256, error=exc.problem)
     except Exception as exc:
         if debug():
             raise
@@ -89,16 +92,15 @@ def _analyse_loaded(loaded, config: Config) -> ModelResult:
 
 def _run_analyses(ctx: Context, rules: list[Rule]) -> None:
     wanted = {need for rule in rules for need in rule.meta.needs}
-    for name in sorted(wanted):
-        if name == "probe" and not ctx.config.probe:
+    for name in ANALYSES:  # in definition order: the comparison reuses this model's probe and bounds
+        if name not in wanted or (name == "probe" and not ctx.config.probe):
             continue
-        target = ANALYSES.get(name)
-        if target is None:
-            continue
-        module_name, function_name = target.split(":")
+        module_name, function_name = ANALYSES[name].split(":")
         run: Callable[[Context], None] = getattr(importlib.import_module(module_name), function_name)
         try:
             run(ctx)
+        except ModelError:
+            raise
         except Exception as exc:
             if debug():
                 raise

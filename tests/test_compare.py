@@ -196,6 +196,15 @@ def test_checkpoints_of_another_architecture_are_an_error(tmp_path, runs):
     assert raised.value.path == str(runs["sane"].initial)
 
 
+def test_mismatched_checkpoints_from_the_cli_are_one_line_exit_2(tmp_path, runs):
+    onnx.save(to_onnx(he_init([16, 32, 64, 4])), tmp_path / "wider.onnx")
+    new = str(runs["sane"].initial)
+    result = CliRunner().invoke(main, [new, "--no-probe", "--compare", str(tmp_path / "wider.onnx")])
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"relulint: error: {new}: cannot compare with {tmp_path / 'wider.onnx'}: the checkpoints do not match")
+
+
 def test_renamed_initializers_are_an_error(tmp_path, runs):
     model = onnx.load(runs["sane"].initial)
     for tensor in model.graph.initializer:
