@@ -200,3 +200,30 @@ def test_layers_in_a_loop_body_are_skipped_with_a_note(tmp_path):
     assert "relu" in result.extra["probe"]["layers"]
     assert "loop/body/body_relu" in result.extra["probe"]["skipped"]
     assert any("does not measure 1 layer" in n.message and "Loop" in n.message for n in result.notes)
+
+
+def test_many_small_layers_are_reduced_together(tmp_path):
+    """Small [rows, units] layers share one Concat and one set of reductions; the counts stay per layer."""
+    from relulint.graph import build_graph
+    from relulint.loader import load_model
+    from relulint.probe.instrument import plan
+    from relulint.probe.shapes import infer_shapes
+    from relulint.probe.specs import input_specs
+    from relulint.units import find_layers
+
+    b = ModelBuilder(seed=9)
+    y = b.input("x", ["N", 6])
+    for index in range(12):
+        bias = np.zeros(6, np.float32)
+        bias[: index % 4] = -100
+        y = b.relu(b.gemm(y, 6, 6, bias=bias, name=f"fc{index}"), f"relu{index}")
+    model = b.build([y])
+    path = tmp_path / "deep.onnx"
+    onnx.save(model, path)
+    graph = build_graph(load_model(str(path)))
+    specs = input_specs(graph, Config(), 4).specs
+    taps = plan(graph, find_layers(graph), infer_shapes(graph, specs)).taps
+    assert len({tap.outputs for tap in taps}) == 1 and [tap.offset for tap in taps[:3]] == [0, 6, 12]
+    data = np.random.default_rng(3).standard_normal((9, 6)).astype(np.float32)
+    measured = check_layer(tmp_path, model, data, "relu5", "relu5_out", 1)
+    assert measured["dead"] >= 1

@@ -99,32 +99,91 @@ def default_opset(model: onnx.ModelProto) -> int:
     return 1
 
 
+# Small [rows, units] activations (Gemm/MatMul outputs) are concatenated and reduced together:
+# a model with thousands of small layers would otherwise gain thousands of nodes, and onnxruntime's
+# session creation grows with every node. The concatenation keeps a group's activations alive until
+# its last layer, so groups are capped in bytes.
+SMALL_LAYER = 1024**2  # bytes of one layer's activation at the probe's batch
+GROUP_BYTES = 16 * 1024**2
+
+
 def plan(graph: Graph, layers: list[Layer], shapes: dict[str, TensorInfo]) -> Instrumentation:
     """Decide each layer's reductions and the graph changes that produce them."""
     model = graph.loaded.model
     names = Names(model)
     opset = default_opset(model)
     result = Instrumentation()
-    # Reverse layer order: see the module docstring.
-    for layer in reversed(layers):
+    probed: list[tuple[Layer, TensorInfo, int]] = []
+    for layer in layers:
         why = _unprobeable(graph, layer)
-        if why:
-            result.skipped.append((layer.name, why))
-            continue
         info = shapes.get(layer.output) or TensorInfo(0, None)
         units = layer.units or _units(info, layer.channel_axis)
-        if not units:
-            result.skipped.append((layer.name, "its number of units is unknown"))
+        if why or not units:
+            result.skipped.append((layer.name, why or "its number of units is unknown"))
+        else:
+            probed.append((layer, info, units))
+    groups = _groups(probed)
+    taps: dict[str, LayerTap] = {}
+    # Reverse layer order: see the module docstring. A group is written where its last layer is.
+    for layer, info, units in reversed(probed):
+        group = groups.get(layer.name)
+        if group is not None:
+            if group[-1][0] is layer:
+                taps.update(_add_group(result.additions(graph.loaded.model.graph), names, group, opset))
             continue
-        target = _graph_of(graph, layer.scope)
-        additions = result.additions(target)
+        additions = result.additions(_graph_of(graph, layer.scope))
         local = layer.output[len(layer.scope) + 1 :] if layer.scope else layer.output
         per_sample = _spatial_size(info) if layer.channel_axis == 1 else None
         kind, outputs = _add_reductions(additions, names, local, layer.channel_axis, units, info, per_sample, opset)
         exported = _export(graph, result, names, layer.scope, outputs)
-        result.taps.append(LayerTap(layer.name, kind, tuple(exported), units, per_sample or 0))
-    result.taps.reverse()
+        taps[layer.name] = LayerTap(layer.name, kind, tuple(exported), units, per_sample or 0)
+    result.taps = [taps[layer.name] for layer, _, _ in probed]
     return result
+
+
+def _groups(probed: list[tuple[Layer, TensorInfo, int]]) -> dict[str, list[tuple[Layer, TensorInfo, int]]]:
+    """Layer name -> its group, for small float [rows, units] main-graph activations with the same rows."""
+    groups: dict[str, list[tuple[Layer, TensorInfo, int]]] = {}
+    open_groups: dict[int, tuple[list[tuple[Layer, TensorInfo, int]], int]] = {}  # rows -> (group, bytes)
+    for layer, info, units in probed:
+        size = info.nbytes()
+        if (
+            layer.scope
+            or info.elem_type != TensorProto.FLOAT
+            or info.rank != 2
+            or layer.channel_axis not in (1, -1)
+            or size is None
+            or size > SMALL_LAYER
+        ):
+            continue
+        rows = info.shape[0]
+        group, total = open_groups.get(rows, ([], 0))
+        if total + size > GROUP_BYTES:
+            group, total = [], 0
+        group.append((layer, info, units))
+        open_groups[rows] = (group, total + size)
+        groups[layer.name] = group
+    return {name: group for name, group in groups.items() if len(group) > 1}
+
+
+def _add_group(
+    additions: Additions, names: Names, group: list[tuple[Layer, TensorInfo, int]], opset: int
+) -> dict[str, LayerTap]:
+    """One Concat of the group's activations along the units, reduced like a single layer."""
+    joined = names.fresh("joined")
+    width = sum(units for _, _, units in group)
+    additions.nodes.append(
+        helper.make_node(
+            "Concat", [layer.output for layer, _, _ in group], [joined], name=names.fresh("Concat"), axis=1
+        )
+    )
+    info = TensorInfo(TensorProto.FLOAT, (None, width))
+    kind, outputs = _add_reductions(additions, names, joined, -1, width, info, None, opset)
+    taps, offset = {}, 0
+    for layer, _, units in group:
+        taps[layer.name] = LayerTap(layer.name, kind, tuple(outputs), units, offset=offset, width=width)
+        offset += units
+    return taps
 
 
 def _unprobeable(graph: Graph, layer: Layer) -> str | None:

@@ -34,6 +34,8 @@ class LayerTap:
     outputs: tuple[str, ...]  # graph output names, one per STATS (REDUCED) or POOLED_STATS entry
     units: int
     per_sample: int = 0  # POOLED: values per unit in one sample (the product of the spatial dims)
+    offset: int = 0  # REDUCED taps of a group: where this layer's units start in the group's outputs
+    width: int = 0  # REDUCED taps of a group: units of the whole group; 0 for a tap of its own
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class TapTotals:
         self.maximum = np.full(self.units, -np.inf, np.float64)
 
     def add(self, tap: LayerTap, values: list[np.ndarray], rows: int) -> None:
-        """Fold one batch's tap outputs (in STATS order) into the totals."""
+        """Fold one batch's tap outputs (in STATS order) into the totals (``units`` = the tap's width)."""
         high, mean, mean_sq, positive = values[:4]
         if high.size == 0:
             return  # the If branch holding this layer did not run on this batch
@@ -85,13 +87,21 @@ class TapTotals:
             self.maximum = np.maximum(self.maximum, _per_sample(high, count, self.units).max(axis=0))
             self.positions += count * per_sample
         else:
-            dims = [int(d) for d in values[4].reshape(-1)]
-            self.total += np.asarray(mean, np.float64).reshape(self.units)
-            self.total_sq += np.asarray(mean_sq, np.float64).reshape(self.units)
-            self.positive += np.asarray(positive, np.float64).reshape(self.units)
-            self.maximum = np.maximum(self.maximum, np.asarray(high, np.float64).reshape(self.units))
-            self.positions += int(np.prod(dims, dtype=np.int64)) // max(self.units, 1)
+            high, mean, mean_sq, positive = (np.asarray(v, np.float64).reshape(self.units) for v in values[:4])
+            self.total += mean
+            self.total_sq += mean_sq
+            self.positive += positive
+            self.maximum = np.maximum(self.maximum, high)
+            self.positions += int(np.prod(values[4], dtype=np.int64)) // max(self.units, 1)
         self.samples += rows
+
+    def part(self, offset: int, units: int) -> TapTotals:
+        """The totals of ``units`` units from ``offset``: one layer of a group reduced together."""
+        piece = TapTotals(units)
+        for name in ("positive", "total", "total_sq", "maximum"):
+            setattr(piece, name, getattr(self, name)[offset : offset + units].copy())
+        piece.positions, piece.samples = self.positions, self.samples
+        return piece
 
 
 def _per_sample(values: np.ndarray, samples: int, units: int) -> np.ndarray:

@@ -8,6 +8,8 @@ large is copied), with the model's inputs fixed to the shapes the probe will fee
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,13 +33,18 @@ class TensorInfo:
         return None if self.shape is None else len(self.shape)
 
     def nbytes(self) -> int | None:
-        if self.shape is None or any(d is None for d in self.shape) or not self.elem_type:
+        if self.shape is None or None in self.shape:
             return None
-        try:
-            itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(self.elem_type)).itemsize
-        except Exception:  # noqa: BLE001  (an element type numpy does not know)
-            return None
-        return int(np.prod(self.shape, dtype=np.int64)) * itemsize
+        itemsize = _itemsize(self.elem_type)
+        return math.prod(self.shape) * itemsize if itemsize else None
+
+
+@functools.cache
+def _itemsize(elem_type: int) -> int | None:
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)).itemsize
+    except Exception:  # noqa: BLE001  (0, strings, or an element type numpy does not know)
+        return None
 
 
 def infer_shapes(graph: Graph, specs: list[InputSpec]) -> dict[str, TensorInfo]:
@@ -86,7 +93,7 @@ def _info(value: onnx.ValueInfoProto) -> TensorInfo | None:
     tensor_type = value.type.tensor_type
     if not tensor_type.HasField("shape"):
         return TensorInfo(tensor_type.elem_type, None)
-    dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim)
+    dims = tuple(d.dim_value if d.dim_value > 0 else None for d in tensor_type.shape.dim)  # 0: symbolic or unknown
     return TensorInfo(tensor_type.elem_type, dims)
 
 

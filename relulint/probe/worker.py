@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from relulint.probe.inputs import DataError, batch_rows, data_batches, parse_distribution, synthetic_batches
-from relulint.probe.protocol import InputTotals, Job, Outcome, TapTotals
+from relulint.probe.protocol import InputTotals, Job, LayerTap, Outcome, TapTotals
 
 try:
     import resource
@@ -76,12 +76,14 @@ def run(job: Job, out: BinaryIO) -> Outcome:
         return outcome
     outcome.session_seconds = time.perf_counter() - started
     names = [output.name for output in session.get_outputs()]
-    wanted = [name for tap in job.taps for name in tap.outputs]
+    wanted = list(dict.fromkeys(name for tap in job.taps for name in tap.outputs))  # grouped taps share outputs
     missing = set(wanted) - set(names)
     if missing:
         outcome.problem = f"onnxruntime dropped {len(missing)} probe outputs"
         return outcome
-    totals = {tap.layer: TapTotals(tap.units) for tap in job.taps}
+    # Grouped layers share their outputs: add each output set up once per batch, split at the end.
+    shared = {tap.outputs: tap for tap in job.taps}
+    sums = {key: TapTotals(tap.width or tap.units) for key, tap in shared.items()}
     rows = batch_rows(job.specs, job.batch)
     outcome.batch = rows
     total_batches = -(-job.samples // rows)
@@ -98,12 +100,9 @@ def run(job: Job, out: BinaryIO) -> Outcome:
             size = _rows(feed, job, rows)
             for name, accumulator in outcome.inputs.items():
                 accumulator.add(feed[name])
-            values = session.run(wanted, feed)
-            position = 0
-            for tap in job.taps:
-                count = len(tap.outputs)
-                totals[tap.layer].add(tap, values[position : position + count], size)
-                position += count
+            values = dict(zip(wanted, session.run(wanted, feed)))
+            for key, tap in shared.items():
+                sums[key].add(tap, [values[name] for name in key], size)
             del values
             outcome.samples += size
             done += 1
@@ -113,8 +112,12 @@ def run(job: Job, out: BinaryIO) -> Outcome:
     except Exception as exc:  # noqa: BLE001  (any failure of a run ends the probe with a reason)
         outcome.problem = describe_failure("onnxruntime failed while running the model", exc)
     outcome.run_seconds = time.perf_counter() - run_started
-    outcome.totals = totals
+    outcome.totals = {tap.layer: _layer_totals(sums[tap.outputs], tap) for tap in job.taps}
     return outcome
+
+
+def _layer_totals(sums: TapTotals, tap: LayerTap) -> TapTotals:
+    return sums.part(tap.offset, tap.units) if tap.width else sums
 
 
 def _rows(feed: dict[str, np.ndarray], job: Job, default: int) -> int:
