@@ -68,11 +68,23 @@ def synthetic_batch(
             feed[spec.name] = rng.random(shape) < 0.5
         elif np.issubdtype(dtype, np.integer):
             feed[spec.name] = rng.integers(0, max(spec.int_high, 1), size=shape).astype(dtype)
-        elif dist.kind == "normal":
-            feed[spec.name] = (rng.standard_normal(shape) * dist.b + dist.a).astype(dtype)
         else:
-            feed[spec.name] = rng.uniform(dist.a, dist.b, size=shape).astype(dtype)
+            feed[spec.name] = _floats(shape, dtype, dist, rng)
     return feed
+
+
+def _floats(shape: tuple[int, ...], dtype: np.dtype, dist: Distribution, rng: np.random.Generator) -> np.ndarray:
+    """Drawn in float32 (or float64) directly and scaled in place: no float64 copies of a big batch."""
+    draw_type = np.float64 if dtype == np.float64 else np.float32
+    if dist.kind == "normal":
+        values = rng.standard_normal(shape, dtype=draw_type)
+        values *= dist.b
+        values += dist.a
+    else:
+        values = rng.random(shape, dtype=draw_type)
+        values *= dist.b - dist.a
+        values += dist.a
+    return values if values.dtype == dtype else values.astype(dtype)
 
 
 def batch_rows(specs: list[InputSpec], batch: int) -> int:
