@@ -411,3 +411,24 @@ def test_models_with_local_functions_and_external_data(tmp_path):
     )
     (finding,) = rule_findings(probe(folder / "model.onnx"), "RL501")
     assert finding.units.count == 30
+
+
+def test_running_out_of_memory_costs_only_the_probe(tmp_path, monkeypatch):
+    from relulint.probe import analysis
+
+    monkeypatch.setattr(analysis, "BASELINE_MEMORY", 0)  # let the estimate pass: the child's own limit must stop it
+    result = probe(save(tmp_path, negative_bias_mlp(40)), select=("RL2", "RL5"), probe_memory=64 * 1024**2)
+    assert rule_findings(result, "RL201")
+    (note,) = probe_notes(result)
+    assert "ran out of memory" in note and "--probe-memory" in note
+
+
+def test_a_crashed_probe_process_is_reported():
+    import signal
+
+    from relulint.probe.runner import Child, Progress
+
+    child = Child()
+    child.process.send_signal(signal.SIGKILL)
+    outcome = child.wait(30, Progress("m.onnx"))
+    assert outcome == "the probe's onnxruntime process was killed (out of memory?)"
