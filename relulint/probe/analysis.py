@@ -73,8 +73,8 @@ def _prepare_and_run(ctx: Context, child: Child) -> None:
     _note_skipped_layers(ctx, instrumentation)
     if not instrumentation.taps:
         return skip("no layer could be instrumented")
-    input_specs_ = _with_data_axes(ctx, specs.specs) if config.data else specs.specs
-    outcome = _run_child(ctx, child, instrumentation, input_specs_, batch)
+    fed = _with_data_axes(ctx, specs.specs) if config.data else specs.specs
+    outcome = _run_child(ctx, child, instrumentation, fed, batch)
     if isinstance(outcome, str):
         return skip(outcome)
     if outcome.problem:
