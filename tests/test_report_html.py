@@ -10,6 +10,7 @@ import shutil
 import tempfile
 from dataclasses import replace
 from html.parser import HTMLParser
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from relulint.engine import analyse
 from relulint.findings import AffectedUnits, Finding, ModelResult, Note, Severity
 from relulint.modelkit import ModelBuilder
 from relulint.report import Run, render
-from relulint.report.html import csp_hash, show
+from relulint.report.html import csp_hash, log_range, show
 from relulint.report.text import clean
 from relulint.rules import Rule, RuleMeta
 
@@ -91,11 +92,50 @@ def with_probe_numbers(result: ModelResult) -> ModelResult:
     return replace(result, layers=layers, findings=findings, notes=notes, extra={"probe": probe})
 
 
+# ---- two checkpoints of one hostile model, for the comparison and the proofs ----------------------
+LAYER_NAMES = (EVIL, CONTROL, IMG)  # the activations' names; their Gemms are named f"{name}_fc"
+WIDTHS = (16, 24, 24, 24)
+DOMAIN = {"x": ((-1.0, 1.0),)}
+KILLED, REVIVED = 12, 4  # units of layers 2 and 3 whose bias is -1000 in NEW and in OLD
+
+
+def checkpoint(weights: list[np.ndarray], biases: list[np.ndarray]) -> onnx.ModelProto:
+    """Gemm+ReLU layers with the hostile names, then a linear head; initializer names stay the same."""
+    b = ModelBuilder(seed=0, name="checkpoint")
+    y = b.input("x", [1, WIDTHS[0]])
+    for name, weight, bias in zip(LAYER_NAMES, weights, biases):
+        y = b.relu(b.gemm(y, weight.shape[1], weight.shape[0], weight=weight, bias=bias, name=f"{name}_fc"), name)
+    head = np.full((4, WIDTHS[-1]), 0.1, np.float32)
+    return b.build([b.gemm(y, WIDTHS[-1], 4, weight=head, name="head")])
+
+
+def checkpoints(folder: Path) -> tuple[Path, Path]:
+    """(NEW, OLD), with changes known in advance: layer 1 is unchanged; layer 2 has its weights x1.1
+    (relative update 0.1) and 12 of 24 units killed by a bias of -1000; layer 3 has its weights x3
+    (relative update 2.0, above RL702's bound 1) and 4 units revived that OLD had at -1000."""
+    rng = np.random.default_rng(3)
+    weights = [(rng.standard_normal((o, i)) * np.sqrt(2 / i)).astype(np.float32) for i, o in pairwise(WIDTHS)]
+    old_biases = [np.zeros(n, np.float32) for n in WIDTHS[1:]]
+    old_biases[2][:REVIVED] = -1000.0
+    new_biases = [np.zeros(n, np.float32) for n in WIDTHS[1:]]
+    new_biases[1][:KILLED] = -1000.0
+    new_weights = [weights[0], weights[1] * np.float32(1.1), weights[2] * np.float32(3.0)]
+    old, new = folder / "old <i>ckpt&amp;.onnx", folder / "new.onnx"
+    onnx.save(checkpoint(weights, old_biases), old)
+    onnx.save(checkpoint(new_weights, new_biases), new)
+    return new, old
+
+
+def compared(folder: Path) -> ModelResult:
+    new, old = checkpoints(folder)
+    return analyse(str(new), Config(probe=False, compare=str(old), input_ranges=DOMAIN))
+
+
 def sample_run(folder: Path) -> Run:
     hostile = with_probe_numbers(analyse(str(hostile_model(folder)), Config(probe=False)))
     example = analyse(str(EXAMPLES / "healthy_convnet.onnx"), Config(probe=False))
     missing = ModelResult(path=str(folder / f"{EVIL}.onnx"), error="no such file")
-    return Run(results=[hostile, example, missing], config=Config(probe=False),
+    return Run(results=[hostile, example, missing, compared(folder)], config=Config(probe=False),
                started="2024-01-02T03:04:05Z", finished="2024-01-02T03:04:09Z")  # fmt: skip
 
 
@@ -188,7 +228,7 @@ def test_every_finding_links_to_its_rule_page_and_each_model_has_a_section(page)
     assert {"https://github.com/relulint/relulint/blob/main/rules/RL196.md",
             "https://github.com/relulint/relulint/blob/main/rules/RL195.md"} <= links  # fmt: skip
     sections = [a["id"] for t, a in parser.tags if t == "section" and "model" == a.get("class")]
-    assert sections == ["model-1", "model-2", "model-3"]
+    assert sections == ["model-1", "model-2", "model-3", "model-4"]
     assert "This model could not be analysed" in text and "no such file" in text
     assert "<code>learning rate</code>" in text  # backticked spans of messages and fixes
 
@@ -274,7 +314,7 @@ def test_page_in_chromium(page, browser, tmp_path):
 
     # nothing from the model ran as code, and the payloads show as text
     with pytest.raises(NoAlertPresentException):
-        browser.switch_to.alert.text
+        _ = browser.switch_to.alert.text
     assert browser.execute_script("return window.__pwned === undefined")
     first = browser.find_element("id", "model-1")
     assert EVIL in first.find_element("css selector", "h2").text or EVIL in first.text
@@ -317,9 +357,208 @@ def test_page_in_chromium(page, browser, tmp_path):
     leaving = {u for u in requested_urls(browser) if u != url and not u.startswith(("chrome://", "data:"))}
     assert leaving == set()
 
-    browser.get(url)  # the report as it opens, for the picture
-    height = browser.execute_script("return document.documentElement.scrollHeight")
-    browser.set_window_size(1400, min(height + 120, 8000))
-    shot = tmp_path / "report.png"
-    assert browser.save_screenshot(str(shot))
-    assert shot.stat().st_size > 20_000
+    # the comparison with OLD: its table sorts, its charts are drawn
+    compared = browser.find_element("id", "model-4-compare")
+    assert len(compared.find_elements("css selector", "figure.chart svg")) == 2
+    compared.find_element("css selector", "table.compare-table th:nth-child(7) button").click()  # Update
+    updates = [row.text.split()[0] for row in compared.find_elements("css selector", "table.compare-table tbody tr")]
+    assert updates == ["1", "2", "3"]  # 0, 0.1, 2
+    compared.find_element("css selector", "table.compare-table th:nth-child(5) button").click()  # Newly dead
+    compared.find_element("css selector", "table.compare-table th:nth-child(5) button").click()
+    newly = [row.text.split()[0] for row in compared.find_elements("css selector", "table.compare-table tbody tr")]
+    assert newly[0] == "2"  # 12 newly dead first
+
+    # the page reported no error and asked for nothing, with the comparison too
+    assert [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "WARNING")] == []
+    assert {u for u in requested_urls(browser) if u != url and not u.startswith(("chrome://", "data:"))} == set()
+
+    for scheme in ("light", "dark"):  # the report as it opens, for the pictures, in both colour schemes
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
+        browser.get(url)
+        background = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
+        assert background == {"light": "rgb(246, 247, 249)", "dark": "rgb(17, 20, 24)"}[scheme]
+        height = browser.execute_script("return document.documentElement.scrollHeight")
+        browser.set_window_size(1400, min(height + 120, 8000))
+        shot = tmp_path / f"report-{scheme}.png"
+        assert browser.save_screenshot(str(shot))
+        assert shot.stat().st_size > 20_000
+        section = tmp_path / f"compare-{scheme}.png"
+        assert browser.find_element("id", "model-4-compare").screenshot(str(section))
+        assert section.stat().st_size > 10_000
+    assert [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "WARNING")] == []
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+
+# ---- checkpoint comparison and proofs ----------------------------------------------------------
+class TableCells(HTMLParser):
+    """The text of every body cell of the tables in a fragment, row by row, whitespace collapsed."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.rows: list[list[str]] = []
+        self._in_body = False
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tbody":
+            self._in_body = True
+        elif tag == "tr" and self._in_body:
+            self.rows.append([])
+        elif tag == "td" and self._in_body:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag == "tbody":
+            self._in_body = False
+        elif tag == "td" and self._cell is not None:
+            self.rows[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def table_rows(fragment: str) -> list[list[str]]:
+    parser = TableCells()
+    parser.feed(fragment)
+    return parser.rows
+
+
+def compare_block(text: str) -> str:
+    fourth = text.split('id="model-4"', 1)[1]
+    return fourth.split('<section class="card compare"', 1)[1].split("</section>", 1)[0]
+
+
+def svg_bars(figure: str) -> list[tuple[str, float, str]]:
+    """(class, height, title) of every bar of one chart."""
+    found = re.findall(r'<rect class="(bar-\w+)" x="[^"]*" y="[^"]*" width="[^"]*" height="([^"]*)" rx="2"><title>([^<]*)</title>', figure)
+    return [(css, float(height), html.unescape(title)) for css, height, title in found]
+
+
+def figures(fragment: str) -> dict[str, str]:
+    """Each chart of a fragment by its title."""
+    return {
+        re.search(r"<strong>([^<]*)</strong>", figure).group(1): figure
+        for figure in re.findall(r'<figure class="chart">.*?</figure>', fragment, re.DOTALL)
+    }
+
+
+PLOT_HEIGHT = 176  # Chart(): 220 high, 14 above and 30 below the plot
+
+
+def test_comparison_section_shows_old_against_new_per_layer(page):
+    _, text = page
+    block = compare_block(text)
+    assert "Compared with OLD" in block and "3 layers matched by name" in block
+    assert "old &lt;i&gt;ckpt&amp;amp;.onnx" in block  # OLD's path, escaped
+    assert "proof</dd>" not in block and ">proof <span" in block  # the proof counts dead units (no probe ran)
+    assert "x ∈ [-1, 1]" in block
+    facts = dict(re.findall(r"<dt>([^<]*)</dt><dd[^>]*>(.*?)</dd>", block))
+    assert facts["Died since OLD"] == "12 units" and facts["Revived"] == "4 units"
+    assert facts["Largest update"].startswith("2 <span")  # layer 3's weights x3
+    assert table_rows(block) == [
+        ["1", EVIL, "24", "0.0% → 0.0% 0 → 0 units static margins: 0 → 0", "0", "0", "0‖W‖ 7.02 → 7.02", "0σmean 0σ"],
+        ["2", clean(CONTROL), "24", "0.0% → 50.0% 0 → 12 units static margins: 0 → 12", "12", "0", "0.1‖W‖ 6.89 → 7.58",
+         "-932.93σmean -372.12σ"],
+        ["3", IMG, "24", "16.7% → 0.0% 4 → 0 units static margins: 4 → 0", "0", "4", "2‖W‖ 6.46 → 19.39",
+         "0σmean 112.97σ"],
+    ]  # fmt: skip
+    # layer 3's update is above RL702's bound, layer 2's bias dropped by more than RL703's 1 sigma
+    assert re.search(r'<td class="num warn" data-sort="2.0">', block)
+    assert re.search(r'<td class="num warn" data-sort="-932.934726">', block)
+    assert '<span class="new bad">50.0%</span>' in block
+
+
+def test_comparison_charts_pair_old_with_new_and_mark_the_bounds(page):
+    _, text = page
+    charts = figures(compare_block(text))
+    assert list(charts) == ["Dead units: OLD against NEW", "Relative weight update per layer"]
+    dead = svg_bars(charts["Dead units: OLD against NEW"])
+    assert [(css, round(height, 2)) for css, height, _ in dead] == [
+        ("bar-old", 1.5), ("bar-ok", 1.5),  # layer 1: nothing dead, drawn as slivers
+        ("bar-old", 1.5), ("bar-bad", 0.5 * PLOT_HEIGHT),  # layer 2: 12 of 24 killed, over the 40% line
+        ("bar-old", round(PLOT_HEIGHT * 0.166667, 2)), ("bar-ok", 1.5),  # layer 3: 4 revived
+    ]  # fmt: skip
+    assert dead[3][2] == f"2. {clean(CONTROL)}: 50.0% dead in NEW (12 of 24), 12 newly dead"
+    assert dead[4][2] == f"3. {IMG}: 16.7% dead in OLD (4 of 24)"
+    assert 'class="reference"' in charts["Dead units: OLD against NEW"] and ">40%<" in charts["Dead units: OLD against NEW"]
+
+    update = charts["Relative weight update per layer"]
+    bars = svg_bars(update)
+    # log axis from 0.01 to 10 (three decades): 0.1 is a third up, 2 is (log10(2) + 2) / 3 up
+    assert re.findall(r'<text class="axis" [^>]*text-anchor="end">([^<]*)</text>', update) == ["0.01", "0.1", "1", "10"]
+    assert [(css, round(height, 2)) for css, height, _ in bars] == [
+        ("bar-ok", 1.5), ("bar-ok", round(PLOT_HEIGHT / 3, 2)), ("bar-warn", round(PLOT_HEIGHT * (np.log10(2) + 2) / 3, 2)),
+    ]  # fmt: skip
+    assert bars[0][2] == f"1. {EVIL}: ‖ΔW‖/‖W_old‖ = 0 (unchanged)"
+    assert bars[2][2] == f"3. {IMG}: ‖ΔW‖/‖W_old‖ = 2"
+    reference = re.search(r'<line class="reference" x1="[^"]*" y1="([^"]*)"', update)
+    assert float(reference.group(1)) == pytest.approx(14 + PLOT_HEIGHT / 3, abs=0.01)  # at 1, two decades up
+    assert "bound 1</text>" in update and "RL702 bound 1</li>" in update  # label right of the plot, legend
+
+
+def test_proofs_show_their_domain_and_a_proven_dead_column(page):
+    _, text = page
+    fourth = text.split('id="model-4"', 1)[1]
+    facts = dict(re.findall(r"<dt>([^<]*)</dt><dd>([^<]*)</dd>", fourth.split("</dl>", 1)[0]))
+    assert facts["Input domain"] == "x ∈ [-1, 1]" and facts["Bounds"] == "interval+symbolic"
+    assert facts["Compared with"].endswith("old &lt;i&gt;ckpt&amp;amp;.onnx")
+    layers = fourth.split('class="data sortable layers-table"', 1)[1].split("</table>", 1)[0]
+    assert "Proven dead" in layers
+    assert [row[6] for row in table_rows(layers)] == ["0.0%", "50.0%", "0.0%"]
+    first = text.split('id="model-1"', 1)[1].split('id="model-2"', 1)[0]
+    assert "Proven dead" not in first and "Compared with" not in first  # neither ran there
+
+
+def compared_result(compare: dict, names=("a", "b")) -> Run:
+    layers = [{"name": name, "units": 8, "metrics": {}} for name in names]
+    result = ModelResult(path="new.onnx", sha256="0" * 64, layers=layers, extra={"compare": compare})
+    return Run(results=[result], config=Config(probe=False))
+
+
+def test_the_probe_counts_dead_units_first_and_a_layer_without_it_says_which_source_did():
+    change = {"dead_old": 0, "dead_new": 4, "dead_fraction_old": 0.0, "dead_fraction_new": 0.5, "newly_dead": 4, "revived": 0}
+    compare = {
+        "old": {"path": "old.onnx", "sha256": "1" * 64}, "same_file": False, "sources": ["probe", "proof"],
+        "margin_k": 3.0, "probe": {"inputs": "synthetic", "samples": 32, "old_samples": 16, "described": "32 samples <x>"},
+        "layers": {"b": {"units": 8, "relative_update": None, "proof": change},
+                   "a": {"units": 8, "relative_update": 0.5, "probe": change, "proof": change}},
+    }  # fmt: skip
+    text = render("html", compared_result(compare))
+    block = text.split('<section class="card compare"', 1)[1].split("</section>", 1)[0]
+    assert "32 samples &lt;x&gt; (16 samples for OLD)" in block
+    rows = table_rows(block)
+    assert [row[1] for row in rows] == ["a", "b"]  # in the Layers table's order, not the JSON's
+    assert rows[0][3] == "0.0% → 50.0% 0 → 4 units proof: 0 → 4"
+    assert rows[1][3] == "0.0% → 50.0% 0 → 4 units · by the proof"
+    assert rows[1][6] == "—"  # no update measured
+    titles = [title for _, _, title in svg_bars(figures(block)["Dead units: OLD against NEW"])]
+    assert titles[3] == "2. b: 50.0% dead in NEW (4 of 8) (by the proof), 4 newly dead"
+    assert len(svg_bars(figures(block)["Relative weight update per layer"])) == 1
+    assert "Died since OLD</dt><dd class=\"bad\">8 units" in block
+
+
+def test_identical_checkpoints_and_nothing_measured_say_so():
+    compare = {"old": {"path": "new.onnx", "sha256": "0" * 64}, "same_file": True, "sources": [], "margin_k": 3.0,
+               "probe": None, "layers": {"a": {"units": 8, "relative_update": None}}}  # fmt: skip
+    text = render("html", compared_result(compare, names=("a",)))
+    assert "OLD and NEW are the same file" in text
+    assert "Dead units could not be counted in both checkpoints" in text
+    assert "No layer has weights that could be compared" in text
+    assert ">none <span" in text  # no source counted dead units
+
+
+@pytest.mark.parametrize(
+    ("values", "bound", "expected"),
+    [
+        ([0.1, 2.0], 1.0, (-2, 1)),  # at least three decades, the bound a decade under the top
+        ([0.001, 0.02], 1.0, (-3, 1)),
+        ([50.0], 1.0, (-1, 2)),
+        ([1e-12, 3.0], 1.0, (-5, 1)),  # at most six decades: tinier updates sit on the floor
+        ([], 1.0, (-2, 1)),  # only zeros: the axis still shows the bound
+        ([0.3], 0.0, (-3, 0)),  # no bound
+    ],
+)
+def test_log_axis_of_the_update_chart(values, bound, expected):
+    assert log_range(values, bound) == expected
