@@ -432,3 +432,14 @@ def test_a_crashed_probe_process_is_reported():
     child.process.send_signal(signal.SIGKILL)
     outcome = child.wait(30, Progress("m.onnx"))
     assert outcome == "the probe's onnxruntime process was killed (out of memory?)"
+
+
+def test_an_if_without_its_else_branch_skips_the_layer(tmp_path):
+    model = if_model(True)
+    if_node = next(n for n in model.graph.node if n.op_type == "If")
+    kept = [a for a in if_node.attribute if a.name != "else_branch"]
+    del if_node.attribute[:]
+    if_node.attribute.extend(kept)
+    result = probe(save(tmp_path, model))
+    assert "probe" not in result.extra
+    assert any("lacks a branch" in n for n in probe_notes(result))

@@ -193,6 +193,9 @@ def _unprobeable(graph: Graph, layer: Layer) -> str | None:
         owner = graph.nodes.get(owner_id)
         if owner is None or owner.op != "If" or branch not in BRANCH_ATTRIBUTE:
             return f"it sits inside a {owner.op if owner else 'sub'} graph body, which the probe does not instrument"
+        present = {a.name for a in owner.proto.attribute if a.type == onnx.AttributeProto.GRAPH}
+        if not set(BRANCH_ATTRIBUTE.values()) <= present:
+            return f"its If node '{owner.id}' lacks a branch"
         scope = owner.scope
     return None
 
