@@ -25,14 +25,17 @@ of the wrong type, so a string where an int belongs cannot crash a rule.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import numpy as np
 import onnx
 from onnx import AttributeProto, TensorProto, helper
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 from relulint.findings import Note
 from relulint.loader import LoadedModel
@@ -331,7 +334,9 @@ def _build_nx(graph: Graph) -> nx.DiGraph:
             source = graph.producers.get(tensor)
             if source is not None and source != owner:
                 edges.setdefault((source, owner), []).append(tensor)
-    view = nx.DiGraph()
+    import networkx  # imported here: it costs ~0.1 s per process, and a plain lint never needs it
+
+    view = networkx.DiGraph()
     view.add_nodes_from(graph.nodes)
     view.add_edges_from((u, v, {"tensors": tensors}) for (u, v), tensors in edges.items())
     return view
@@ -557,5 +562,5 @@ def count_parameters(graph: Graph) -> int:
     total = 0
     for tensor in graph.initializers.values():
         if tensor.data_type in float_types:
-            total += int(np.prod(tensor_shape(tensor), dtype=np.int64))
+            total += max(math.prod(tensor_shape(tensor)), 0)  # hostile negative dims count as empty
     return total

@@ -9,6 +9,7 @@ costs little memory to lint.
 from __future__ import annotations
 
 import hashlib
+import threading
 import os
 import stat
 from collections.abc import Iterator
@@ -74,13 +75,20 @@ def load_model(path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_MODEL_S
     data = _read_bytes(shown, file, max_size)
     if not data:
         raise ModelError(shown, "file is empty, not an ONNX model")
-    model, depth = _parse(shown, data)
+    # hashlib releases the GIL on large buffers: hash on the other core while protobuf parses.
+    digest = hashlib.sha256()
+    hashing = threading.Thread(target=digest.update, args=(data,))
+    hashing.start()
+    try:
+        model, depth = _parse(shown, data)
+    finally:
+        hashing.join()
     if not model.HasField("graph") or not (model.graph.node or model.graph.output):
         raise ModelError(shown, "not an ONNX model: it has no graph")
     loaded = LoadedModel(
         path=shown,
         model=model,
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=digest.hexdigest(),
         file_size=len(data),
         base_dir=file.parent,
     )
@@ -144,6 +152,14 @@ def repair_strings(message: Any) -> int:
     stack = [message]
     while stack:
         current = stack.pop()
+        if isinstance(current, TensorProto):
+            # Only a tensor's texts: ListFields would copy its raw_data, the bulk of the file.
+            for name in ("name", "doc_string"):
+                if type(getattr(current, name)) is bytes:
+                    setattr(current, name, _decoded(getattr(current, name)))
+                    repaired += 1
+            stack.extend(current.external_data)
+            continue
         for field, value in current.ListFields():
             if field.type == FieldDescriptor.TYPE_MESSAGE:
                 if field.is_repeated:

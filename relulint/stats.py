@@ -56,10 +56,18 @@ HUGE_WEIGHT = 1e150
 def weight_stats(matrix: np.ndarray, fan_in: int, fan_out: int) -> WeightStats:
     """Statistics of a ``[units, fan_in]`` weight matrix."""
     w = np.asarray(matrix)
-    finite_mask = np.isfinite(w)
-    nonfinite = int(w.size - np.count_nonzero(finite_mask))
-    if nonfinite:
-        w = np.where(finite_mask, w, 0.0)
+    if w.ndim != 2:
+        w = w.reshape(w.shape[0] if w.ndim else 1, -1)
+    # float64 accumulators: float32 sums over millions of weights lose digits.
+    with np.errstate(over="ignore", invalid="ignore"):
+        row_sums = np.sum(w, axis=1, dtype=np.float64)
+    finite_mask = None
+    nonfinite = 0
+    if not np.isfinite(row_sums.sum()):  # a finite total means every weight is finite: skip the mask pass
+        finite_mask = np.isfinite(w)
+        nonfinite = int(w.size - np.count_nonzero(finite_mask))
+        if nonfinite:
+            w = np.where(finite_mask, w, 0.0)
     count = w.size - nonfinite
     if count == 0:
         nan = float("nan")
@@ -72,12 +80,12 @@ def weight_stats(matrix: np.ndarray, fan_in: int, fan_out: int) -> WeightStats:
         w = w.astype(np.float64) / scale
     else:
         scale = 1.0
-    # float64 accumulators: float32 sums over millions of weights lose digits.
-    row_sums = np.sum(w.reshape(w.shape[0], -1), axis=1, dtype=np.float64)
+    if finite_mask is not None or scale != 1.0:  # the weights changed: sum them again
+        row_sums = np.sum(w, axis=1, dtype=np.float64)
     mean = float(row_sums.sum()) / count
-    squares = np.einsum("ij,ij->i", w, w, dtype=np.float64) if w.ndim == 2 else np.sum(w.astype(np.float64) ** 2)
+    squares = np.einsum("ij,ij->i", w, w, dtype=np.float64)
     variance = max(float(np.sum(squares)) / count - mean * mean, 0.0)
-    row_norms = np.sqrt(squares) if w.ndim == 2 else np.sqrt(np.atleast_1d(squares))
+    row_norms = np.sqrt(squares)
     with np.errstate(over="ignore"):  # a norm past float64's range is reported as inf
         scaled_norms = row_norms * scale
         scaled_sums = row_sums * scale

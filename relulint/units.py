@@ -9,7 +9,7 @@ The static rules and the probe both work on this view; ``weight_matrix`` and
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -68,10 +68,9 @@ class Layer:
     scope: str = ""  # "" or the subgraph path, e.g. "If_0/then"
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Field by field, not dataclasses.asdict: that deep-copies, and costs seconds on 25,000 layers.
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("weight_layout", "group")}
         data["bias"] = [term.tensor for term in self.bias]
-        data.pop("weight_layout")
-        data.pop("group")
         return data
 
 

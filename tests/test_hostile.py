@@ -634,7 +634,6 @@ def test_limits_with_nonsense_values(tmp_path, option):
     assert outcome.stderr.startswith("relulint: error: ") and option.lstrip("-").replace("-", "") in outcome.stderr.replace("-", "").replace("_", "")
 
 
-@pytest.mark.xfail(strict=True, reason="relulint/probe/instrument.py _attribute_graph raises KeyError('else_branch'); reported")
 def test_if_without_its_else_branch_with_the_probe(tmp_path):
     """Found by the fuzz test with the probe on (RELULINT_FUZZ_SEED=5)."""
     _probe_available()
