@@ -23,6 +23,7 @@ from onnx import TensorProto
 
 from relulint.errors import ModelError
 from relulint.findings import Note
+from relulint.wire import strip_large_raw_data
 
 DEFAULT_MAX_MODEL_SIZE = 2 * 1024**3  # protobuf cannot parse a larger message anyway
 # Element types stored several to a byte: their bytes cannot be memory-mapped one element per byte group.
@@ -46,6 +47,8 @@ class LoadedModel:
     sha256: str
     file_size: int
     base_dir: Path = Path(".")  # external data is read only from below this folder
+    # Set when large inline weights were left in the file and point into it (relulint.wire): its name.
+    inline_location: str | None = None
     unavailable: dict[tuple[str, str, str], str] = field(default_factory=dict)  # external_key -> why missing
     notes: list[Note] = field(default_factory=list)
 
@@ -80,7 +83,7 @@ def load_model(path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_MODEL_S
     hashing = threading.Thread(target=digest.update, args=(data,))
     hashing.start()
     try:
-        model, depth = _parse(shown, data)
+        model, depth, inline_location = _parse_large_or_whole(shown, file, data)
     finally:
         hashing.join()
     if not model.HasField("graph") or not (model.graph.node or model.graph.output):
@@ -91,6 +94,7 @@ def load_model(path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_MODEL_S
         sha256=digest.hexdigest(),
         file_size=len(data),
         base_dir=file.parent,
+        inline_location=inline_location,
     )
     del data
     if depth:
@@ -192,6 +196,27 @@ def _file_kind(mode: int) -> str:
         if test(mode):
             return kind
     return "special file"
+
+
+# A file this large has its large inline weights memory-mapped from the file instead of copied into
+# the parsed message (relulint.wire); smaller ones are parsed whole, which is as fast.
+MAP_INLINE_WEIGHTS_ABOVE = 16 * 1024**2
+MAP_TENSORS_FROM = 64 * 1024  # bytes of raw data
+
+
+def _parse_large_or_whole(shown: str, file: Path, data: bytes) -> tuple[onnx.ModelProto, int, str | None]:
+    """Parse the file, leaving a large model's big initializers in the file as external data."""
+    # The reference names the file inside its own folder: a symlinked model (whose target may live
+    # elsewhere) is parsed whole, so the external-data checks never see a location leaving the folder.
+    if len(data) >= MAP_INLINE_WEIGHTS_ABOVE and not file.is_symlink():
+        stripped = strip_large_raw_data(data, file.name, MAP_TENSORS_FROM)
+        if stripped is not None:
+            try:
+                return onnx.load_model_from_string(stripped[0]), 0, file.name
+            except Exception:
+                pass  # the surgery met something unusual: parse the file as it is
+    model, depth = _parse(shown, data)
+    return model, depth, None
 
 
 def _parse(shown: str, data: bytes) -> tuple[onnx.ModelProto, int]:

@@ -375,8 +375,12 @@ def write_model(graph: Graph, instrumentation: Instrumentation, folder: Path) ->
     """The instrumented model as a file in ``folder`` (onnxruntime loads a path faster than bytes)."""
     loaded = graph.loaded
     target = folder / "instrumented.onnx"
-    _link_external_data(loaded.model, loaded.base_dir, folder)
-    if not instrumentation.touches_subgraphs and _file_matches_model(loaded.path, loaded.file_size):
+    fast = not instrumentation.touches_subgraphs and _file_matches_model(loaded.path, loaded.file_size)
+    # The file copy keeps the weights the loader left in the file (``loaded.inline_location``) inline.
+    _link_external_data(loaded.model, loaded.base_dir, folder, skip={loaded.inline_location} if fast else set())
+    # A hostile external location may be named like the target: never write through that link.
+    target.unlink(missing_ok=True)
+    if fast:
         # Protobuf merges concatenated messages: appending a ModelProto that holds only the new
         # nodes, outputs and initializers to a copy of the file appends them to the graph's lists.
         # The weights are copied as bytes, never re-serialized.
@@ -473,7 +477,7 @@ def _varint(stream, position: int) -> tuple[int, int]:
         shift += 7
 
 
-def _link_external_data(model: onnx.ModelProto, base_dir: Path, folder: Path) -> None:
+def _link_external_data(model: onnx.ModelProto, base_dir: Path, folder: Path, skip: set[str | None]) -> None:
     """Make external weight files readable beside the temporary model, where onnxruntime looks.
 
     onnxruntime resolves symbolic links and refuses data outside the model's folder, so the files
@@ -484,7 +488,7 @@ def _link_external_data(model: onnx.ModelProto, base_dir: Path, folder: Path) ->
         for tensor in graph.initializer:
             if tensor.data_location == TensorProto.EXTERNAL:
                 for entry in tensor.external_data:
-                    if entry.key == "location" and entry.value:
+                    if entry.key == "location" and entry.value and entry.value not in skip:
                         locations.add(entry.value.replace("\\", "/"))
     for location in sorted(locations):
         source = base_dir / location

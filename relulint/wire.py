@@ -1,0 +1,158 @@
+"""Protobuf wire-format surgery: parse a large model without copying its weights.
+
+``onnx.load`` copies every initializer's ``raw_data`` into the parsed message. For a large model
+with inline weights that doubles its memory (the file's bytes, then the message) and makes the
+onnxruntime child of the probe hold a second copy beside the parent's. Instead, the loader parses
+a *skeleton*: the same bytes with each large ``raw_data`` field of a main-graph initializer
+replaced by an external-data reference to the model file itself, at the offset where the bytes
+already lie. ``relulint.tensors`` then memory-maps them like any external data.
+
+Anything unexpected in the bytes (a malformed varint, a group, a repeated graph field, a tensor
+that already has a data location) makes ``strip_large_raw_data`` return None, and the loader parses
+the file as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+MODEL_GRAPH = 7
+GRAPH_INITIALIZER = 5
+TENSOR_DATA_TYPE = 2
+TENSOR_RAW_DATA = 9
+TENSOR_EXTERNAL_DATA = 13
+TENSOR_DATA_LOCATION = 14
+EXTERNAL = 1
+VARINT, FIXED64, LENGTH, FIXED32 = 0, 1, 2, 5
+# Element types whose raw bytes are one fixed-size element after another (memory-mappable):
+# FLOAT, UINT8, INT8, UINT16, INT16, INT32, INT64, FLOAT16, DOUBLE, UINT32, UINT64, BFLOAT16.
+MAPPABLE_TYPES = {1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 16}
+
+
+class Malformed(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Field:
+    number: int
+    wire_type: int
+    start: int  # first byte of the tag
+    value_start: int  # first byte of the payload (after the length, for LENGTH fields)
+    end: int  # one past the last byte
+    value: int = 0  # the number, for VARINT fields
+
+
+def read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    value = shift = 0
+    for _ in range(10):
+        if pos >= end:
+            raise Malformed
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    raise Malformed
+
+
+def iter_fields(data: bytes, start: int, end: int) -> Iterator[Field]:
+    pos = start
+    while pos < end:
+        key, value_start = read_varint(data, pos, end)
+        number, wire_type = key >> 3, key & 7
+        value = 0
+        if wire_type == VARINT:
+            value, field_end = read_varint(data, value_start, end)
+        elif wire_type == FIXED64:
+            field_end = value_start + 8
+        elif wire_type == FIXED32:
+            field_end = value_start + 4
+        elif wire_type == LENGTH:
+            length, value_start = read_varint(data, value_start, end)
+            field_end = value_start + length
+        else:  # groups (3, 4) are not used by ONNX; anything else is corrupt
+            raise Malformed
+        if number == 0 or field_end > end:
+            raise Malformed
+        yield Field(number, wire_type, pos, value_start, field_end, value)
+        pos = field_end
+
+
+def encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def length_field(number: int, payload: bytes) -> bytes:
+    return encode_varint(number << 3 | LENGTH) + encode_varint(len(payload)) + payload
+
+
+def _entry(key: str, value: str) -> bytes:
+    """A StringStringEntryProto (key = 1, value = 2) as a TensorProto.external_data field."""
+    body = length_field(1, key.encode()) + length_field(2, value.encode())
+    return length_field(TENSOR_EXTERNAL_DATA, body)
+
+
+def strip_large_raw_data(data: bytes, location: str, min_bytes: int) -> tuple[bytes, int] | None:
+    """(skeleton bytes, tensors moved) with large initializer data pointing into the file, or None."""
+    try:
+        graphs = [f for f in iter_fields(data, 0, len(data)) if f.number == MODEL_GRAPH]
+        if len(graphs) != 1 or graphs[0].wire_type != LENGTH:
+            return None
+        graph = graphs[0]
+        pieces: list[bytes] = []
+        cursor = graph.value_start
+        moved = 0
+        for field in iter_fields(data, graph.value_start, graph.end):
+            if field.number != GRAPH_INITIALIZER or field.wire_type != LENGTH:
+                continue
+            tensor = _strip_tensor(data, field, location, min_bytes)
+            if tensor is None:
+                continue
+            pieces += [data[cursor : field.start], length_field(GRAPH_INITIALIZER, tensor)]
+            cursor = field.end
+            moved += 1
+    except Malformed:
+        return None
+    if not moved:
+        return None
+    pieces.append(data[cursor : graph.end])
+    skeleton = data[: graph.start] + length_field(MODEL_GRAPH, b"".join(pieces)) + data[graph.end :]
+    return skeleton, moved
+
+
+def _strip_tensor(data: bytes, tensor: Field, location: str, min_bytes: int) -> bytes | None:
+    raw = None
+    data_type = 0
+    for field in iter_fields(data, tensor.value_start, tensor.end):
+        if field.number in (TENSOR_EXTERNAL_DATA, TENSOR_DATA_LOCATION):
+            return None  # already says where its data is: leave it to the loader's checks
+        if field.number == TENSOR_DATA_TYPE and field.wire_type == VARINT:
+            data_type = field.value
+        if field.number == TENSOR_RAW_DATA:
+            if raw is not None or field.wire_type != LENGTH:
+                return None
+            raw = field
+    if raw is None or data_type not in MAPPABLE_TYPES or raw.end - raw.value_start < min_bytes:
+        return None
+    return b"".join(
+        [
+            data[tensor.value_start : raw.start],
+            data[raw.end : tensor.end],
+            _entry("location", location),
+            _entry("offset", str(raw.value_start)),
+            _entry("length", str(raw.end - raw.value_start)),
+            encode_varint(TENSOR_DATA_LOCATION << 3 | VARINT),
+            encode_varint(EXTERNAL),
+        ]
+    )
