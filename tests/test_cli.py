@@ -100,6 +100,9 @@ def test_output_files_are_written_and_bad_destinations_refused(tmp_path):
     assert "No findings in 1 model." in (tmp_path / "r.txt").read_text()
     assert "No findings" in result.stdout  # the terminal still hears what was found
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary files left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert report.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temporary file's private 0600
     sarif = tmp_path / "r.sarif"
     result = run(str(model), "--no-probe", "--format", "json", "-o", "-", "-o", str(sarif))
     assert json.loads(result.stdout)["models"][0]["path"] == str(model)  # --format names stdout's format
