@@ -24,12 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from relulint.bounds.ops import Inputs, Unsupported, clip_limits
-from relulint.bounds.propagate import Propagation, input_box, propagate_bounds
 from relulint.findings import Note
 from relulint.units import Layer
 
 if TYPE_CHECKING:
+    from relulint.bounds.propagate import Propagation
     from relulint.context import Context
 
 # Ops whose output is x itself (or a fixed multiple) where x >= 0: an always-active unit is linear there.
@@ -128,6 +127,9 @@ def compute_bounds(ctx: Context) -> tuple[BoundsResult | None, list[Note]]:
         # Said only to a user who asked for these rules by name: every default run would repeat it.
         asked = any(pattern.upper().startswith("RL6") for pattern in ctx.config.select)
         return None, [Note("info", "no --input-range given: the proof rules RL6xx stay silent")] if asked else []
+    # Imported here: the op handlers take a while to import, and most runs give no --input-range.
+    from relulint.bounds.propagate import input_box, propagate_bounds
+
     box = input_box(ctx.graph, ctx.config.input_shapes, ranges)
     notes = [Note("skipped", f"bounds: {problem}") for problem in box.problems]
     if not box.ranges:
@@ -197,6 +199,8 @@ def _clip_limit_inputs(ctx: Context, layer: Layer) -> str:
 def _ceiling(ctx: Context, node, propagation: Propagation) -> float | None:
     if node.op != "Clip":
         return None
+    from relulint.bounds.ops import Inputs, Unsupported, clip_limits
+
     try:
         _, high = clip_limits(Inputs(node, ctx.graph, propagation.bounds, None, opset_of(ctx)))
     except Unsupported:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from relulint.compare import CompareResult, LayerChange
 from relulint.context import Context
 from relulint.findings import AffectedUnits, Finding, Severity
 from relulint.rules import Option, RuleMeta
+
+if TYPE_CHECKING:  # annotations only: the analysis module loads when the analysis runs
+    from relulint.compare import CompareResult, LayerChange
 
 META = RuleMeta(
     id="RL701",

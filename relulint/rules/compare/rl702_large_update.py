@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from statistics import median
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from relulint.compare import CompareResult
 from relulint.context import Context
 from relulint.findings import Finding, Severity
 from relulint.rules import Option, RuleMeta
+
+if TYPE_CHECKING:  # annotations only: the analysis module loads when the analysis runs
+    from relulint.compare import CompareResult
 
 META = RuleMeta(
     id="RL702",

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from relulint.bounds import BoundsResult
-from relulint.bounds.describe import domain_text, unit_list
 from relulint.context import Context
 from relulint.findings import AffectedUnits, Finding, Severity
 from relulint.rules import Option, RuleMeta
+
+if TYPE_CHECKING:  # annotations only: the analysis module loads when the analysis runs
+    from relulint.bounds import BoundsResult
 
 META = RuleMeta(
     id="RL601",
@@ -57,6 +58,8 @@ with torch.no_grad():
 
 
 def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
+    from relulint.bounds.describe import domain_text, unit_list  # here: the bounds package is heavy to import
+
     result: BoundsResult = ctx.analyses["bounds"]
     for layer in ctx.layers:
         bounds = result.layers.get(layer.name)
