@@ -1,4 +1,4 @@
-from relulint.cli import main
+from relulint.launch import main
 
 if __name__ == "__main__":
     main()

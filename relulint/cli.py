@@ -16,7 +16,7 @@ import click
 
 from relulint import __version__
 from relulint.config import Config, config_from_table, find_config_file, load_config_file
-from relulint.engine import analyse, debug
+from relulint.engine import analyse, debug, selected_rules
 from relulint.errors import UsageError
 from relulint.findings import ModelResult
 from relulint.report import FORMATS, FormatUnavailable, Run, format_for_path, render, write_atomically
@@ -228,6 +228,12 @@ def _main(options: dict[str, Any]) -> int:
     destinations = {dest: _check_destination(dest, models) for _, dest in plan if dest is not None}
     if not any(dest is None for _, dest in plan) and not options["quiet"]:
         plan.append(("text", None))  # reports go to files: still tell the terminal what was found
+    from relulint.probe.runner import prestart, stop_spare
+
+    if _probe_will_run(config, models):
+        prestart()  # unless relulint.launch already did
+    else:
+        stop_spare()  # started on a guess by relulint.launch, not needed after all
     started = _now()
     run = Run(
         results=path_errors + run_models(models, config),
@@ -253,6 +259,13 @@ def _main(options: dict[str, Any]) -> int:
             except OSError as exc:
                 raise UsageError(f"{destination}: cannot write the report ({exc.strerror or exc})") from None
     return exit_status(run.results, config)
+
+
+def _probe_will_run(config: Config, models: list[str]) -> bool:
+    """The probe runs in this process (not in --jobs workers) for at least one model."""
+    if not config.probe or not models or (config.jobs > 1 and len(models) > 1):
+        return False
+    return any("probe" in rule.meta.needs for rule in selected_rules(config))
 
 
 def _clean(text: str) -> str:

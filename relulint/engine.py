@@ -8,6 +8,7 @@ import importlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import Any
 
 from relulint.config import Config
 from relulint.context import Context
@@ -16,13 +17,15 @@ from relulint.findings import Finding, ModelResult, Note
 from relulint.graph import build_graph, count_parameters
 from relulint.loader import load_model
 from relulint.rules import Rule, all_rules, matches
+from relulint.tensors import release_mapped_pages
 from relulint.units import find_layers
 
 # Analyses that rules can ask for with ``needs``: name -> "module:function(ctx) -> None", run in this
-# order. A ModelError raised by one makes the model's result an error (exit 2); other exceptions a note.
-# Each stores its result in ``ctx.analyses[name]`` or explains in a note why it could not.
+# order after the static rules. The probe is not among them: it is started before the static rules and
+# collected after them (its child process works meanwhile), so it is done before these run. A ModelError
+# raised by an analysis makes the model's result an error (exit 2); other exceptions a note. Each stores
+# its result in ``ctx.analyses[name]`` or explains in a note why it could not.
 ANALYSES: dict[str, str] = {
-    "probe": "relulint.probe:run_probe_analysis",
     "bounds": "relulint.bounds:run_bounds_analysis",
     "compare": "relulint.compare:run_compare_analysis",
 }
@@ -72,15 +75,29 @@ def _analyse_loaded(loaded, config: Config) -> ModelResult:
     ctx.notes.extend(loaded.notes)
     ctx.notes.extend(graph.notes)
     rules = selected_rules(config)
-    _run_analyses(ctx, rules)
+    wanted = {need for rule in rules for need in rule.meta.needs}
+    probing = _start_probe(ctx) if "probe" in wanted and config.probe else None
     findings: list[Finding] = []
+    try:
+        # The static rules and weight statistics run while the probe's child creates its session.
+        for rule in rules:
+            if not rule.meta.needs:
+                findings.extend(_run_rule(ctx, rule))
+        for layer in layers:  # statistics for the reports, even when no rule asked for them
+            ctx.weight_stats(layer)
+        release_mapped_pages()  # the weights' pages leave the resident set while the probe runs
+    except BaseException:
+        if probing is not None:
+            probing.cancel()
+        raise
+    if probing is not None:
+        _guarded(ctx, "probe", probing.finish)
+    _run_analyses(ctx, wanted)
     for rule in rules:
-        if any(need not in ctx.analyses for need in rule.meta.needs):
-            continue  # the analysis did not run; its note says why
+        if not rule.meta.needs or any(need not in ctx.analyses for need in rule.meta.needs):
+            continue  # static (done above), or the analysis did not run: its note says why
         findings.extend(_run_rule(ctx, rule))
     findings = _sorted(_apply_config(findings, config), graph)
-    for layer in layers:  # statistics for the reports, even when no rule asked for them
-        ctx.weight_stats(layer)
     info = loaded.info()
     info["parameters"] = count_parameters(graph)
     info["nodes"] = len(graph.nodes)
@@ -99,21 +116,33 @@ def _analyse_loaded(loaded, config: Config) -> ModelResult:
     return result
 
 
-def _run_analyses(ctx: Context, rules: list[Rule]) -> None:
-    wanted = {need for rule in rules for need in rule.meta.needs}
-    for name in ANALYSES:  # in definition order: the comparison reuses this model's probe and bounds
-        if name not in wanted or (name == "probe" and not ctx.config.probe):
+def _start_probe(ctx: Context) -> Any:
+    """Send the probe's job to its child process; the returned handle's ``finish()`` collects it."""
+    from relulint.probe import start_probe_analysis
+
+    return _guarded(ctx, "probe", start_probe_analysis, ctx)
+
+
+def _run_analyses(ctx: Context, wanted: set[str]) -> None:
+    for name, target in ANALYSES.items():  # in definition order: the comparison reuses the probe and bounds
+        if name not in wanted:
             continue
-        module_name, function_name = ANALYSES[name].split(":")
+        module_name, function_name = target.split(":")
         run: Callable[[Context], None] = getattr(importlib.import_module(module_name), function_name)
-        try:
-            run(ctx)
-        except ModelError:
+        _guarded(ctx, name, run, ctx)
+
+
+def _guarded(ctx: Context, name: str, work: Callable[..., Any], *arguments: Any) -> Any:
+    """Run one analysis step: a ModelError propagates (exit 2); another exception becomes a note."""
+    try:
+        return work(*arguments)
+    except ModelError:
+        raise
+    except Exception as exc:
+        if debug():
             raise
-        except Exception as exc:
-            if debug():
-                raise
-            ctx.notes.append(Note("skipped", f"the {name} analysis failed ({_short(exc)}); its rules did not run"))
+        ctx.notes.append(Note("skipped", f"the {name} analysis failed ({_short(exc)}); its rules did not run"))
+        return None
 
 
 def _run_rule(ctx: Context, rule: Rule) -> Iterable[Finding]:

@@ -9,9 +9,10 @@ costs little memory to lint.
 from __future__ import annotations
 
 import hashlib
-import threading
+import mmap
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,17 +41,43 @@ MAX_MESSAGE_DEPTH = 400
 DEEP_PARSE_MAX_SIZE = 16 * 1024**2  # measuring walks every field in Python: about 0.5 s per MB of nodes
 
 
+class _Digest:
+    """The SHA-256 of the file's bytes, computed on another thread and waited for only when read.
+
+    hashlib releases the GIL on large buffers, so the hash runs on the other core while the model
+    is parsed, the graph built and the probe started (0.06 s of a 100 MB file off the critical path).
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._digest = hashlib.sha256()
+        self._thread = threading.Thread(target=self._digest.update, args=(data,), daemon=True)
+        self._thread.start()
+        self._value: str | None = None
+
+    def value(self) -> str:
+        if self._value is None:
+            self._thread.join()
+            self._value = self._digest.hexdigest()
+        return self._value
+
+
 @dataclass
 class LoadedModel:
     path: str  # as the user gave it; used in every message
     model: onnx.ModelProto
-    sha256: str
+    digest: _Digest | str  # the file's SHA-256, or its pending computation
     file_size: int
     base_dir: Path = Path(".")  # external data is read only from below this folder
     # Set when large inline weights were left in the file and point into it (relulint.wire): its name.
     inline_location: str | None = None
     unavailable: dict[tuple[str, str, str], str] = field(default_factory=dict)  # external_key -> why missing
     notes: list[Note] = field(default_factory=list)
+
+    @property
+    def sha256(self) -> str:
+        if not isinstance(self.digest, str):
+            self.digest = self.digest.value()
+        return self.digest
 
     def info(self) -> dict[str, Any]:
         model = self.model
@@ -76,22 +103,20 @@ def load_model(path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_MODEL_S
     shown = str(path)
     file = Path(path)
     data = _read_bytes(shown, file, max_size)
-    if not data:
+    if not len(data):
         raise ModelError(shown, "file is empty, not an ONNX model")
-    # hashlib releases the GIL on large buffers: hash on the other core while protobuf parses.
-    digest = hashlib.sha256()
-    hashing = threading.Thread(target=digest.update, args=(data,))
-    hashing.start()
+    digest = _Digest(data)
     try:
         model, depth, inline_location = _parse_large_or_whole(shown, file, data)
-    finally:
-        hashing.join()
+    except BaseException:
+        digest.value()  # no thread outlives a failed load
+        raise
     if not model.HasField("graph") or not (model.graph.node or model.graph.output):
         raise ModelError(shown, "not an ONNX model: it has no graph")
     loaded = LoadedModel(
         path=shown,
         model=model,
-        sha256=digest.hexdigest(),
+        digest=digest,
         file_size=len(data),
         base_dir=file.parent,
         inline_location=inline_location,
@@ -118,7 +143,12 @@ def load_model(path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_MODEL_S
     return loaded
 
 
-def _read_bytes(shown: str, file: Path, max_size: int) -> bytes:
+def _read_bytes(shown: str, file: Path, max_size: int) -> bytes | mmap.mmap:
+    """The file's bytes: a large file is memory-mapped, not read.
+
+    Only the field headers of a large model are parsed (``relulint.wire``); its weights are read once,
+    by the hash, on another thread. Mapping saves copying them: 0.06 s for a 100 MB file.
+    """
     try:
         if file.is_dir():
             raise ModelError(shown, "is a folder with no .onnx files")
@@ -130,6 +160,8 @@ def _read_bytes(shown: str, file: Path, max_size: int) -> bytes:
             size = os.fstat(stream.fileno()).st_size
             if size > max_size:
                 raise ModelError(shown, _too_large(size, max_size))
+            if size >= MAP_INLINE_WEIGHTS_ABOVE and not file.is_symlink():
+                return mmap.mmap(stream.fileno(), size, access=mmap.ACCESS_READ)
             data = stream.read(max_size + 1)  # bounded: the file may grow while it is read
         if len(data) > max_size:
             raise ModelError(shown, _too_large(len(data), max_size))
@@ -204,7 +236,7 @@ MAP_INLINE_WEIGHTS_ABOVE = 16 * 1024**2
 MAP_TENSORS_FROM = 64 * 1024  # bytes of raw data
 
 
-def _parse_large_or_whole(shown: str, file: Path, data: bytes) -> tuple[onnx.ModelProto, int, str | None]:
+def _parse_large_or_whole(shown: str, file: Path, data: bytes | mmap.mmap) -> tuple[onnx.ModelProto, int, str | None]:
     """Parse the file, leaving a large model's big initializers in the file as external data."""
     # The reference names the file inside its own folder: a symlinked model (whose target may live
     # elsewhere) is parsed whole, so the external-data checks never see a location leaving the folder.
@@ -215,7 +247,7 @@ def _parse_large_or_whole(shown: str, file: Path, data: bytes) -> tuple[onnx.Mod
                 return onnx.load_model_from_string(stripped[0]), 0, file.name
             except Exception:
                 pass  # the surgery met something unusual: parse the file as it is
-    model, depth = _parse(shown, data)
+    model, depth = _parse(shown, data if isinstance(data, bytes) else data[:])
     return model, depth, None
 
 

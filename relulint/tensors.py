@@ -12,6 +12,9 @@ allocates what a hostile header declares.
 
 from __future__ import annotations
 
+import mmap
+import weakref
+
 import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
@@ -112,11 +115,48 @@ def _read_external(tensor: TensorProto, loaded: LoadedModel, shape: tuple[int, .
     if 0 in shape:
         return np.zeros(shape, dtype=dtype)
     file = (loaded.base_dir / key[1]).resolve()
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
     try:
         offset = int(key[2] or 0)
-        return np.memmap(file, dtype=dtype, mode="r", offset=offset, shape=shape or (1,)).reshape(shape)
-    except (OSError, ValueError) as exc:  # the file changed since loading
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        with open(file, "rb") as stream:
+            mapped = mmap.mmap(stream.fileno(), offset - start + count * dtype.itemsize, access=mmap.ACCESS_READ, offset=start)
+    except (OSError, ValueError, OverflowError) as exc:  # the file changed since loading
         raise TensorUnavailable(f"external data of tensor '{tensor.name}' cannot be mapped ({exc})") from None
+    _MAPPINGS.append(weakref.ref(mapped))
+    return np.frombuffer(mapped, dtype=dtype, count=count, offset=offset - start).reshape(shape)
+
+
+def is_mapped(array: np.ndarray) -> bool:
+    """Whether the array's values are read from a memory-mapped file (not copied into memory)."""
+    owner: object = array
+    while isinstance(owner, (np.ndarray, memoryview)):
+        owner = owner.base if isinstance(owner, np.ndarray) else owner.obj
+    return isinstance(owner, mmap.mmap)
+
+
+# Every mapping still alive, so that its pages can be dropped from the resident set on request.
+_MAPPINGS: list[weakref.ref[mmap.mmap]] = []
+
+
+def release_mapped_pages() -> None:
+    """Drop the pages of memory-mapped weights from the resident set (they are read again on use).
+
+    The weight statistics read every weight once; the probe's child then runs for seconds, and
+    the parent has no need to keep a second resident copy of the weights meanwhile.
+    """
+    alive = []
+    for reference in _MAPPINGS:
+        mapped = reference()
+        if mapped is None or mapped.closed:
+            continue
+        alive.append(reference)
+        if hasattr(mapped, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            try:
+                mapped.madvise(mmap.MADV_DONTNEED)
+            except OSError:
+                pass
+    _MAPPINGS[:] = alive
 
 
 def as_float(array: np.ndarray) -> np.ndarray:

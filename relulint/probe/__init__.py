@@ -1,7 +1,8 @@
 """The probe: how many units are dead on actual inputs, measured with onnxruntime.
 
-The engine calls ``run_probe_analysis(ctx)`` when a selected rule needs the probe. It
-stores a ``ProbeResult`` in ``ctx.analyses["probe"]`` and the per-layer metrics (dead,
+The engine calls ``start_probe_analysis(ctx)`` when a selected rule needs the probe, runs the
+static rules while the probe's child process works, then calls ``finish()`` on what it returned
+(``run_probe_analysis(ctx)`` does both at once). The probe stores a ``ProbeResult`` in ``ctx.analyses["probe"]`` and the per-layer metrics (dead,
 dead_fraction, rarely_active, rarely_active_fraction, probe_samples), or adds a note
 saying why the probe did not run.
 
@@ -15,9 +16,16 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from relulint.context import Context
+    from relulint.probe.analysis import PendingProbe
 
 
 def run_probe_analysis(ctx: Context) -> None:
     from relulint.probe.analysis import run_probe
 
     run_probe(ctx)
+
+
+def start_probe_analysis(ctx: Context) -> PendingProbe | None:
+    from relulint.probe.analysis import start_probe
+
+    return start_probe(ctx)

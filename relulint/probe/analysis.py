@@ -13,7 +13,7 @@ from relulint.probe.inputs import DataError, InputSpec, data_files, parse_distri
 from relulint.probe.instrument import Instrumentation, plan, write_model
 from relulint.probe.protocol import Job, Outcome
 from relulint.probe.result import InputMeasure, LayerMeasure, ProbeResult
-from relulint.probe.runner import Child, Progress
+from relulint.probe.runner import Child, Progress, take_child
 from relulint.probe.shapes import TensorInfo, infer_shapes
 from relulint.probe.specs import first_linear, input_specs
 
@@ -23,33 +23,75 @@ WEIGHT_COPIES = 2  # onnxruntime keeps the weights and a packed copy of most of 
 LIVE_ACTIVATIONS = 5  # activations of the largest size alive at once, transients included
 
 
+class PendingProbe:
+    """A probe whose job was sent: the child creates its session and runs while the parent works."""
+
+    def __init__(self, ctx: Context, child: Child, instrumentation: Instrumentation, folder: tempfile.TemporaryDirectory) -> None:
+        self.ctx = ctx
+        self.child = child
+        self.instrumentation = instrumentation
+        self.folder = folder  # holds the instrumented model until the child has read it
+
+    def finish(self) -> None:
+        """Wait for the child and store the result in ``ctx.analyses["probe"]``, or a note saying why not."""
+        ctx = self.ctx
+        try:
+            outcome = self.child.wait(ctx.config.probe_timeout, Progress(ctx.path))
+        finally:
+            self.cancel()
+        if isinstance(outcome, str):
+            return _skip(ctx, outcome)
+        if outcome.problem:
+            return _skip(ctx, outcome.problem)
+        if not outcome.samples:
+            return _skip(ctx, "the data held no samples")
+        result = _result(ctx, self.instrumentation, outcome)
+        ctx.analyses["probe"] = result
+        _set_metrics(ctx, result)
+
+    def cancel(self) -> None:
+        self.child.stop()
+        self.folder.cleanup()
+
+
 def run_probe(ctx: Context) -> None:
+    pending = start_probe(ctx)
+    if pending is not None:
+        pending.finish()
+
+
+def start_probe(ctx: Context) -> PendingProbe | None:
+    """Instrument the model and send the job to a child; None when the probe cannot run (a note says why)."""
     if not ctx.layers:
-        return  # nothing to measure, and nothing worth a note
-    child = Child()  # started first: its imports overlap with the preparation below
+        return None  # nothing to measure, and nothing worth a note
+    child = take_child()  # started first (or by the command line): its imports overlap the preparation
     try:
-        _prepare_and_run(ctx, child)
-    finally:
+        pending = _prepare_and_send(ctx, child)
+    except BaseException:
         child.stop()
+        raise
+    if pending is None:
+        child.stop()
+    return pending
 
 
-def _prepare_and_run(ctx: Context, child: Child) -> None:
+def _skip(ctx: Context, why: str) -> None:
+    ctx.notes.append(Note("skipped", f"the probe did not run: {why}; static findings only"))
+
+
+def _prepare_and_send(ctx: Context, child: Child) -> PendingProbe | None:
     config = ctx.config
-
-    def skip(why: str) -> None:
-        ctx.notes.append(Note("skipped", f"the probe did not run: {why}; static findings only"))
-
     data_shapes = None
     if config.data:
         try:
             data_files(config.data)
         except DataError as exc:
-            return skip(str(exc))
+            return _skip(ctx, str(exc))
         names = [i.name for i in ctx.loaded.model.graph.input if i.name not in ctx.graph.initializers]
         data_shapes = sample_shapes(config.data, names)
     specs = input_specs(ctx.graph, config, config.batch, data_shapes)
     if specs.problem:
-        return skip(specs.problem)
+        return _skip(ctx, specs.problem)
     if specs.defaulted:
         ctx.notes.append(
             Note(
@@ -60,7 +102,7 @@ def _prepare_and_run(ctx: Context, child: Child) -> None:
     shapes = infer_shapes(ctx.graph, specs.specs)
     batch = _fitting_batch(ctx, specs.specs, shapes, config.batch, config.probe_memory)
     if batch == 0:
-        return skip(f"one sample needs more than the {_size(config.probe_memory)} --probe-memory allows")
+        return _skip(ctx, f"one sample needs more than the {_size(config.probe_memory)} --probe-memory allows")
     if batch != config.batch:
         ctx.notes.append(
             Note(
@@ -72,29 +114,18 @@ def _prepare_and_run(ctx: Context, child: Child) -> None:
     instrumentation = plan(ctx.graph, ctx.layers, shapes)
     _note_skipped_layers(ctx, instrumentation)
     if not instrumentation.taps:
-        return skip("no layer could be instrumented")
+        return _skip(ctx, "no layer could be instrumented")
     fed = _with_data_axes(ctx, specs.specs) if config.data else specs.specs
-    outcome = _run_child(ctx, child, instrumentation, fed, batch)
-    if isinstance(outcome, str):
-        return skip(outcome)
-    if outcome.problem:
-        return skip(outcome.problem)
-    if not outcome.samples:
-        return skip("the data held no samples")
-    result = _result(ctx, instrumentation, outcome)
-    ctx.analyses["probe"] = result
-    _set_metrics(ctx, result)
-
-
-def _run_child(
-    ctx: Context, child: Child, instrumentation: Instrumentation, specs: list[InputSpec], batch: int
-) -> Outcome | str:
-    config = ctx.config
-    with tempfile.TemporaryDirectory(prefix="relulint-probe-") as folder:
-        path = write_model(ctx.graph, instrumentation, Path(folder))
-        job = Job(
+    folder = tempfile.TemporaryDirectory(prefix="relulint-probe-")
+    try:
+        path = write_model(ctx.graph, instrumentation, Path(folder.name))
+    except BaseException:
+        folder.cleanup()
+        raise
+    child.send(
+        Job(
             model_path=str(path),
-            specs=specs,
+            specs=fed,
             taps=instrumentation.taps,
             batch=batch,
             samples=config.samples,
@@ -103,8 +134,8 @@ def _run_child(
             seed=config.seed,
             memory_limit=config.probe_memory,
         )
-        child.send(job)
-        return child.wait(config.probe_timeout, Progress(ctx.path))
+    )
+    return PendingProbe(ctx, child, instrumentation, folder)
 
 
 def _result(ctx: Context, instrumentation: Instrumentation, outcome: Outcome) -> ProbeResult:

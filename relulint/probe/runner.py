@@ -8,6 +8,7 @@ exceeds the time limit is killed; a run that dies gives a one-line reason.
 
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 import queue
@@ -18,10 +19,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import relulint
-from relulint.probe.protocol import Job, Outcome
+
+if TYPE_CHECKING:  # not imported at run time: the command line starts a child before importing numpy
+    from relulint.probe.protocol import Job, Outcome
 
 PROGRESS_AFTER = 1.0  # seconds before a progress bar appears
 BAR_WIDTH = 24
@@ -62,7 +65,7 @@ def _is_tty(stream: IO[str]) -> bool:
 
 
 class Child:
-    """One probe child process, started before its job is known."""
+    """One probe child process, started before its job is known (see ``prestart``)."""
 
     def __init__(self) -> None:
         env = dict(os.environ)
@@ -92,6 +95,7 @@ class Child:
             self.messages.put(None)
 
     def send(self, job: Job) -> None:
+        self.started = time.monotonic()  # the time limit counts from here, not from the start-up
         try:
             self.process.stdin.write(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
             self.process.stdin.close()
@@ -156,3 +160,34 @@ def _last_line(stream: IO[bytes]) -> str:
     except OSError:
         return ""
     return lines[-1][:300] if lines else ""
+
+
+# A child started by the command line before the first model is loaded: its interpreter start
+# and imports (about 0.2 s) then overlap the parent's loading instead of delaying the probe.
+_spare: Child | None = None
+
+
+def prestart() -> None:
+    """Start a probe child now for the next ``take_child``; stopped at exit if nobody takes it."""
+    global _spare
+    if _spare is None:
+        _spare = Child()
+        atexit.register(stop_spare)
+
+
+def take_child() -> Child:
+    """The prestarted child if there is a live one, else a new one."""
+    global _spare
+    child, _spare = _spare, None
+    if child is not None and child.process.poll() is None:
+        return child
+    if child is not None:
+        child.stop()
+    return Child()
+
+
+def stop_spare() -> None:
+    global _spare
+    if _spare is not None:
+        _spare.stop()
+        _spare = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from relulint import __version__
 from relulint.report import Run
@@ -31,4 +32,46 @@ def _rule_summary(rule_id: str) -> dict:
 
 
 def render(run: Run) -> str:
-    return json.dumps(document(run), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    return dumps(document(run)) + "\n"
+
+
+def dumps(value: Any) -> str:
+    """JSON indented by two spaces, with every list of plain values on one line.
+
+    The probe's per-unit arrays hold tens of thousands of numbers: one per line made the
+    document long to read and slow to write (json's C encoder only runs without ``indent``;
+    the per-element Python encoder took 0.2 s on the ResNet-50 bench model). Here each
+    one-line list and each plain value is written by the C encoder.
+    """
+    parts: list[str] = []
+    _write(value, "", parts)
+    return "".join(parts)
+
+
+CONTAINERS = {dict, list, tuple}  # what _jsonable leaves in a document besides plain values
+
+
+def _plain(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
+
+
+def _write(value: Any, indent: str, parts: list[str]) -> None:
+    inner = indent + "  "
+    if isinstance(value, dict) and value:
+        parts.append("{\n")
+        last = len(value) - 1
+        for index, (key, item) in enumerate(value.items()):
+            parts.append(f"{inner}{_plain(str(key))}: ")
+            _write(item, inner, parts)
+            parts.append(",\n" if index < last else "\n")
+        parts.append(indent + "}")
+    elif isinstance(value, (list, tuple)) and not CONTAINERS.isdisjoint(map(type, value)):
+        parts.append("[\n")
+        last = len(value) - 1
+        for index, item in enumerate(value):
+            parts.append(inner)
+            _write(item, inner, parts)
+            parts.append(",\n" if index < last else "\n")
+        parts.append(indent + "]")
+    else:  # a plain value, an empty container or a list of plain values
+        parts.append(_plain(value))
