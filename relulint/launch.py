@@ -8,6 +8,8 @@ the probe off, the command line stops the worker again (``relulint.cli``).
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
 
 # Arguments after which no probe runs in this process, or may not: no worker is started early.
@@ -27,4 +29,30 @@ def main() -> None:
         prestart()
     from relulint.cli import main as cli_main
 
-    cli_main()
+    try:
+        cli_main()
+    except SystemExit as exc:
+        exit_now(exc.code)
+    exit_now(0)
+
+
+def exit_now(code: object) -> None:
+    """End the process without tearing the interpreter down.
+
+    Freeing every object of a large model's analysis one by one took 40 ms on the ResNet-50 bench
+    model; the kernel frees the memory at once. Exit handlers still run and output is flushed.
+    """
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"): Python prints it and exits with 1
+        print(code, file=sys.stderr)
+        status = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (relulint ... | head) or a closed stream
+            pass
+    os._exit(status)

@@ -56,7 +56,7 @@ def test_the_instrumented_file_holds_the_graph_and_links_the_weights(large, tmp_
     model = onnx.load(written, load_external_data=False)
     external = {t.name: t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL}
     assert "w_0" in external
-    assert {dict((e.key, e.value) for e in t.external_data)["location"] for t in external.values()} == {"large.onnx"}
+    assert {next(e.value for e in t.external_data if e.key == "location") for t in external.values()} == {"large.onnx"}
     linked = tmp_path / "large.onnx"
     assert linked.stat().st_size == large.stat().st_size
     if linked.stat().st_dev == large.stat().st_dev:
@@ -196,3 +196,57 @@ def test_the_temporary_folder_is_removed_after_the_probe(tmp_path, monkeypatch):
     result = analyse(str(_small(tmp_path)), Config(select=("RL5",)))
     assert "probe" in result.extra
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+# ---- the end of a run ----------------------------------------------------------------------------
+
+
+def _children() -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            found.update(int(pid) for pid in (task / "children").read_text().split())
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task").is_dir(), reason="needs Linux /proc")
+def test_the_child_is_reaped_after_the_outcome(tmp_path):
+    import time
+
+    before = _children()
+    result = analyse(str(_small(tmp_path)), Config(select=("RL5",)))
+    assert "probe" in result.extra
+    deadline = time.monotonic() + 10
+    while _children() - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _children() - before  # neither running nor a zombie
+
+
+def test_the_command_exits_with_its_status_and_its_whole_output(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "relulint", "--format", "json"]
+    dying = subprocess.run([*command, str(root / "examples" / "dying_mlp.onnx")], check=False, capture_output=True, text=True, cwd=tmp_path)
+    assert dying.returncode == 1, dying.stderr
+    document = json.loads(dying.stdout)  # flushed in full before the process ended
+    assert document["models"][0]["probe"]["layers"]
+    assert dying.stderr == ""
+    missing = subprocess.run([*command, "no-such.onnx"], check=False, capture_output=True, text=True, cwd=tmp_path)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "relulint: error: no-such.onnx: no such file"
+    assert json.loads(missing.stdout)["models"][0]["error"] == "no such file"
+
+
+def test_exit_now_turns_exit_codes_into_statuses(monkeypatch, capsys):
+    statuses = []
+    monkeypatch.setattr(launch.os, "_exit", statuses.append)
+    monkeypatch.setattr(launch.atexit, "_run_exitfuncs", lambda: None)  # not this test process's handlers
+    for code in (None, 0, 1, 2, "a message"):
+        launch.exit_now(code)
+    assert statuses == [0, 0, 1, 2, 1]
+    assert capsys.readouterr().err == "a message\n"

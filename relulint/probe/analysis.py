@@ -36,9 +36,9 @@ class PendingProbe:
         """Wait for the child and store the result in ``ctx.analyses["probe"]``, or a note saying why not."""
         ctx = self.ctx
         try:
-            outcome = self.child.wait(ctx.config.probe_timeout, Progress(ctx.path))
+            outcome = self.child.wait(ctx.config.probe_timeout, Progress(ctx.path))  # stops the child
         finally:
-            self.cancel()
+            self.folder.cleanup()
         if isinstance(outcome, str):
             return _skip(ctx, outcome)
         if outcome.problem:
@@ -116,7 +116,8 @@ def _prepare_and_send(ctx: Context, child: Child) -> PendingProbe | None:
     if not instrumentation.taps:
         return _skip(ctx, "no layer could be instrumented")
     fed = _with_data_axes(ctx, specs.specs) if config.data else specs.specs
-    folder = tempfile.TemporaryDirectory(prefix="relulint-probe-")
+    # Cleanup errors are ignored: where open files cannot be removed, the child may still hold it.
+    folder = tempfile.TemporaryDirectory(prefix="relulint-probe-", ignore_cleanup_errors=True)
     try:
         path = write_model(ctx.graph, instrumentation, Path(folder.name))
     except BaseException:
