@@ -98,8 +98,12 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def load_model(path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_MODEL_SIZE) -> LoadedModel:
-    """Read and parse one model file; raise ``ModelError`` with a one-line problem."""
+def load_model(path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_MODEL_SIZE, check: bool = True) -> LoadedModel:
+    """Read and parse one model file; raise ``ModelError`` with a one-line problem.
+
+    ``check=False`` leaves out the onnx checker (its complaints are only a note), for a caller
+    that runs ``run_checker`` later, off its critical path.
+    """
     shown = str(path)
     file = Path(path)
     data = _read_bytes(shown, file, max_size)
@@ -139,7 +143,8 @@ def load_model(path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_MODEL_S
     _inline_functions(loaded)
     _check_external_data(loaded)
     _check_opsets(loaded)
-    _run_checker(loaded)
+    if check:
+        loaded.notes.extend(run_checker(loaded))
     return loaded
 
 
@@ -421,6 +426,7 @@ MAX_EXTERNAL_NOTES = 20  # a hostile model may mark thousands of tensors externa
 def _check_external_data(loaded: LoadedModel) -> None:
     """Refuse any external location outside the model's folder; note the missing ones."""
     real_base = loaded.base_dir.resolve()
+    resolved: dict[str, tuple[str | None, Path | None]] = {}  # location -> (refusal, file): resolved once
     for tensor in iter_tensors(loaded.model):
         if tensor.data_location != TensorProto.EXTERNAL:
             continue
@@ -430,10 +436,13 @@ def _check_external_data(loaded: LoadedModel) -> None:
         if not location:
             loaded.unavailable[external_key(tensor)] = f"tensor '{name}' is marked external but names no file"
             continue
-        refusal = location_problem(real_base, location)
+        if location not in resolved:
+            refusal = location_problem(real_base, location)
+            resolved[location] = (refusal, None if refusal else (real_base / location).resolve())
+        refusal, file = resolved[location]
         if refusal:
             raise ModelError(loaded.path, f"external data of tensor '{name}' {refusal}")
-        problem = _external_problem(tensor, (real_base / location).resolve(), entries)
+        problem = _external_problem(tensor, file, entries)
         if problem:
             loaded.unavailable[external_key(tensor)] = f"external data of tensor '{name}' ({location}) {problem}"
     reasons = list(loaded.unavailable.values())
@@ -522,8 +531,8 @@ def _check_opsets(loaded: LoadedModel) -> None:
 CHECK_WHOLE_MODEL_BELOW = 16 * 1024**2
 
 
-def _run_checker(loaded: LoadedModel) -> None:
-    """The onnx checker's complaints are a note: a model it rejects may still be worth linting."""
+def run_checker(loaded: LoadedModel) -> list[Note]:
+    """The onnx checker's complaints as a note: a model it rejects may still be worth linting."""
     model = loaded.model
     external = any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer)
     try:
@@ -532,7 +541,8 @@ def _run_checker(loaded: LoadedModel) -> None:
         else:
             onnx.checker.check_model(_checker_skeleton(model))
     except Exception as exc:
-        loaded.notes.append(Note("checker", f"onnx checker: {_one_line(exc, 300)}"))
+        return [Note("checker", f"onnx checker: {_one_line(exc, 300)}")]
+    return []
 
 
 def _checker_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
