@@ -125,8 +125,15 @@ class ModelResult:
         return data
 
 
+PLAIN_TYPES = (str, int, bool, type(None))  # written as they are (checked first: most values are)
+
+
 def _jsonable(value: Any) -> Any:
     """Turn numpy scalars/arrays and tuples into plain JSON values; NaN/Inf become strings."""
+    if type(value) in PLAIN_TYPES:
+        return value
+    if type(value) is float:
+        return _number(value)
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -143,11 +150,17 @@ def _jsonable(value: Any) -> Any:
 
 
 def _number(number: float) -> float | str:
+    magnitude = abs(number)
+    if 1e-4 <= magnitude < math.inf or number == 0:  # the common case first
+        return round(number, 6)
     if math.isnan(number):
         return "nan"
     if math.isinf(number):
         return "inf" if number > 0 else "-inf"
-    return round(number, 6) if abs(number) >= 1e-4 or number == 0 else float(f"{number:.6g}")
+    return float(f"{number:.6g}")  # six significant digits, not six decimals
+
+
+SMALL_ARRAY = 64  # below this many values the vectorized path costs more than it saves
 
 
 def _array(array: Any) -> Any:
@@ -162,6 +175,8 @@ def _array(array: Any) -> Any:
         return array.tolist()
     if kind != "f":
         return [_jsonable(v) for v in array.tolist()]
+    if array.size <= SMALL_ARRAY:
+        return [_number(v) for v in array.tolist()]
     values = array.astype(np.float64)
     if not np.isfinite(values).all():
         return [_number(v) for v in values.tolist()]

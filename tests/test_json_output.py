@@ -14,7 +14,7 @@ from relulint.findings import _array, _jsonable, _number
 from relulint.report.json import dumps
 
 
-def test_nested_containers_are_indented_and_plain_lists_stay_on_one_line():
+def test_outer_levels_are_opened_up_and_records_stay_on_one_line():
     document = {"a": [1, 2.5, "x", None, True], "b": {"c": [], "d": {}, "e": [{"f": 1}, [1, 2]]}, "g": 'h\u00e9"'}
     text = dumps(document)
     assert json.loads(text) == document
@@ -25,15 +25,22 @@ def test_nested_containers_are_indented_and_plain_lists_stay_on_one_line():
         '    "c": [],',
         '    "d": {},',
         '    "e": [',
-        "      {",
-        '        "f": 1',
-        "      },",
+        '      {"f": 1},',
         "      [1, 2]",
         "    ]",
         "  },",
         '  "g": "h\u00e9\\""',
         "}",
     ]
+
+
+def test_a_deep_collection_of_records_has_one_record_a_line():
+    layers = {"fc1": {"dead": 1, "max": [0.5, 0.0]}, "fc2": {"dead": 0, "max": [1.0]}}
+    document = {"models": [{"path": "m.onnx", "probe": {"inputs": "synthetic", "layers": layers}}]}
+    lines = dumps(document).splitlines()
+    assert '          "fc1": {"dead": 1, "max": [0.5, 0.0]},' in lines
+    assert '          "fc2": {"dead": 0, "max": [1.0]}' in lines
+    assert json.loads("\n".join(lines)) == document
 
 
 def test_not_a_number_is_refused_like_json_does():
