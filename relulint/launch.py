@@ -39,7 +39,7 @@ def main() -> None:
 def exit_now(code: object) -> None:
     """End the process without tearing the interpreter down.
 
-    Freeing every object of a large model's analysis one by one took 40 ms on the ResNet-50 bench
+    Freeing every object of a large model's analysis one by one took about 35 ms on the ResNet-50 bench
     model; the kernel frees the memory at once. Exit handlers still run and output is flushed.
     """
     if code is None:
