@@ -7,6 +7,7 @@ import gc
 import importlib
 import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -15,7 +16,7 @@ from relulint.context import Context
 from relulint.errors import ModelError
 from relulint.findings import Finding, ModelResult, Note
 from relulint.graph import build_graph, count_parameters
-from relulint.loader import load_model, run_checker
+from relulint.loader import expected_nbytes, load_model, run_checker
 from relulint.rules import Rule, all_rules, matches
 from relulint.tensors import release_mapped_pages
 from relulint.units import find_layers
@@ -82,12 +83,12 @@ def _analyse_loaded(loaded, config: Config) -> ModelResult:
     ctx.notes[len(loaded.notes) : len(loaded.notes)] = run_checker(loaded)
     findings: list[Finding] = []
     try:
-        # The static rules and weight statistics run while the probe's child creates its session.
+        # The static rules and weight statistics run while the probe's child creates its session. The
+        # statistics come first (the rules read them; the reports show them even when no rule asked).
+        _weight_stats(ctx, threads=1 if probing is not None else STATS_THREADS)
         for rule in rules:
             if not rule.meta.needs:
                 findings.extend(_run_rule(ctx, rule))
-        for layer in layers:  # statistics for the reports, even when no rule asked for them
-            ctx.weight_stats(layer)
         release_mapped_pages()  # the weights' pages leave the resident set while the probe runs
     except BaseException:
         if probing is not None:
@@ -117,6 +118,23 @@ def _analyse_loaded(loaded, config: Config) -> ModelResult:
         if callable(to_json):
             result.extra[name] = to_json()
     return result
+
+
+# numpy releases the GIL while it reduces a large array: the statistics of several layers are computed
+# on as many threads (measured on the 1 GB bench model: 0.60 s on one thread, 0.32 s on two). Not while
+# the probe's child creates its session: it needs the other core then.
+STATS_THREADS = min(2, os.cpu_count() or 1)
+THREADED_STATS_ABOVE = 32 * 1024**2  # bytes of weights; below, the threads cost more than they save
+
+
+def _weight_stats(ctx: Context, threads: int) -> None:
+    weights = sum(expected_nbytes(tensor) or 0 for tensor in ctx.graph.initializers.values())
+    if threads > 1 and len(ctx.layers) > 1 and weights > THREADED_STATS_ABOVE:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(ctx.weight_stats, ctx.layers))
+    else:
+        for layer in ctx.layers:
+            ctx.weight_stats(layer)
 
 
 def _start_probe(ctx: Context) -> Any:

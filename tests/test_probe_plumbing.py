@@ -1,4 +1,4 @@
-"""How the probe gets to onnxruntime quickly: the instrumented file, the early child, prefetched batches."""
+"""How a run gets done quickly: the instrumented file, the early child, prefetched batches, threaded statistics."""
 
 from __future__ import annotations
 
@@ -250,3 +250,37 @@ def test_exit_now_turns_exit_codes_into_statuses(monkeypatch, capsys):
         launch.exit_now(code)
     assert statuses == [0, 0, 1, 2, 1]
     assert capsys.readouterr().err == "a message\n"
+
+
+# ---- weight statistics on two threads (static lint without the probe) ----------------------------
+
+
+def test_statistics_on_threads_equal_those_on_one(tmp_path, monkeypatch):
+    from relulint import engine
+    from relulint.report.json import dumps
+
+    b = ModelBuilder(seed=4)
+    h = b.input("x", ["N", 32])
+    for index in range(6):
+        h = b.relu(b.gemm(h, 32, 32, name=f"fc{index}"), f"act{index}")
+    path = tmp_path / "deep.onnx"
+    onnx.save(b.build([h], [["N", 32]]), path)
+
+    pools = []
+
+    class CountedPool(engine.ThreadPoolExecutor):
+        def __init__(self, workers: int) -> None:
+            pools.append(workers)
+            super().__init__(workers)
+
+    monkeypatch.setattr(engine, "ThreadPoolExecutor", CountedPool)
+
+    def report(threads: int) -> dict:
+        monkeypatch.setattr(engine, "STATS_THREADS", threads)
+        monkeypatch.setattr(engine, "THREADED_STATS_ABOVE", 0)  # a small model takes the threaded path too
+        return engine.analyse(str(path), Config(probe=False)).to_json()
+
+    one, two = report(1), report(2)
+    assert pools == [2]  # one threaded run, one not
+    assert all("weight_std" in unit["metrics"] for unit in two["units"])
+    assert dumps(one) == dumps(two)
