@@ -351,9 +351,13 @@ def model_targets(name: str, rows: dict[str, Row]) -> list[Target]:
 
 
 def scaling_table(
-    title: str, unit: str, scale: float, sizes: dict[str, float], rows_by_model: dict[str, dict[str, Row]],
+    title: str,
+    unit: str,
+    scale: float,
+    sizes: dict[str, float],
+    rows_by_model: dict[str, dict[str, Row]],
     keys: list[tuple[str, str, str]],
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """Wall (or work) time per size, and the marginal cost per size unit (seconds x ``scale``) between sizes."""
     names = list(sizes)
     lines = [title, f"  {'row':<44}" + "".join(f"{n:>12}" for n in names) + f"{'marginal ' + unit:>36}"]

@@ -25,17 +25,47 @@ if TYPE_CHECKING:
 MAX_WALK = 64  # ops between two layers before the walk gives up
 # Ops whose output is their one computed input moved, pooled, padded or selected.
 MOVING_OPS = {
-    "Identity", "Dropout", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Transpose", "Pad",
-    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool", "Slice",
-    "Split", "Resize", "Upsample", "DepthToSpace", "SpaceToDepth", "Expand", "Tile", "Concat",
-}  # fmt: skip
+    "Identity",
+    "Dropout",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Cast",
+    "Transpose",
+    "Pad",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "LpPool",
+    "GlobalLpPool",
+    "Slice",
+    "Split",
+    "Resize",
+    "Upsample",
+    "DepthToSpace",
+    "SpaceToDepth",
+    "Expand",
+    "Tile",
+    "Concat",
+}
 # Arithmetic with constants only (a scale or shift between layers) keeps the data one layer's.
 CONSTANT_ARITHMETIC_OPS = {"Add", "Sub", "Mul", "Div"}
 # Ops whose inputs after the first are shapes, axes, indices or sizes: data about the tensor, not other
 # data, even when computed (PyTorch exports ``x.view(x.size(0), -1)`` with a Shape-Gather-Concat chain).
 SHAPED_BY_LATER_INPUTS = {
-    "Reshape", "Expand", "Tile", "Slice", "Pad", "Resize", "Upsample", "Split", "Squeeze", "Unsqueeze",
-}  # fmt: skip
+    "Reshape",
+    "Expand",
+    "Tile",
+    "Slice",
+    "Pad",
+    "Resize",
+    "Upsample",
+    "Split",
+    "Squeeze",
+    "Unsqueeze",
+}
 CACHE_KEY = "chains.links"
 
 

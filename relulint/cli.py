@@ -8,7 +8,7 @@ import warnings
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def expand_paths(paths: tuple[str, ...]) -> tuple[list[str], list[ModelResult]]:
@@ -67,15 +67,27 @@ def _cli_table(options: dict[str, Any]) -> dict[str, Any]:
         for item in options["input_range"]:
             name, sep, spec = item.rpartition("=")
             if not sep or not name:
-                raise UsageError(f"--input-range expects NAME=LO,HI (or NAME=LO,HI/LO,HI/... per channel), got '{item}'")
+                raise UsageError(
+                    f"--input-range expects NAME=LO,HI (or NAME=LO,HI/LO,HI/... per channel), got '{item}'"
+                )
             ranges[name] = spec
         table["input-range"] = ranges
     simple = {
-        "fail_on": "fail-on", "exit_zero": "exit-zero", "probe": "probe", "jobs": "jobs",
-        "max_model_size": "max-model-size", "batch": "batch", "samples": "samples",
-        "input_dist": "input-dist", "data": "data", "probe_timeout": "probe-timeout",
-        "probe_memory": "probe-memory", "seed": "seed", "sarif_root": "sarif-root", "compare": "compare",
-    }  # fmt: skip
+        "fail_on": "fail-on",
+        "exit_zero": "exit-zero",
+        "probe": "probe",
+        "jobs": "jobs",
+        "max_model_size": "max-model-size",
+        "batch": "batch",
+        "samples": "samples",
+        "input_dist": "input-dist",
+        "data": "data",
+        "probe_timeout": "probe-timeout",
+        "probe_memory": "probe-memory",
+        "seed": "seed",
+        "sarif_root": "sarif-root",
+        "compare": "compare",
+    }
     for name, key in simple.items():
         if options[name] is not None:
             table[key] = options[name]
@@ -165,27 +177,73 @@ SEVERITIES = click.Choice(["error", "warning", "note"], case_sensitive=False)
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--format", "formats", multiple=True, type=click.Choice(FORMATS), help="Output format of stdout, or of the one -o file. [default: text]")
-@click.option("-o", "--output", "outputs", multiple=True, help="Write a report to this file ('-' for stdout); repeat for several reports, each in the format its extension names (.txt .json .sarif .html).")
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    type=click.Choice(FORMATS),
+    help="Output format of stdout, or of the one -o file. [default: text]",
+)
+@click.option(
+    "-o",
+    "--output",
+    "outputs",
+    multiple=True,
+    help="Write a report to this file ('-' for stdout); repeat for several reports, each in the format its extension names (.txt .json .sarif .html).",
+)
 @click.option("--select", multiple=True, help="Rule ids or prefixes to enable (RL2 = every bias rule). [default: RL]")
 @click.option("--ignore", multiple=True, help="Rule ids or prefixes to disable.")
-@click.option("--fail-on", type=SEVERITIES, default=None, help="Lowest severity that makes the exit status 1. [default: error]")
-@click.option("--exit-zero", is_flag=True, default=None, help="Exit 0 even when findings are reported (2 still means an unreadable model).")
-@click.option("--probe/--no-probe", default=None, help="Run the onnxruntime probe that measures dead units. [default: on]")
-@click.option("--config", type=click.Path(), help="Configuration file (relulint.toml or pyproject.toml); default: found upward from the current folder.")
+@click.option(
+    "--fail-on", type=SEVERITIES, default=None, help="Lowest severity that makes the exit status 1. [default: error]"
+)
+@click.option(
+    "--exit-zero",
+    is_flag=True,
+    default=None,
+    help="Exit 0 even when findings are reported (2 still means an unreadable model).",
+)
+@click.option(
+    "--probe/--no-probe", default=None, help="Run the onnxruntime probe that measures dead units. [default: on]"
+)
+@click.option(
+    "--config",
+    type=click.Path(),
+    help="Configuration file (relulint.toml or pyproject.toml); default: found upward from the current folder.",
+)
 @click.option("--jobs", "-j", type=int, default=None, help="Models analysed in parallel processes. [default: 1]")
 @click.option("--max-model-size", default=None, help="Largest model file to read, e.g. 512MB. [default: 2GB]")
 @click.option("--batch", type=int, default=None, help="Probe batch size. [default: 8]")
 @click.option("--samples", type=int, default=None, help="Probe samples in all. [default: 32]")
 @click.option("--input-shape", multiple=True, help="Shape of a model input for the probe: NAME=1x3x224x224.")
-@click.option("--input-dist", default=None, help="Synthetic probe inputs: normal, normal:MEAN,STD or uniform:LOW,HIGH. [default: normal]")
-@click.option("--data", default=None, help="Real probe inputs: a .npz (one array per input), a .npy (one-input model) or a folder of them.")
+@click.option(
+    "--input-dist",
+    default=None,
+    help="Synthetic probe inputs: normal, normal:MEAN,STD or uniform:LOW,HIGH. [default: normal]",
+)
+@click.option(
+    "--data",
+    default=None,
+    help="Real probe inputs: a .npz (one array per input), a .npy (one-input model) or a folder of them.",
+)
 @click.option("--probe-timeout", type=float, default=None, help="Seconds the probe may run. [default: 60]")
 @click.option("--probe-memory", default=None, help="Memory the probe may use, e.g. 4GB. [default: 4GB]")
 @click.option("--seed", type=int, default=None, help="Seed of the synthetic probe inputs. [default: 0]")
-@click.option("--input-range", multiple=True, help="Input domain for the proofs (RL6xx): NAME=LO,HI, or NAME=LO,HI/LO,HI/... per channel.")
-@click.option("--compare", metavar="OLD.onnx", default=None, help="An earlier checkpoint of the same model: report what changed (RL7xx).")
-@click.option("--sarif-root", default=None, help="Folder SARIF paths are relative to. [default: the git top level, else the current folder]")
+@click.option(
+    "--input-range",
+    multiple=True,
+    help="Input domain for the proofs (RL6xx): NAME=LO,HI, or NAME=LO,HI/LO,HI/... per channel.",
+)
+@click.option(
+    "--compare",
+    metavar="OLD.onnx",
+    default=None,
+    help="An earlier checkpoint of the same model: report what changed (RL7xx).",
+)
+@click.option(
+    "--sarif-root",
+    default=None,
+    help="Folder SARIF paths are relative to. [default: the git top level, else the current folder]",
+)
 @click.option("--list-rules", is_flag=True, help="List every rule and exit.")
 @click.option("--explain", metavar="RULE", help="Print a rule's documentation and exit.")
 @click.option("-q", "--quiet", is_flag=True, help="Only findings: no notes, no summary when clean.")
@@ -276,4 +334,3 @@ def _clean(text: str) -> str:
 
 def _color() -> bool:
     return sys.stdout.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
-

@@ -218,7 +218,9 @@ def config_from_table(table: dict[str, Any], base: Config) -> Config:
         elif key == "per-node-ignores":
             if not isinstance(value, dict):
                 raise ValueError("'per-node-ignores' must be a table of node glob = [rule ids]")
-            changes["per_node_ignores"] = {str(glob): _strings(ids, f"per-node-ignores.{glob}") for glob, ids in value.items()}
+            changes["per_node_ignores"] = {
+                str(glob): _strings(ids, f"per-node-ignores.{glob}") for glob, ids in value.items()
+            }
         elif key == "rules":
             options, severities = _rule_tables(value)
             changes["rule_options"] = options

@@ -180,7 +180,10 @@ def _apply_config(findings: list[Finding], config: Config) -> list[Finding]:
     kept = []
     for finding in findings:
         node = finding.node or ""
-        if any(fnmatch.fnmatchcase(node, glob) and matches(finding.rule, ids) for glob, ids in config.per_node_ignores.items()):
+        if any(
+            fnmatch.fnmatchcase(node, glob) and matches(finding.rule, ids)
+            for glob, ids in config.per_node_ignores.items()
+        ):
             continue
         if finding.rule in config.severities:
             finding = replace(finding, severity=config.severities[finding.rule])

@@ -44,9 +44,16 @@ from relulint.tensors import TensorUnavailable, read_tensor, tensor_problem, ten
 BRANCH_NAMES = {"then_branch": "then", "else_branch": "else", "body": "body"}
 # Ops whose output is a function of constant inputs only, and cheap to evaluate in numpy.
 FOLDABLE_OPS = {
-    "Identity", "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze",
-    "ConstantOfShape", "DequantizeLinear", "Flatten",
-}  # fmt: skip
+    "Identity",
+    "Cast",
+    "Transpose",
+    "Reshape",
+    "Squeeze",
+    "Unsqueeze",
+    "ConstantOfShape",
+    "DequantizeLinear",
+    "Flatten",
+}
 MAX_FOLD_DEPTH = 64  # a longer constant chain is treated as unknown (hostile models)
 MAX_FOLD_ELEMENTS = 1 << 24  # ConstantOfShape larger than this is not materialized
 CYCLE_SUFFIX = "@cycle"  # the renamed input of a node whose input closed a cycle
@@ -233,7 +240,7 @@ def cut_cycles(graph: Graph) -> list[tuple[str, str, str]]:
     ``<tensor>@cycle`` (produced by no node); a cut subgraph output no longer feeds its owner.
     """
     cut = _back_edges(graph)
-    for source, target, tensor in cut:
+    for _source, target, tensor in cut:
         node = graph.nodes[target]
         if tensor in node.inputs:
             renamed = tensor + CYCLE_SUFFIX
@@ -294,7 +301,9 @@ def find_cycle(graph: Graph) -> list[str]:
         node.id: {producers[t] for t in node.inputs if t in producers} for node in graph.nodes.values()
     }
     for owner, outputs in graph.subgraph_outputs:
-        incoming[owner].update(graph.producers[t] for t in outputs if t in graph.producers and graph.producers[t] != owner)
+        incoming[owner].update(
+            graph.producers[t] for t in outputs if t in graph.producers and graph.producers[t] != owner
+        )
     outgoing: dict[str, list[str]] = {node_id: [] for node_id in graph.nodes}
     for node_id, sources in incoming.items():
         for source in sources:
@@ -418,7 +427,9 @@ class _Builder:
     def report(self) -> None:
         graph = self.graph
         for tensor in sorted(self.dangling - set(graph.initializers) - set(graph.value_info))[:20]:
-            graph.notes.append(Note("checker", f"tensor '{tensor}' is used but produced by no node, input or initializer"))
+            graph.notes.append(
+                Note("checker", f"tensor '{tensor}' is used but produced by no node, input or initializer")
+            )
         for tensor in sorted(self.duplicates)[:20]:
             graph.notes.append(
                 Note("checker", f"tensor '{tensor}' is written by more than one node; the first writer is used")
@@ -556,9 +567,15 @@ def _fold(node: Node, args: list[np.ndarray | None]) -> np.ndarray | None:
 def count_parameters(graph: Graph) -> int:
     """Elements of floating-point initializers (the learnable weights), from their shapes alone."""
     float_types = {
-        TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE,
-        TensorProto.INT8, TensorProto.UINT8, TensorProto.INT4, TensorProto.UINT4,
-    }  # fmt: skip
+        TensorProto.FLOAT,
+        TensorProto.FLOAT16,
+        TensorProto.BFLOAT16,
+        TensorProto.DOUBLE,
+        TensorProto.INT8,
+        TensorProto.UINT8,
+        TensorProto.INT4,
+        TensorProto.UINT4,
+    }
     total = 0
     for tensor in graph.initializers.values():
         if tensor.data_type in float_types:

@@ -13,7 +13,18 @@ import os
 import sys
 
 # Arguments after which no probe runs in this process, or may not: no worker is started early.
-NO_EARLY_WORKER = {"--no-probe", "--list-rules", "--explain", "-h", "--help", "--version", "--select", "--ignore", "-j", "--jobs"}
+NO_EARLY_WORKER = {
+    "--no-probe",
+    "--list-rules",
+    "--explain",
+    "-h",
+    "--help",
+    "--version",
+    "--select",
+    "--ignore",
+    "-j",
+    "--jobs",
+}
 
 
 def probe_likely(arguments: list[str]) -> bool:

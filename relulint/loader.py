@@ -30,9 +30,17 @@ DEFAULT_MAX_MODEL_SIZE = 2 * 1024**3  # protobuf cannot parse a larger message a
 # Element types stored several to a byte: their bytes cannot be memory-mapped one element per byte group.
 PACKED_BITS = {
     getattr(TensorProto, name): bits
-    for name, bits in (("INT4", 4), ("UINT4", 4), ("FLOAT4E2M1", 4), ("INT2", 2), ("UINT2", 2), ("FLOAT6E2M3", 6), ("FLOAT6E3M2", 6))
+    for name, bits in (
+        ("INT4", 4),
+        ("UINT4", 4),
+        ("FLOAT4E2M1", 4),
+        ("INT2", 2),
+        ("UINT2", 2),
+        ("FLOAT6E2M3", 6),
+        ("FLOAT6E3M2", 6),
+    )
     if hasattr(TensorProto, name)
-}  # fmt: skip
+}
 PACKED_TYPES = set(PACKED_BITS)
 # Python's protobuf parser stops at 100 nested messages (about 33 nested subgraphs). A model nested deeper
 # is parsed again with the limit lifted, but only this deep (the parser recurses on the C stack: a file
@@ -201,20 +209,20 @@ def repair_strings(message: Any) -> int:
                     repaired += 1
             stack.extend(current.external_data)
             continue
-        for field, value in current.ListFields():
-            if field.type == FieldDescriptor.TYPE_MESSAGE:
-                if field.is_repeated:
+        for descriptor, value in current.ListFields():
+            if descriptor.type == FieldDescriptor.TYPE_MESSAGE:
+                if descriptor.is_repeated:
                     stack.extend(value)
                 else:
                     stack.append(value)
-            elif field.type != FieldDescriptor.TYPE_STRING:
+            elif descriptor.type != FieldDescriptor.TYPE_STRING:
                 continue
-            elif field.is_repeated:
+            elif descriptor.is_repeated:
                 if any(type(item) is bytes for item in value):
                     value[:] = [_decoded(item) for item in value]
                     repaired += 1
             elif type(value) is bytes:
-                setattr(current, field.name, _decoded(value))
+                setattr(current, descriptor.name, _decoded(value))
                 repaired += 1
     return repaired
 
@@ -228,8 +236,12 @@ def _too_large(size: int, max_size: int) -> str:
 
 
 def _file_kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISFIFO, "named pipe"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):  # fmt: skip
+    for test, kind in (
+        (stat.S_ISFIFO, "named pipe"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ):
         if test(mode):
             return kind
     return "special file"
@@ -513,7 +525,10 @@ def _inline_functions(loaded: LoadedModel) -> None:
         loaded.model = inliner.inline_local_functions(loaded.model)
     except Exception as exc:
         loaded.notes.append(
-            Note("skipped", f"model-local functions could not be inlined ({_one_line(exc)}); their bodies are not analysed")
+            Note(
+                "skipped",
+                f"model-local functions could not be inlined ({_one_line(exc)}); their bodies are not analysed",
+            )
         )
 
 
@@ -522,7 +537,10 @@ def _check_opsets(loaded: LoadedModel) -> None:
     for entry in loaded.model.opset_import:
         if entry.domain in ("", "ai.onnx") and entry.version > known:
             loaded.notes.append(
-                Note("info", f"opset {entry.version} is newer than the {known} this onnx knows; ops are read as in opset {known}")
+                Note(
+                    "info",
+                    f"opset {entry.version} is newer than the {known} this onnx knows; ops are read as in opset {known}",
+                )
             )
 
 

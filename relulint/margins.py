@@ -50,10 +50,25 @@ TINY_SCALE = 1e-12  # floor of sigma_in: an input that is (about) always zero le
 MAX_WALK = 64
 # Ops whose output has (about) the root mean square of their first input: they move, pad, pool or select.
 SCALE_KEEPING_OPS = PASS_THROUGH_OPS | {
-    "Transpose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "Pad", "Slice",
-    "Split", "Gather", "Expand", "Tile", "Resize", "Upsample", "DepthToSpace", "SpaceToDepth", "ReduceMean",
+    "Transpose",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "LpPool",
+    "Pad",
+    "Slice",
+    "Split",
+    "Gather",
+    "Expand",
+    "Tile",
+    "Resize",
+    "Upsample",
+    "DepthToSpace",
+    "SpaceToDepth",
+    "ReduceMean",
     "ReduceMax",
-}  # fmt: skip
+}
 # Slope of the negative side of the ReLU variants whose output moments are computed with it; the other
 # variants (Elu, Gelu, Mish, ...) are treated as ReLU: their negative side is small and bounded.
 LEAKY_DEFAULT_SLOPE = {"LeakyRelu": 0.01, "PRelu": 0.25}
@@ -159,9 +174,17 @@ def _float_constant(graph: Graph, tensor: str) -> np.ndarray | None:
 # Chebyshev fit of erfc (Numerical Recipes' erfcc): relative error below 1.2e-7 everywhere, tails included,
 # so the moments of far-off units stay accurate; numpy has no erfc and a Python loop costs a microsecond a unit.
 _ERFC_COEFFICIENTS = (
-    -1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
-    0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277,
-)  # fmt: skip
+    -1.26551223,
+    1.00002368,
+    0.37409196,
+    0.09678418,
+    -0.18628806,
+    0.27886807,
+    -1.13520398,
+    1.48851587,
+    -0.82215223,
+    0.17087277,
+)
 
 
 def erfc(x: np.ndarray) -> np.ndarray:

@@ -59,14 +59,24 @@ class ModelBuilder:
 
     # ---- layers ------------------------------------------------------------------------------
     def conv(
-        self, x: str, in_ch: int, out_ch: int, k: int = 3, stride: int = 1, bias: bool | np.ndarray = True,
-        weight: np.ndarray | None = None, name: str | None = None, group: int = 1,
-    ) -> str:  # fmt: skip
+        self,
+        x: str,
+        in_ch: int,
+        out_ch: int,
+        k: int = 3,
+        stride: int = 1,
+        bias: bool | np.ndarray = True,
+        weight: np.ndarray | None = None,
+        name: str | None = None,
+        group: int = 1,
+    ) -> str:
         w = weight if weight is not None else self.he([out_ch, in_ch // group, k, k], in_ch // group * k * k)
         inputs = [x, self.const(w)]
         if bias is not False:
             inputs.append(self.const(np.zeros(out_ch, np.float32) if bias is True else np.asarray(bias, np.float32)))
-        return self.node("Conv", inputs, name, kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4, group=group)
+        return self.node(
+            "Conv", inputs, name, kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4, group=group
+        )
 
     def batchnorm(
         self, x: str, ch: int, gamma: np.ndarray | None = None, beta: np.ndarray | None = None, name: str | None = None
@@ -74,12 +84,20 @@ class ModelBuilder:
         g = np.ones(ch, np.float32) if gamma is None else np.asarray(gamma, np.float32)
         b = np.zeros(ch, np.float32) if beta is None else np.asarray(beta, np.float32)
         mean, var = np.zeros(ch, np.float32), np.ones(ch, np.float32)
-        return self.node("BatchNormalization", [x, self.const(g), self.const(b), self.const(mean), self.const(var)], name)
+        return self.node(
+            "BatchNormalization", [x, self.const(g), self.const(b), self.const(mean), self.const(var)], name
+        )
 
     def gemm(
-        self, x: str, fan_in: int, units: int, weight: np.ndarray | None = None, bias: np.ndarray | None = None,
-        trans_b: bool = True, name: str | None = None,
-    ) -> str:  # fmt: skip
+        self,
+        x: str,
+        fan_in: int,
+        units: int,
+        weight: np.ndarray | None = None,
+        bias: np.ndarray | None = None,
+        trans_b: bool = True,
+        name: str | None = None,
+    ) -> str:
         """Gemm as PyTorch exports Linear (transB=1: weight stored [units, fan_in])."""
         w = weight if weight is not None else self.he([units, fan_in], fan_in)
         if not trans_b:
@@ -88,9 +106,14 @@ class ModelBuilder:
         return self.node("Gemm", [x, self.const(w), self.const(b)], name, transB=int(trans_b))
 
     def linear(
-        self, x: str, fan_in: int, units: int, weight: np.ndarray | None = None, bias: np.ndarray | None = None,
+        self,
+        x: str,
+        fan_in: int,
+        units: int,
+        weight: np.ndarray | None = None,
+        bias: np.ndarray | None = None,
         name: str | None = None,
-    ) -> str:  # fmt: skip
+    ) -> str:
         """MatMul + Add, as PyTorch exports Linear on 3-D inputs (weight stored [fan_in, units])."""
         w = weight if weight is not None else self.he([units, fan_in], fan_in)
         y = self.node("MatMul", [x, self.const(np.ascontiguousarray(np.asarray(w, np.float32).T))], name)
@@ -110,7 +133,9 @@ class ModelBuilder:
         return self.node("Flatten", [self.node("GlobalAveragePool", [x])])
 
     # ---- model -------------------------------------------------------------------------------
-    def build(self, outputs: Sequence[str], output_shapes: Sequence[Sequence[int | str] | None] | None = None) -> onnx.ModelProto:
+    def build(
+        self, outputs: Sequence[str], output_shapes: Sequence[Sequence[int | str] | None] | None = None
+    ) -> onnx.ModelProto:
         shapes = output_shapes or [None] * len(outputs)
         graph = helper.make_graph(
             self.nodes,
@@ -119,7 +144,9 @@ class ModelBuilder:
             [helper.make_tensor_value_info(o, TensorProto.FLOAT, s) for o, s in zip(outputs, shapes)],
             self.initializers,
         )
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)], producer_name="relulint-modelkit")
+        model = helper.make_model(
+            graph, opset_imports=[helper.make_opsetid("", self.opset)], producer_name="relulint-modelkit"
+        )
         model.ir_version = 8
         if any(s is None for s in shapes):  # the checker wants output shapes: take them from inference
             done = onnx.shape_inference.infer_shapes(model).graph
@@ -132,15 +159,22 @@ class ModelBuilder:
 
 def resnet_block(b: ModelBuilder, x: str, ch: int, prefix: str) -> str:
     """Conv-BN-ReLU-Conv-BN + identity shortcut, then ReLU (a basic ResNet block)."""
-    y = b.relu(b.batchnorm(b.conv(x, ch, ch, bias=False, name=f"{prefix}_conv1"), ch, name=f"{prefix}_bn1"), f"{prefix}_relu1")
+    y = b.relu(
+        b.batchnorm(b.conv(x, ch, ch, bias=False, name=f"{prefix}_conv1"), ch, name=f"{prefix}_bn1"), f"{prefix}_relu1"
+    )
     y = b.batchnorm(b.conv(y, ch, ch, bias=False, name=f"{prefix}_conv2"), ch, name=f"{prefix}_bn2")
     return b.relu(b.add(y, x, f"{prefix}_add"), f"{prefix}_relu2")
 
 
 def mlp(
-    b: ModelBuilder, x: str, widths: Sequence[int], bias_value: float = 0.0, weight_scale: float = 1.0,
-    final_relu: bool = False, prefix: str = "fc",
-) -> str:  # fmt: skip
+    b: ModelBuilder,
+    x: str,
+    widths: Sequence[int],
+    bias_value: float = 0.0,
+    weight_scale: float = 1.0,
+    final_relu: bool = False,
+    prefix: str = "fc",
+) -> str:
     """Gemm+ReLU layers of the given widths (widths[0] is the input size); the last layer is linear."""
     y = x
     for index, (fan_in, units) in enumerate(zip(widths[:-1], widths[1:])):

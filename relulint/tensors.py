@@ -120,7 +120,9 @@ def _read_external(tensor: TensorProto, loaded: LoadedModel, shape: tuple[int, .
         offset = int(key[2] or 0)
         start = offset - offset % mmap.ALLOCATIONGRANULARITY
         with open(file, "rb") as stream:
-            mapped = mmap.mmap(stream.fileno(), offset - start + count * dtype.itemsize, access=mmap.ACCESS_READ, offset=start)
+            mapped = mmap.mmap(
+                stream.fileno(), offset - start + count * dtype.itemsize, access=mmap.ACCESS_READ, offset=start
+            )
     except (OSError, ValueError, OverflowError) as exc:  # the file changed since loading
         raise TensorUnavailable(f"external data of tensor '{tensor.name}' cannot be mapped ({exc})") from None
     _MAPPINGS.append(weakref.ref(mapped))

@@ -20,8 +20,17 @@ from relulint.tensors import as_float
 PLAIN = "plain"
 VARIANT = "variant"
 VARIANT_OPS = {
-    "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "HardSwish", "Mish", "Softplus", "ThresholdedRelu",
-}  # fmt: skip
+    "LeakyRelu",
+    "PRelu",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Gelu",
+    "HardSwish",
+    "Mish",
+    "Softplus",
+    "ThresholdedRelu",
+}
 LINEAR_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 NORM_OPS = {"BatchNormalization", "LayerNormalization", "GroupNormalization", "InstanceNormalization"}
 DECOMPOSED_LAYERNORM = "LayerNormalization (decomposed)"
@@ -146,7 +155,9 @@ def _layer_for(graph: Graph, act: Node, family: str, pre_activation: str) -> Lay
     channel_axis = 1 if linear.op in ("Conv", "ConvTranspose") else -1
     if shape_info is None:
         units = _units_from_shape(graph, act.outputs[0], channel_axis)
-        return Layer(channel_axis=channel_axis, linear=linear.id, linear_op=linear.op, bias=tuple(bias), units=units, **base)
+        return Layer(
+            channel_axis=channel_axis, linear=linear.id, linear_op=linear.op, bias=tuple(bias), units=units, **base
+        )
     weight, layout, group, units, fan_in, fan_out = shape_info
     if layout == "matmul_left":
         channel_axis = -2
@@ -316,7 +327,9 @@ def weight_matrix(graph: Graph, layer: Layer) -> np.ndarray | None:
         per_group = in_channels // group
         # [C, M/g, k...] -> for each group g, units g*M/g.. use input channels of that group only
         blocks = [
-            np.moveaxis(w[g * per_group : (g + 1) * per_group], 1, 0).reshape(w.shape[1], per_group * _product(w.shape[2:]))
+            np.moveaxis(w[g * per_group : (g + 1) * per_group], 1, 0).reshape(
+                w.shape[1], per_group * _product(w.shape[2:])
+            )
             for g in range(group)
         ]
         return np.concatenate(blocks, axis=0)

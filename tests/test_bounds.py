@@ -74,8 +74,14 @@ def sample_box(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, count: 
 def gemm_relu_model(weight, bias, relu=True, input_name="x") -> onnx.ModelProto:
     b = ModelBuilder(seed=0)
     x = b.input(input_name, ["N", np.shape(weight)[1]])
-    y = b.gemm(x, np.shape(weight)[1], np.shape(weight)[0], weight=np.asarray(weight, np.float32),
-               bias=np.asarray(bias, np.float32), name="fc")  # fmt: skip
+    y = b.gemm(
+        x,
+        np.shape(weight)[1],
+        np.shape(weight)[0],
+        weight=np.asarray(weight, np.float32),
+        bias=np.asarray(bias, np.float32),
+        name="fc",
+    )
     return b.build([b.relu(y, "act") if relu else y])
 
 
@@ -314,8 +320,14 @@ def test_conv_kernel_matches_onnxruntime(attrs):
         rng.standard_normal((6, 4 // attrs.get("group", 1), *attrs["kernel_shape"])),
     )
     expected = _run_single(helper.make_node("Conv", ["x", "w"], ["y"], **attrs), x, w)
-    geometry = kernels.window(x.shape[2:], attrs["kernel_shape"], attrs.get("strides"), attrs.get("dilations"),
-                              attrs.get("pads"), attrs.get("auto_pad", "NOTSET"))  # fmt: skip
+    geometry = kernels.window(
+        x.shape[2:],
+        attrs["kernel_shape"],
+        attrs.get("strides"),
+        attrs.get("dilations"),
+        attrs.get("pads"),
+        attrs.get("auto_pad", "NOTSET"),
+    )
     np.testing.assert_allclose(kernels.conv(x, w, geometry, attrs.get("group", 1)), expected, atol=1e-4)
 
 
@@ -334,9 +346,12 @@ def test_conv_transpose_kernel_matches_onnxruntime(attrs):
     n = 2
     pads = attrs.get("pads", [0] * 4)
     geometry = kernels.TransposeGeometry(
-        tuple(attrs.get("strides", [1] * n)), tuple(attrs.get("dilations", [1] * n)), tuple(pads[:n]), tuple(pads[n:]),
+        tuple(attrs.get("strides", [1] * n)),
+        tuple(attrs.get("dilations", [1] * n)),
+        tuple(pads[:n]),
+        tuple(pads[n:]),
         tuple(attrs.get("output_padding", [0] * n)),
-    )  # fmt: skip
+    )
     np.testing.assert_allclose(kernels.conv_transpose(x, w, geometry, group), expected, atol=1e-4)
 
 
@@ -542,8 +557,11 @@ def test_each_modelled_op_bounds_every_sampled_value(op):
     graph = build_graph(load_model(loaded_path))
     propagation = propagate_bounds(graph, input_box(graph, {}, ranges), opset=20)
     tensors = [  # every computed float tensor (exact ones, such as shapes, are known values)
-        t for node in graph.nodes.values() for t in node.outputs if t in propagation.bounds and propagation.bounds[t].value is None
-    ]  # fmt: skip
+        t
+        for node in graph.nodes.values()
+        for t in node.outputs
+        if t in propagation.bounds and propagation.bounds[t].value is None
+    ]
     assert out in propagation.bounds, f"{op} left its output unbounded: {propagation.reasons}"
     assert np.all(np.isfinite(propagation.bounds[out].hi)), f"{op} gave no finite bound"
     rng = np.random.default_rng(0)

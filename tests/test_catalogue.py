@@ -46,7 +46,9 @@ def test_rule_metadata_is_complete(rule):
 
 @pytest.mark.parametrize("rule", all_rules(), ids=lambda r: r.id)
 def test_every_rule_is_exercised_by_a_test(rule):
-    tests = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "tests").glob("test_*.py") if p.name != Path(__file__).name)
+    tests = "".join(
+        p.read_text(encoding="utf-8") for p in (ROOT / "tests").glob("test_*.py") if p.name != Path(__file__).name
+    )
     assert rule.id in tests, f"no test mentions {rule.id}"
 
 

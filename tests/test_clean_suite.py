@@ -151,8 +151,10 @@ def test_dying_mlp_example_fires_the_bias_rule_and_is_one_layer_short_of_rl301()
     assert result.error is None
     # Built for RL201: hidden biases of -4 keep most hidden units below zero.
     assert {f.node for f in result.findings if f.rule == "RL201" and f.severity >= Severity.WARNING} == {
-        "fc1_relu", "fc2_relu", "fc3_relu",
-    }  # fmt: skip
+        "fc1_relu",
+        "fc2_relu",
+        "fc3_relu",
+    }
     # Four Gemm layers, but the last is the linear head: three Gemm+ReLU layers, one short of RL301's default.
     assert [layer["name"] for layer in result.layers] == ["fc1_relu", "fc2_relu", "fc3_relu"]
     assert not [f for f in result.findings if f.rule in ("RL301", "RL401", "RL402")]

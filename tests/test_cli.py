@@ -57,12 +57,27 @@ def test_json_contract_fields(tmp_path):
     assert set(document) >= {"version", "tool", "models"}
     assert document["tool"]["name"] == "relulint"
     model = document["models"][0]
-    assert set(model) >= {"path", "sha256", "opset", "producer", "ir_version", "parameters", "units", "findings", "notes"}
+    assert set(model) >= {
+        "path",
+        "sha256",
+        "opset",
+        "producer",
+        "ir_version",
+        "parameters",
+        "units",
+        "findings",
+        "notes",
+    }
     unit = model["units"][0]
     assert {k: unit[k] for k in ("name", "activation_op", "family", "linear", "linear_op", "units", "fan_in")} == {
-        "name": "act1", "activation_op": "Relu", "family": "plain", "linear": "fc1", "linear_op": "Gemm",
-        "units": 8, "fan_in": 4,
-    }  # fmt: skip
+        "name": "act1",
+        "activation_op": "Relu",
+        "family": "plain",
+        "linear": "fc1",
+        "linear_op": "Gemm",
+        "units": 8,
+        "fan_in": 4,
+    }
     assert unit["metrics"]["he_std"] == pytest.approx((2 / 4) ** 0.5, rel=1e-5)
 
 

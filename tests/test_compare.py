@@ -86,9 +86,11 @@ def to_onnx(params: Params) -> onnx.ModelProto:
     for index, (w, bias) in enumerate(params):
         name = f"fc{index + 1}"
         y = b.node(
-            "Gemm", [y, b.const(w.astype(np.float32), f"{name}.weight"), b.const(bias.astype(np.float32), f"{name}.bias")],
-            name, transB=1,
-        )  # fmt: skip
+            "Gemm",
+            [y, b.const(w.astype(np.float32), f"{name}.weight"), b.const(bias.astype(np.float32), f"{name}.bias")],
+            name,
+            transB=1,
+        )
         if index < len(params) - 1:
             y = b.relu(y, f"{name}_relu")
     return b.build([y])
@@ -202,7 +204,9 @@ def test_mismatched_checkpoints_from_the_cli_are_one_line_exit_2(tmp_path, runs)
     result = CliRunner().invoke(main, [new, "--no-probe", "--compare", str(tmp_path / "wider.onnx")])
     assert result.exit_code == 2
     [line] = result.stderr.strip().splitlines()
-    assert line.startswith(f"relulint: error: {new}: cannot compare with {tmp_path / 'wider.onnx'}: the checkpoints do not match")
+    assert line.startswith(
+        f"relulint: error: {new}: cannot compare with {tmp_path / 'wider.onnx'}: the checkpoints do not match"
+    )
 
 
 def test_renamed_initializers_are_an_error(tmp_path, runs):

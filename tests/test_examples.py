@@ -22,5 +22,7 @@ def test_examples_are_reproducible_and_under_1mb(tmp_path):
     committed = sorted(p.name for p in (ROOT / "examples").glob("*.onnx"))
     assert made == committed == sorted(script.EXAMPLES)
     for name in made:
-        assert (tmp_path / name).read_bytes() == (ROOT / "examples" / name).read_bytes(), f"rerun make_examples.py: {name}"
+        assert (tmp_path / name).read_bytes() == (ROOT / "examples" / name).read_bytes(), (
+            f"rerun make_examples.py: {name}"
+        )
     assert sum((ROOT / "examples" / name).stat().st_size for name in committed) < 1_000_000

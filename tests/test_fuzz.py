@@ -72,7 +72,9 @@ def branches_and_quantized() -> onnx.ModelProto:
     cond = b.input("cond", [], TensorProto.BOOL)
     q = b.const(np.arange(-8, 8, dtype=np.int8).reshape(4, 4), "Wq")
     w = b.node("DequantizeLinear", [q, b.const(np.float32(0.1), "scale"), b.const(np.int8(0), "zero")], "dq")
-    h = b.relu(b.node("Add", [b.node("MatMul", [x, w], "mm"), b.const(np.full(4, -0.5, np.float32), "bias")], "add"), "act")
+    h = b.relu(
+        b.node("Add", [b.node("MatMul", [x, w], "mm"), b.const(np.full(4, -0.5, np.float32), "bias")], "add"), "act"
+    )
     branches = []
     for name, slope in (("then", 0.0), ("else", 0.1)):
         weight = numpy_helper.from_array(np.eye(4, dtype=np.float32) * 0.5, f"{name}_w")
@@ -93,14 +95,21 @@ def local_function() -> onnx.ModelProto:
     function = helper.make_function("local", "Dense", ["x", "w"], ["y"], body, opsets)
     w = numpy_helper.from_array(np.random.default_rng(4).standard_normal((4, 4)).astype(np.float32), "W")
     graph = helper.make_graph(
-        [helper.make_node("Dense", ["x", "W"], ["y"], domain="local", name="dense")], "g",
+        [helper.make_node("Dense", ["x", "W"], ["y"], domain="local", name="dense")],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w],
-    )  # fmt: skip
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [w],
+    )
     return helper.make_model(graph, opset_imports=opsets, functions=[function])
 
 
-SEEDS = {"mlp": dying_mlp(), "convnet": residual_convnet(), "branches": branches_and_quantized(), "function": local_function()}
+SEEDS = {
+    "mlp": dying_mlp(),
+    "convnet": residual_convnet(),
+    "branches": branches_and_quantized(),
+    "function": local_function(),
+}
 SEED_BYTES = {name: model.SerializeToString() for name, model in SEEDS.items()}
 
 
@@ -191,8 +200,13 @@ def byte_mutants(draw) -> bytes:
     return bytes(data)
 
 
-@settings(max_examples=BYTE_EXAMPLES, deadline=None, derandomize=RANDOM is None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+@settings(
+    max_examples=BYTE_EXAMPLES,
+    deadline=None,
+    derandomize=RANDOM is None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=byte_mutants())
 @seed(int(RANDOM or 0))
 def test_byte_mutants_never_crash(folder, data):
@@ -202,8 +216,26 @@ def test_byte_mutants_never_crash(folder, data):
 # ---- field mutations ----------------------------------------------------------------------------------
 INTERESTING_INTS = [0, 1, -1, 2, 3, 7, 16, 999, 2**31 - 1, -(2**31), 2**40, 10**12, -(10**12), 2**62]
 INTERESTING_FLOATS = [0.0, -0.0, 1.0, -1.0, 1e-45, 1e-310, 3.4e38, -3.4e38, math.inf, -math.inf, math.nan]
-INTERESTING_TEXT = ["", "x", "y", "w_0", "../weights.bin", "weights.bin", "/etc/passwd", "a\x00b", "\x1b[31m<script>",
-                    "com.example", "ai.onnx", "Relu", "Gemm", "If", "0", "-1", "9" * 30, "é" * 40]  # fmt: skip
+INTERESTING_TEXT = [
+    "",
+    "x",
+    "y",
+    "w_0",
+    "../weights.bin",
+    "weights.bin",
+    "/etc/passwd",
+    "a\x00b",
+    "\x1b[31m<script>",
+    "com.example",
+    "ai.onnx",
+    "Relu",
+    "Gemm",
+    "If",
+    "0",
+    "-1",
+    "9" * 30,
+    "é" * 40,
+]
 ENUM_NAMES = {"data_type", "elem_type", "type", "data_location"}
 
 
@@ -248,7 +280,12 @@ def scalar_value(draw, field: FieldDescriptor, names: list[str]):
         return draw(st.sampled_from([v.number for v in field.enum_type.values]))
     if field.name in ENUM_NAMES:  # element and attribute types: valid, rare and invalid numbers
         return draw(st.sampled_from(list(range(0, 27)) + [99, -1]))
-    unsigned = kind in (FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED32, FieldDescriptor.TYPE_FIXED64)
+    unsigned = kind in (
+        FieldDescriptor.TYPE_UINT32,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_FIXED32,
+        FieldDescriptor.TYPE_FIXED64,
+    )
     value = draw(st.sampled_from(INTERESTING_INTS))
     if unsigned:
         value = abs(value)
@@ -319,8 +356,13 @@ def field_mutants(draw) -> bytes:
     return model.SerializeToString()
 
 
-@settings(max_examples=FIELD_EXAMPLES, deadline=None, derandomize=RANDOM is None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+@settings(
+    max_examples=FIELD_EXAMPLES,
+    deadline=None,
+    derandomize=RANDOM is None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=field_mutants())
 @seed(int(RANDOM or 0))
 def test_field_mutants_never_crash(folder, data):
@@ -329,16 +371,84 @@ def test_field_mutants_never_crash(folder, data):
 
 # ---- graph mutations: the same five kinds, aimed at what relulint reads ------------------------------
 RELEVANT_OPS = [
-    "Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "LayerNormalization", "GroupNormalization",
-    "InstanceNormalization", "Relu", "LeakyRelu", "PRelu", "Clip", "Max", "Elu", "Gelu", "ThresholdedRelu", "Add",
-    "Sub", "Mul", "Div", "Sum", "Sqrt", "Pow", "ReduceMean", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast",
-    "Transpose", "Identity", "Dropout", "Constant", "ConstantOfShape", "DequantizeLinear", "If", "Loop",
-    "GlobalAveragePool", "MaxPool", "Concat", "Split", "Softmax", "Sigmoid",
-]  # fmt: skip
-ATTRIBUTE_NAMES = ["group", "transA", "transB", "alpha", "beta", "axis", "axes", "perm", "to", "value", "min", "max",
-                   "allowzero", "epsilon", "block_size", "kernel_shape", "pads", "strides", "num_groups", "keepdims"]  # fmt: skip
-ELEMENT_TYPES = [TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE, TensorProto.INT8,
-                 TensorProto.UINT8, TensorProto.INT32, TensorProto.INT64, TensorProto.BOOL, TensorProto.INT4]  # fmt: skip
+    "Conv",
+    "ConvTranspose",
+    "Gemm",
+    "MatMul",
+    "BatchNormalization",
+    "LayerNormalization",
+    "GroupNormalization",
+    "InstanceNormalization",
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Clip",
+    "Max",
+    "Elu",
+    "Gelu",
+    "ThresholdedRelu",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Sum",
+    "Sqrt",
+    "Pow",
+    "ReduceMean",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Cast",
+    "Transpose",
+    "Identity",
+    "Dropout",
+    "Constant",
+    "ConstantOfShape",
+    "DequantizeLinear",
+    "If",
+    "Loop",
+    "GlobalAveragePool",
+    "MaxPool",
+    "Concat",
+    "Split",
+    "Softmax",
+    "Sigmoid",
+]
+ATTRIBUTE_NAMES = [
+    "group",
+    "transA",
+    "transB",
+    "alpha",
+    "beta",
+    "axis",
+    "axes",
+    "perm",
+    "to",
+    "value",
+    "min",
+    "max",
+    "allowzero",
+    "epsilon",
+    "block_size",
+    "kernel_shape",
+    "pads",
+    "strides",
+    "num_groups",
+    "keepdims",
+]
+ELEMENT_TYPES = [
+    TensorProto.FLOAT,
+    TensorProto.FLOAT16,
+    TensorProto.BFLOAT16,
+    TensorProto.DOUBLE,
+    TensorProto.INT8,
+    TensorProto.UINT8,
+    TensorProto.INT32,
+    TensorProto.INT64,
+    TensorProto.BOOL,
+    TensorProto.INT4,
+]
 
 
 def attribute_value(draw):
@@ -348,14 +458,21 @@ def attribute_value(draw):
         | st.lists(st.sampled_from(INTERESTING_INTS[:8]), min_size=1, max_size=6)
         | st.lists(st.sampled_from(INTERESTING_FLOATS), min_size=1, max_size=4)
         | st.sampled_from(["", "NOTSET", "SAME_UPPER", "x"])
-        | st.builds(lambda a: numpy_helper.from_array(a), st.sampled_from([np.zeros((0,), np.float32), np.float32(np.nan), np.ones((2, 2), np.int64), np.array([-1], np.int64)]))
-    )  # fmt: skip
+        | st.builds(
+            lambda a: numpy_helper.from_array(a),
+            st.sampled_from(
+                [np.zeros((0,), np.float32), np.float32(np.nan), np.ones((2, 2), np.int64), np.array([-1], np.int64)]
+            ),
+        )
+    )
 
 
 def random_tensor(draw, name: str) -> TensorProto:
     shape = draw(st.lists(st.sampled_from([0, 1, 2, 3, 4, 8, 16]), max_size=4))
     data_type = draw(st.sampled_from(ELEMENT_TYPES))
-    values = np.resize(np.array(draw(st.lists(st.sampled_from(INTERESTING_FLOATS[:10]), min_size=1, max_size=8))), shape)
+    values = np.resize(
+        np.array(draw(st.lists(st.sampled_from(INTERESTING_FLOATS[:10]), min_size=1, max_size=8))), shape
+    )
     if data_type in (TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.INT4):
         return helper.make_tensor(name, data_type, shape, np.nan_to_num(values).reshape(-1).clip(-7, 7).tolist())
     dtype = helper.tensor_dtype_to_np_dtype(data_type)
@@ -367,8 +484,20 @@ def random_tensor(draw, name: str) -> TensorProto:
 def mutate_graph(draw, model: onnx.ModelProto) -> str:
     graph = model.graph
     tensors = names_in(model)
-    kind = draw(st.sampled_from(["retype op", "rename input", "rename output", "resize weight", "retype attribute",
-                                 "drop node", "duplicate node", "drop attribute"]))  # fmt: skip
+    kind = draw(
+        st.sampled_from(
+            [
+                "retype op",
+                "rename input",
+                "rename output",
+                "resize weight",
+                "retype attribute",
+                "drop node",
+                "duplicate node",
+                "drop attribute",
+            ]
+        )
+    )
     if kind == "resize weight" and graph.initializer:
         index = draw(st.integers(0, len(graph.initializer) - 1))
         graph.initializer[index].CopyFrom(random_tensor(draw, graph.initializer[index].name))
@@ -405,16 +534,26 @@ def graph_mutants(draw) -> bytes:
     return model.SerializeToString()
 
 
-@settings(max_examples=GRAPH_EXAMPLES, deadline=None, derandomize=RANDOM is None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+@settings(
+    max_examples=GRAPH_EXAMPLES,
+    deadline=None,
+    derandomize=RANDOM is None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=graph_mutants())
 @seed(int(RANDOM or 0))
 def test_graph_mutants_never_crash(folder, data):
     check_mutant(data, folder)
 
 
-@settings(max_examples=PROBE_EXAMPLES, deadline=None, derandomize=RANDOM is None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+@settings(
+    max_examples=PROBE_EXAMPLES,
+    deadline=None,
+    derandomize=RANDOM is None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=graph_mutants())
 @seed(int(RANDOM or 0))
 def test_graph_mutants_with_the_probe_never_crash(folder, data):

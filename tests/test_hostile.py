@@ -59,9 +59,13 @@ def lint(*args: str, report: Path | None = None, probe: bool = False, memory_lim
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
 
     done = subprocess.run(
-        command, capture_output=True, text=True, env=environment, timeout=600,
+        command,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=600,
         preexec_fn=limit if memory_limit else None,
-    )  # fmt: skip
+    )
     parsed = json.loads(report.read_text()) if report is not None and report.exists() else None
     outcome = Outcome(done.returncode, done.stdout, done.stderr, parsed)
     assert_no_crash(outcome)
@@ -129,7 +133,9 @@ def replace_array(tensor: TensorProto, array: np.ndarray) -> None:
 
 def save_external(model: onnx.ModelProto, folder: Path) -> Path:
     path = folder / "model.onnx"
-    onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+    onnx.save(
+        model, path, save_as_external_data=True, all_tensors_to_one_file=True, location="weights.bin", size_threshold=0
+    )
     return path
 
 
@@ -168,16 +174,21 @@ def nested_if_model(depth: int, padding: int = 0) -> bytes:
     else_attribute = helper.make_attribute("else_branch", leaf).SerializeToString()
     inner = leaf.SerializeToString()
     for level in range(depth):
-        then_attribute = AttributeProto(name="then_branch", type=AttributeProto.GRAPH).SerializeToString() + _field(6, inner)
+        then_attribute = AttributeProto(name="then_branch", type=AttributeProto.GRAPH).SerializeToString() + _field(
+            6, inner
+        )
         node = onnx.NodeProto(op_type="If", name=f"If_{level}", input=["c"], output=["o"]).SerializeToString()
         node += _field(5, then_attribute) + _field(5, else_attribute)  # NodeProto.attribute = 5
         outputs = _field(12, value.SerializeToString()) if level < depth - 1 else b""  # GraphProto.output = 12
         inner = _field(1, node) + onnx.GraphProto(name=f"g{level}").SerializeToString() + outputs
     main = onnx.GraphProto(
-        input=[helper.make_tensor_value_info("c", TensorProto.BOOL, []), helper.make_tensor_value_info("v", TensorProto.FLOAT, [1])],
+        input=[
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v", TensorProto.FLOAT, [1]),
+        ],
         output=[value],
         initializer=[numpy_helper.from_array(np.zeros(padding // 4, np.float32), "padding")] if padding else [],
-    )  # fmt: skip
+    )
     model = helper.make_model(onnx.GraphProto(), opset_imports=[helper.make_opsetid("", 17)])
     model.ClearField("graph")
     return model.SerializeToString() + _field(7, inner + main.SerializeToString())  # ModelProto.graph = 7
@@ -253,7 +264,9 @@ def test_dangling_symlink(tmp_path):
 
 def test_unreadable_file(tmp_path):
     if os.geteuid() == 0:
-        pytest.skip("running as root: chmod 000 does not stop root from reading (the dangling-symlink case covers an unreadable path)")
+        pytest.skip(
+            "running as root: chmod 000 does not stop root from reading (the dangling-symlink case covers an unreadable path)"
+        )
     path = save(small_mlp(), tmp_path / "locked.onnx")
     path.chmod(0)
     expect_error(lint(str(path)), path, r"^permission denied$")
@@ -278,7 +291,9 @@ def test_file_name_with_a_line_break_stays_on_one_line(tmp_path):
 
 def test_model_over_the_size_limit(tmp_path):
     path = save(small_mlp(), tmp_path / "big.onnx")
-    expect_error(lint(str(path), "--max-model-size", "1KB"), path, r"bytes, over the 1,024-byte limit \(--max-model-size\)$")
+    expect_error(
+        lint(str(path), "--max-model-size", "1KB"), path, r"bytes, over the 1,024-byte limit \(--max-model-size\)$"
+    )
 
 
 # ---- external data -------------------------------------------------------------------------------
@@ -286,7 +301,11 @@ def test_external_data_file_missing(tmp_path):
     path = save_external(small_mlp(), tmp_path)
     (tmp_path / "weights.bin").unlink()
     outcome = lint(str(path), report=tmp_path / "r.json")
-    expect_note(outcome, path, r"external data of tensor 'w_0' \(weights\.bin\) is missing; statistics of that tensor are skipped")
+    expect_note(
+        outcome,
+        path,
+        r"external data of tensor 'w_0' \(weights\.bin\) is missing; statistics of that tensor are skipped",
+    )
 
 
 def test_external_data_at_an_absolute_path(tmp_path):
@@ -299,7 +318,9 @@ def test_external_data_climbing_out_with_dotdot(tmp_path):
     (tmp_path / "inner").mkdir()
     path = save_external(small_mlp(), tmp_path / "inner")
     set_external(path, location="../weights.bin")
-    expect_error(lint(str(path)), path, r"external data of tensor 'w_0' at '\.\./weights\.bin' climbs out of the model's folder$")
+    expect_error(
+        lint(str(path)), path, r"external data of tensor 'w_0' at '\.\./weights\.bin' climbs out of the model's folder$"
+    )
 
 
 def test_external_data_leaving_through_a_symlink(tmp_path):
@@ -314,7 +335,9 @@ def test_external_data_of_the_wrong_declared_length(tmp_path):
     path = save_external(small_mlp(), tmp_path)
     set_external(path, length="12")
     outcome = lint(str(path), report=tmp_path / "r.json")
-    expect_note(outcome, path, r"external data of tensor 'w_0' \(weights\.bin\) declares 12 bytes but its shape needs 512")
+    expect_note(
+        outcome, path, r"external data of tensor 'w_0' \(weights\.bin\) declares 12 bytes but its shape needs 512"
+    )
 
 
 def test_external_data_file_too_short(tmp_path):
@@ -322,7 +345,9 @@ def test_external_data_file_too_short(tmp_path):
     with open(tmp_path / "weights.bin", "r+b") as stream:
         stream.truncate(100)
     outcome = lint(str(path), report=tmp_path / "r.json")
-    expect_note(outcome, path, r"external data of tensor 'w_0' \(weights\.bin\) needs bytes 0\.\.512 but the file has 100")
+    expect_note(
+        outcome, path, r"external data of tensor 'w_0' \(weights\.bin\) needs bytes 0\.\.512 but the file has 100"
+    )
 
 
 def test_external_data_that_is_a_named_pipe(tmp_path):
@@ -345,9 +370,14 @@ def test_external_data_inside_a_model_local_function(tmp_path):
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid("local", 1)]
     function = helper.make_function("local", "AddSecret", ["x"], ["y"], body, opsets)
     graph = helper.make_graph(
-        [helper.make_node("AddSecret", ["x"], ["h"], domain="local", name="call"), helper.make_node("Relu", ["h"], ["y"], name="act")],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
-    )  # fmt: skip
+        [
+            helper.make_node("AddSecret", ["x"], ["h"], domain="local", name="call"),
+            helper.make_node("Relu", ["h"], ["y"], name="act"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+    )
     path = save(helper.make_model(graph, opset_imports=opsets, functions=[function]), tmp_path / "fn.onnx")
     expect_error(lint(str(path)), path, r"external data of tensor 'secret' has the absolute location '/etc/passwd'")
 
@@ -358,7 +388,11 @@ def test_graph_with_a_cycle(tmp_path):
     model.graph.node[0].input[0] = model.graph.node[3].output[0]  # fc1 reads fc2_relu's output
     path = save(model, tmp_path / "cycle.onnx")
     outcome = lint(str(path), report=tmp_path / "r.json")
-    expect_note(outcome, path, r"the graph has a cycle \(.*\); the edges that close cycles \('fc2_relu_out' into 'fc1'\) are cut")
+    expect_note(
+        outcome,
+        path,
+        r"the graph has a cycle \(.*\); the edges that close cycles \('fc2_relu_out' into 'fc1'\) are cut",
+    )
 
 
 def test_node_reading_its_own_output(tmp_path):
@@ -366,7 +400,9 @@ def test_node_reading_its_own_output(tmp_path):
     model.graph.node[0].input[0] = model.graph.node[0].output[0]
     path = save(model, tmp_path / "selfloop.onnx")
     outcome = lint(str(path), report=tmp_path / "r.json")
-    expect_note(outcome, path, r"the graph has a cycle \(fc1 -> …\); the edges that close cycles \('fc1_out' into 'fc1'\)")
+    expect_note(
+        outcome, path, r"the graph has a cycle \(fc1 -> …\); the edges that close cycles \('fc1_out' into 'fc1'\)"
+    )
 
 
 def test_two_nodes_writing_one_tensor(tmp_path):
@@ -452,13 +488,17 @@ def test_subgraphs_nested_100_deep(tmp_path):
 def test_subgraphs_nested_too_deep_to_parse_safely(tmp_path):
     path = tmp_path / "abyss.onnx"
     path.write_bytes(nested_if_model(3000))  # the parser would overflow the C stack: refused, no crash
-    expect_error(lint(str(path)), path, r"nested more than 400 deep \(subgraphs in subgraphs\); relulint refuses to parse it")
+    expect_error(
+        lint(str(path)), path, r"nested more than 400 deep \(subgraphs in subgraphs\); relulint refuses to parse it"
+    )
 
 
 def test_subgraphs_nested_deep_in_a_large_file(tmp_path):
     path = tmp_path / "deep_and_large.onnx"
     path.write_bytes(nested_if_model(40, padding=17 * 1024**2))  # measuring its depth would take too long
-    expect_error(lint(str(path)), path, r"nested more than 100 deep \(subgraphs in subgraphs\) and the file is over 16 MB")
+    expect_error(
+        lint(str(path)), path, r"nested more than 100 deep \(subgraphs in subgraphs\) and the file is over 16 MB"
+    )
 
 
 def test_graph_of_100000_nodes_finishes(tmp_path):
@@ -505,7 +545,9 @@ def test_denormal_weights(tmp_path):
         replace_array(tensor, np.full(tuple(tensor.dims), 1e-42, np.float32))
     path = save(model, tmp_path / "denormal.onnx")
     model_json = expect_analysed(lint(str(path), report=tmp_path / "r.json"))
-    assert 0 < model_json["units"][0]["metrics"]["weight_std"] + model_json["units"][0]["metrics"]["weight_mean"] < 1e-40
+    assert (
+        0 < model_json["units"][0]["metrics"]["weight_std"] + model_json["units"][0]["metrics"]["weight_mean"] < 1e-40
+    )
 
 
 def test_zero_size_weight(tmp_path):
@@ -530,7 +572,11 @@ def test_quantized_weights(tmp_path, dtype):
     b = ModelBuilder(seed=4)
     x = b.input("x", [1, 8])
     q = b.const(np.random.default_rng(0).integers(0, 100, (16, 8)).astype(dtype), "Wq")
-    w = b.node("DequantizeLinear", [q, b.const(np.float32(0.02), "s"), b.const(dtype(50 if dtype == np.uint8 else 0), "z")], "dq")
+    w = b.node(
+        "DequantizeLinear",
+        [q, b.const(np.float32(0.02), "s"), b.const(dtype(50 if dtype == np.uint8 else 0), "z")],
+        "dq",
+    )
     y = b.relu(b.node("Gemm", [x, w, b.const(np.zeros(16, np.float32))], "fc", transB=1), "act")
     path = save(b.build([y]), tmp_path / f"{np.dtype(dtype).name}.onnx")
     model = expect_analysed(lint(str(path), report=tmp_path / "r.json"))
@@ -561,7 +607,9 @@ def test_declared_dims_of_ten_to_the_twelfth_in_a_weight(tmp_path):
     weights(model)[0].dims[0] = 10**12  # the bytes stay those of 16 rows
     path = save(model, tmp_path / "hugedims.onnx")
     outcome = lint(str(path), report=tmp_path / "r.json", memory_limit=8 * 1024**3)
-    expect_note(outcome, path, r"tensor 'w_0' has 512 bytes of data but its dims \[1000000000000, 8\] need 32000000000000")
+    expect_note(
+        outcome, path, r"tensor 'w_0' has 512 bytes of data but its dims \[1000000000000, 8\] need 32000000000000"
+    )
 
 
 def test_raw_data_of_the_wrong_length(tmp_path):
@@ -610,7 +658,9 @@ def test_declared_input_dims_of_ten_to_the_twelfth(tmp_path):
 def test_model_that_onnxruntime_refuses_to_load(tmp_path):
     _probe_available()
     model = small_mlp()
-    weights(model)[1].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weights(model)[1]).astype(np.float64), "w_2"))
+    weights(model)[1].CopyFrom(
+        numpy_helper.from_array(numpy_helper.to_array(weights(model)[1]).astype(np.float64), "w_2")
+    )
     path = save(model, tmp_path / "mixedtypes.onnx")  # Gemm(float, double): no session can be created
     outcome = lint(str(path), report=tmp_path / "r.json", probe=True)
     expect_note(outcome, path, r"the probe did not run: onnxruntime cannot load")
@@ -631,7 +681,9 @@ def test_limits_with_nonsense_values(tmp_path, option):
     path = save(small_mlp(), tmp_path / "m.onnx")
     outcome = lint(str(path), option, "lots")
     assert outcome.status == 2 and len(outcome.stderr.splitlines()) == 1
-    assert outcome.stderr.startswith("relulint: error: ") and option.lstrip("-").replace("-", "") in outcome.stderr.replace("-", "").replace("_", "")
+    assert outcome.stderr.startswith("relulint: error: ") and option.lstrip("-").replace(
+        "-", ""
+    ) in outcome.stderr.replace("-", "").replace("_", "")
 
 
 def test_if_without_its_else_branch_with_the_probe(tmp_path):
@@ -640,13 +692,20 @@ def test_if_without_its_else_branch_with_the_probe(tmp_path):
     w = numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
     then_graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"), helper.make_node("Relu", ["h"], ["y"], name="act")],
-        "then", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w],
-    )  # fmt: skip
+        "then",
+        [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [w],
+    )
     graph = helper.make_graph(
-        [helper.make_node("If", ["cond"], ["out"], name="if", then_branch=then_graph)], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_node("If", ["cond"], ["out"], name="if", then_branch=then_graph)],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+        ],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4])],
-    )  # fmt: skip
+    )
     path = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "halfif.onnx")
     outcome = lint(str(path), report=tmp_path / "r.json", probe=True)
     expect_note(outcome, path, r"onnx checker: .*else_branch")
@@ -702,7 +761,10 @@ def test_report_onto_the_input_model_is_refused(tmp_path):
     path = save(small_mlp(), tmp_path / "model.onnx")
     before = path.read_bytes()
     outcome = lint(str(path), "--format", "json", "-o", str(path))
-    assert outcome.status == 2 and outcome.stderr.strip() == f"relulint: error: {path}: refusing to overwrite an input model with a report"
+    assert (
+        outcome.status == 2
+        and outcome.stderr.strip() == f"relulint: error: {path}: refusing to overwrite an input model with a report"
+    )
     assert path.read_bytes() == before
 
 
@@ -711,7 +773,10 @@ def test_report_into_a_missing_folder(tmp_path):
     target = tmp_path / "no" / "such" / "report.json"
     outcome = lint(str(path), "-o", str(target))
     assert outcome.status == 2
-    assert outcome.stderr.strip() == f"relulint: error: {target}: cannot write the report: folder '{target.parent}' does not exist"
+    assert (
+        outcome.stderr.strip()
+        == f"relulint: error: {target}: cannot write the report: folder '{target.parent}' does not exist"
+    )
 
 
 def test_report_onto_a_folder(tmp_path):

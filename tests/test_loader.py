@@ -28,7 +28,9 @@ def small_mlp(seed: int = 0) -> onnx.ModelProto:
 
 def save_external(model: onnx.ModelProto, folder, location: str = "weights.bin") -> str:
     path = folder / "model.onnx"
-    onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location=location, size_threshold=0)
+    onnx.save(
+        model, path, save_as_external_data=True, all_tensors_to_one_file=True, location=location, size_threshold=0
+    )
     return str(path)
 
 
@@ -192,21 +194,34 @@ def test_subgraph_nodes_are_named_by_path_and_nested(tmp_path):
     def loop_body(depth: int) -> onnx.GraphProto:
         nodes = [helper.make_node("Relu", ["v"], ["r"], name="Relu_0")]
         if depth:
-            inner = helper.make_node("If", ["c"], ["o"], name="If_1", then_branch=loop_body(depth - 1), else_branch=loop_body(depth - 1))
+            inner = helper.make_node(
+                "If", ["c"], ["o"], name="If_1", then_branch=loop_body(depth - 1), else_branch=loop_body(depth - 1)
+            )
             nodes.append(inner)
         return helper.make_graph(nodes, f"b{depth}", [], [helper.make_tensor_value_info("r", TensorProto.FLOAT, [1])])
 
     node = helper.make_node("If", ["c"], ["out"], name="If_0", then_branch=loop_body(1), else_branch=loop_body(0))
     graph = helper.make_graph(
-        [node], "g",
-        [helper.make_tensor_value_info("v", TensorProto.FLOAT, [1]), helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [node],
+        "g",
+        [
+            helper.make_tensor_value_info("v", TensorProto.FLOAT, [1]),
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+        ],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1])],
-    )  # fmt: skip
+    )
     path = tmp_path / "nested.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     g = build_graph(load_model(path))
     assert sorted(g.nodes) == sorted(
-        ["If_0", "If_0/then/Relu_0", "If_0/then/If_1", "If_0/then/If_1/then/Relu_0", "If_0/then/If_1/else/Relu_0", "If_0/else/Relu_0"]
+        [
+            "If_0",
+            "If_0/then/Relu_0",
+            "If_0/then/If_1",
+            "If_0/then/If_1/then/Relu_0",
+            "If_0/then/If_1/else/Relu_0",
+            "If_0/else/Relu_0",
+        ]
     )
     # Each branch's local "r" is its own tensor; the outer "v" is shared.
     assert g.producer("If_0/then/If_1/then/r").id == "If_0/then/If_1/then/Relu_0"

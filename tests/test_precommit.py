@@ -42,10 +42,13 @@ def repository(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("GIT_") and key != "RELULINT_DEBUG"}
     env.update(
         PRE_COMMIT_HOME=str(base / "pre-commit-home"),  # one hook environment for the whole module
-        GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.invalid",
-        GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.invalid",
-        GIT_CONFIG_NOSYSTEM="1", HOME=str(base),
-    )  # fmt: skip
+        GIT_AUTHOR_NAME="test",
+        GIT_AUTHOR_EMAIL="test@example.invalid",
+        GIT_COMMITTER_NAME="test",
+        GIT_COMMITTER_EMAIL="test@example.invalid",
+        GIT_CONFIG_NOSYSTEM="1",
+        HOME=str(base),
+    )
     for command in (["git", "init", "-q"], ["git", "add", "models"], ["git", "commit", "-q", "-m", "models"]):
         subprocess.run(command, cwd=repo, env=env, check=True, capture_output=True)
     return repo, env
@@ -55,8 +58,12 @@ def try_repo(repository: tuple[Path, dict[str, str]], hook: str, model: str) -> 
     repo, env = repository
     return subprocess.run(
         ["pre-commit", "try-repo", str(ROOT), hook, "--files", f"models/{model}", "--verbose", "--color", "never"],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=1800,
-    )  # fmt: skip
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
 
 
 @pytest.mark.parametrize("hook", ["relulint-static", "relulint"])

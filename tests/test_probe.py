@@ -205,13 +205,18 @@ def if_model(condition_true: bool):
         helper.make_node("Relu", ["t_pre"], ["t_out"], name="t_relu"),
     ]
     then_graph = helper.make_graph(
-        then_nodes, "then", [], [helper.make_tensor_value_info("t_out", TensorProto.FLOAT, None)],
+        then_nodes,
+        "then",
+        [],
+        [helper.make_tensor_value_info("t_out", TensorProto.FLOAT, None)],
         [onnx.numpy_helper.from_array(w, "tw"), onnx.numpy_helper.from_array(bias, "tb")],
-    )  # fmt: skip
+    )
     else_graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["e_out"], name="e_id")], "else", [],
+        [helper.make_node("Identity", ["x"], ["e_out"], name="e_id")],
+        "else",
+        [],
         [helper.make_tensor_value_info("e_out", TensorProto.FLOAT, None)],
-    )  # fmt: skip
+    )
     b.nodes.append(helper.make_node("If", [cond], ["y"], name="If_0", then_branch=then_graph, else_branch=else_graph))
     return b.build(["y"], output_shapes=[None])
 
@@ -388,11 +393,12 @@ def test_models_with_local_functions_and_external_data(tmp_path):
     bias = np.zeros(8, np.float32)
     bias[:6] = -100
     graph = helper.make_graph(
-        [helper.make_node("Dense", ["x", "w", "b"], ["y"], name="dense", domain="local")], "g",
+        [helper.make_node("Dense", ["x", "w", "b"], ["y"], name="dense", domain="local")],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
         [onnx.numpy_helper.from_array(np.ones((8, 4), np.float32), "w"), onnx.numpy_helper.from_array(bias, "b")],
-    )  # fmt: skip
+    )
     model = helper.make_model(
         graph, functions=[function], opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)]
     )

@@ -231,7 +231,9 @@ def test_the_command_exits_with_its_status_and_its_whole_output(tmp_path):
 
     root = Path(__file__).resolve().parent.parent
     command = [sys.executable, "-m", "relulint", "--format", "json"]
-    dying = subprocess.run([*command, str(root / "examples" / "dying_mlp.onnx")], check=False, capture_output=True, text=True, cwd=tmp_path)
+    dying = subprocess.run(
+        [*command, str(root / "examples" / "dying_mlp.onnx")], check=False, capture_output=True, text=True, cwd=tmp_path
+    )
     assert dying.returncode == 1, dying.stderr
     document = json.loads(dying.stdout)  # flushed in full before the process ended
     assert document["models"][0]["probe"]["layers"]

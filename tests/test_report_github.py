@@ -83,7 +83,9 @@ def test_one_command_per_finding_with_file_line_and_title(tmp_path):
 def test_model_supplied_names_cannot_break_out_of_a_command(tmp_path):
     node = "evil\n::error file=x::forged\r\x1b[31m"
     message = "two\n::error::lines\r"
-    result = ModelResult(path=str(tmp_path / "m.onnx"), findings=[Finding("RL197", Severity.WARNING, message, node=node)])
+    result = ModelResult(
+        path=str(tmp_path / "m.onnx"), findings=[Finding("RL197", Severity.WARNING, message, node=node)]
+    )
     lines = render("github", run_of(result, root=tmp_path)).splitlines()
     assert len(lines) == 2 and lines[0].startswith("::warning file=m.onnx,line=1,")
     assert "\x1b" not in lines[0]
@@ -94,7 +96,10 @@ def test_model_supplied_names_cannot_break_out_of_a_command(tmp_path):
 def test_a_model_that_could_not_be_read_is_an_error_annotation(tmp_path):
     result = ModelResult(path=str(tmp_path / "bad.onnx"), error="not an ONNX model: it has no graph")
     lines = render("github", run_of(result, root=tmp_path)).splitlines()
-    assert lines[0] == "::error file=bad.onnx,line=1,title=relulint::could not be analysed: not an ONNX model: it has no graph"
+    assert (
+        lines[0]
+        == "::error file=bad.onnx,line=1,title=relulint::could not be analysed: not an ONNX model: it has no graph"
+    )
 
 
 def test_step_summary_gets_a_table_of_all_findings(tmp_path, monkeypatch):
@@ -110,16 +115,24 @@ def test_step_summary_gets_a_table_of_all_findings(tmp_path, monkeypatch):
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(rows) == 1 + 26  # header + every finding, beyond GitHub's 10 annotations per level
     assert rows[0] == "| severity | rule | model | node | message |"
-    assert "| warning | [RL197](https://github.com/relulint/relulint/blob/main/rules/RL197.md) test-rule | m.onnx | n0 | finding 0 |" in rows
+    assert (
+        "| warning | [RL197](https://github.com/relulint/relulint/blob/main/rules/RL197.md) test-rule | m.onnx | n0 | finding 0 |"
+        in rows
+    )
     last = rows[-1]
-    assert last == "| error | [RL197](https://github.com/relulint/relulint/blob/main/rules/RL197.md) test-rule | m.onnx | pipe\\|node | a \\| b &lt;img src=x onerror=alert(1)&gt; |"
+    assert (
+        last
+        == "| error | [RL197](https://github.com/relulint/relulint/blob/main/rules/RL197.md) test-rule | m.onnx | pipe\\|node | a \\| b &lt;img src=x onerror=alert(1)&gt; |"
+    )
     render("github", run)
     assert summary.read_text(encoding="utf-8").count("## relulint") == 2
 
 
 def test_no_summary_file_is_written_without_the_variable(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    render("github", run_of(ModelResult(path="m.onnx", findings=[Finding("RL197", Severity.ERROR, "x")]), root=tmp_path))
+    render(
+        "github", run_of(ModelResult(path="m.onnx", findings=[Finding("RL197", Severity.ERROR, "x")]), root=tmp_path)
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -137,13 +150,25 @@ def test_cli_prints_annotations(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RELULINT_DEBUG", "GITHUB_STEP_SUMMARY")}
     done = subprocess.run(
         [sys.executable, "-m", "relulint", "broken.onnx", "dying.onnx", "--no-probe", "--format", "github"],
-        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
+    )
     lines = done.stdout.splitlines()
     assert done.returncode == 2, done.stderr  # a model that cannot be read
     assert lines[0].startswith("::error file=broken.onnx,line=1,title=relulint::could not be analysed: ")
-    assert all(line.startswith(("::error file=dying.onnx,line=1,title=RL", "::warning file=dying.onnx,line=1,title=RL",
-                                "::notice file=dying.onnx,line=1,title=")) for line in lines[1:-1])  # fmt: skip
+    assert all(
+        line.startswith(
+            (
+                "::error file=dying.onnx,line=1,title=RL",
+                "::warning file=dying.onnx,line=1,title=RL",
+                "::notice file=dying.onnx,line=1,title=",
+            )
+        )
+        for line in lines[1:-1]
+    )
     assert lines[-1].endswith("in 2 models (1 could not be analysed).")
 
 
@@ -179,13 +204,24 @@ def test_action_lint_step_annotates_and_writes_sarif(tmp_path, monkeypatch):
     output, summary = tmp_path / "github_output", tmp_path / "summary.md"
     env = {k: v for k, v in os.environ.items() if k != "RELULINT_DEBUG"}
     env.update(
-        PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", GITHUB_OUTPUT=str(output), GITHUB_STEP_SUMMARY=str(summary),
-        RELULINT_PATHS="models\n", RELULINT_ARGS="--select RL2  --no-probe", RELULINT_FAIL_ON="error",
-        RELULINT_SARIF="out/relulint.sarif", RELULINT_HTML="",
-    )  # fmt: skip
+        PATH=f"{bin_dir}{os.pathsep}{env['PATH']}",
+        GITHUB_OUTPUT=str(output),
+        GITHUB_STEP_SUMMARY=str(summary),
+        RELULINT_PATHS="models\n",
+        RELULINT_ARGS="--select RL2  --no-probe",
+        RELULINT_FAIL_ON="error",
+        RELULINT_SARIF="out/relulint.sarif",
+        RELULINT_HTML="",
+    )
     (tmp_path / "out").mkdir()
-    done = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    done = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 1, done.stdout + done.stderr  # every unit of act1 is biased far below zero
     assert done.stdout.startswith("::error file=models/dying.onnx,line=1,title=RL201 ")
     assert output.read_text(encoding="utf-8").splitlines() == ["exit-code=1", "sarif=out/relulint.sarif"]

@@ -34,11 +34,19 @@ EVIL = "<script>alert(1)</script>"
 IMG = '"><img src=x onerror="window.__pwned=1">'
 CONTROL = "ctl\x1b[31m\x07\x0bend"
 FAKE_RULES = (
-    RuleMeta(id="RL196", name="test-dead-units", severity=Severity.ERROR, summary="Units that never switch on.",
-             why="w", fix="f", needs=("probe",)),
-    RuleMeta(id="RL195", name="test-weight-scale", severity=Severity.WARNING, summary="Weights off He.",
-             why="w", fix="f"),
-)  # fmt: skip
+    RuleMeta(
+        id="RL196",
+        name="test-dead-units",
+        severity=Severity.ERROR,
+        summary="Units that never switch on.",
+        why="w",
+        fix="f",
+        needs=("probe",),
+    ),
+    RuleMeta(
+        id="RL195", name="test-weight-scale", severity=Severity.WARNING, summary="Weights off He.", why="w", fix="f"
+    ),
+)
 
 
 @pytest.fixture(autouse=True)
@@ -73,20 +81,40 @@ def with_probe_numbers(result: ModelResult) -> ModelResult:
         rates = rng.uniform(0.0, 1.0, units)
         rates[: int(dead * units)] = 0.0
         rates[int(dead * units) : int(dead * units) + 2] = 0.004
-        probe_layers[layer["name"]] = {"positive_rate": rates.round(4).tolist(), "dead": int(dead * units), "units": units}
-        metrics = {**layer["metrics"], "dead_fraction": dead, "at_risk_fraction": [0.0, 0.6, 0.0][index],
-                   "bias_margin_min": [0.1, -3.5, 0.0][index]}  # fmt: skip
+        probe_layers[layer["name"]] = {
+            "positive_rate": rates.round(4).tolist(),
+            "dead": int(dead * units),
+            "units": units,
+        }
+        metrics = {
+            **layer["metrics"],
+            "dead_fraction": dead,
+            "at_risk_fraction": [0.0, 0.6, 0.0][index],
+            "bias_margin_min": [0.1, -3.5, 0.0][index],
+        }
         layers.append({**layer, "metrics": metrics})
     names = [layer["name"] for layer in result.layers]
     findings = [
-        Finding("RL196", Severity.ERROR, f"75% of units never switched on; see `{names[1]}`", node=names[1],
-                tensor=f"{names[1]}_out", units=AffectedUnits(18, 24, (0, 1, 2)), evidence={"dead": 18, "rate": 0.0},
-                fix="Lower the `learning rate`."),
-        Finding("RL196", Severity.WARNING, "half of the units never switched on", node=names[2],
-                units=AffectedUnits(12, 24, (0,))),
+        Finding(
+            "RL196",
+            Severity.ERROR,
+            f"75% of units never switched on; see `{names[1]}`",
+            node=names[1],
+            tensor=f"{names[1]}_out",
+            units=AffectedUnits(18, 24, (0, 1, 2)),
+            evidence={"dead": 18, "rate": 0.0},
+            fix="Lower the `learning rate`.",
+        ),
+        Finding(
+            "RL196",
+            Severity.WARNING,
+            "half of the units never switched on",
+            node=names[2],
+            units=AffectedUnits(12, 24, (0,)),
+        ),
         Finding("RL195", Severity.WARNING, f"weights of {EVIL} are off He", node=names[0]),
         Finding("RL195", Severity.NOTE, "model-wide remark about weights"),
-    ]  # fmt: skip
+    ]
     notes = [*result.notes, Note("skipped", f"layer {EVIL} has no weights the probe could read", names[0])]
     probe = {"inputs": "synthetic", "samples": 32, "batch": 8, "layers": probe_layers}
     return replace(result, layers=layers, findings=findings, notes=notes, extra={"probe": probe})
@@ -135,8 +163,12 @@ def sample_run(folder: Path) -> Run:
     hostile = with_probe_numbers(analyse(str(hostile_model(folder)), Config(probe=False)))
     example = analyse(str(EXAMPLES / "healthy_convnet.onnx"), Config(probe=False))
     missing = ModelResult(path=str(folder / f"{EVIL}.onnx"), error="no such file")
-    return Run(results=[hostile, example, missing, compared(folder)], config=Config(probe=False),
-               started="2024-01-02T03:04:05Z", finished="2024-01-02T03:04:09Z")  # fmt: skip
+    return Run(
+        results=[hostile, example, missing, compared(folder)],
+        config=Config(probe=False),
+        started="2024-01-02T03:04:05Z",
+        finished="2024-01-02T03:04:09Z",
+    )
 
 
 class Elements(HTMLParser):
@@ -188,7 +220,7 @@ def test_show_leaves_no_markup_and_no_control_character(text):
 # ---- the page as text ------------------------------------------------------------------------
 def test_model_supplied_text_is_escaped_and_control_characters_are_visible(page):
     _, text = page
-    assert EVIL not in text and "<img" not in text and "onerror=\"" not in text
+    assert EVIL not in text and "<img" not in text and 'onerror="' not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert "hostile &lt;b&gt;model&amp;amp;.onnx" in text
     assert "doc &lt;script&gt;" in text and "meta &lt;script&gt;" in text  # doc string and metadata, escaped
@@ -222,11 +254,16 @@ def test_every_finding_links_to_its_rule_page_and_each_model_has_a_section(page)
     parser.feed(text)
     rows = [a for t, a in parser.tags if t == "tr" and "data-rule" in a]
     assert [(r["data-rule"], r["data-severity"]) for r in rows[:4]] == [
-        ("RL196", "error"), ("RL196", "warning"), ("RL195", "warning"), ("RL195", "note")
-    ]  # fmt: skip
+        ("RL196", "error"),
+        ("RL196", "warning"),
+        ("RL195", "warning"),
+        ("RL195", "note"),
+    ]
     links = {a["href"] for t, a in parser.tags if t == "a" and "rule-link" in (a.get("class") or "")}
-    assert {"https://github.com/relulint/relulint/blob/main/rules/RL196.md",
-            "https://github.com/relulint/relulint/blob/main/rules/RL195.md"} <= links  # fmt: skip
+    assert {
+        "https://github.com/relulint/relulint/blob/main/rules/RL196.md",
+        "https://github.com/relulint/relulint/blob/main/rules/RL195.md",
+    } <= links
     sections = [a["id"] for t, a in parser.tags if t == "section" and "model" == a.get("class")]
     assert sections == ["model-1", "model-2", "model-3", "model-4"]
     assert "This model could not be analysed" in text and "no such file" in text
@@ -274,9 +311,18 @@ def browser():
     profile = tempfile.mkdtemp(prefix="relulint-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={profile}", "--window-size=1400,1000"):  # fmt: skip
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1400,1000",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -373,7 +419,9 @@ def test_page_in_chromium(page, browser, tmp_path):
     assert {u for u in requested_urls(browser) if u != url and not u.startswith(("chrome://", "data:"))} == set()
 
     for scheme in ("light", "dark"):  # the report as it opens, for the pictures, in both colour schemes
-        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
+        browser.execute_cdp_cmd(
+            "Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": scheme}]}
+        )
         browser.get(url)
         background = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
         assert background == {"light": "rgb(246, 247, 249)", "dark": "rgb(17, 20, 24)"}[scheme]
@@ -432,7 +480,10 @@ def compare_block(text: str) -> str:
 
 def svg_bars(figure: str) -> list[tuple[str, float, str]]:
     """(class, height, title) of every bar of one chart."""
-    found = re.findall(r'<rect class="(bar-\w+)" x="[^"]*" y="[^"]*" width="[^"]*" height="([^"]*)" rx="2"><title>([^<]*)</title>', figure)
+    found = re.findall(
+        r'<rect class="(bar-\w+)" x="[^"]*" y="[^"]*" width="[^"]*" height="([^"]*)" rx="2"><title>([^<]*)</title>',
+        figure,
+    )
     return [(css, float(height), html.unescape(title)) for css, height, title in found]
 
 
@@ -459,11 +510,27 @@ def test_comparison_section_shows_old_against_new_per_layer(page):
     assert facts["Largest update"].startswith("2 <span")  # layer 3's weights x3
     assert table_rows(block) == [
         ["1", EVIL, "24", "0.0% → 0.0% 0 → 0 units static margins: 0 → 0", "0", "0", "0‖W‖ 7.02 → 7.02", "0σmean 0σ"],
-        ["2", clean(CONTROL), "24", "0.0% → 50.0% 0 → 12 units static margins: 0 → 12", "12", "0", "0.1‖W‖ 6.89 → 7.58",
-         "-932.93σmean -372.12σ"],
-        ["3", IMG, "24", "16.7% → 0.0% 4 → 0 units static margins: 4 → 0", "0", "4", "2‖W‖ 6.46 → 19.39",
-         "0σmean 112.97σ"],
-    ]  # fmt: skip
+        [
+            "2",
+            clean(CONTROL),
+            "24",
+            "0.0% → 50.0% 0 → 12 units static margins: 0 → 12",
+            "12",
+            "0",
+            "0.1‖W‖ 6.89 → 7.58",
+            "-932.93σmean -372.12σ",
+        ],
+        [
+            "3",
+            IMG,
+            "24",
+            "16.7% → 0.0% 4 → 0 units static margins: 4 → 0",
+            "0",
+            "4",
+            "2‖W‖ 6.46 → 19.39",
+            "0σmean 112.97σ",
+        ],
+    ]
     # layer 3's update is above RL702's bound, layer 2's bias dropped by more than RL703's 1 sigma
     assert re.search(r'<td class="num warn" data-sort="2.0">', block)
     assert re.search(r'<td class="num warn" data-sort="-932.934726">', block)
@@ -476,21 +543,29 @@ def test_comparison_charts_pair_old_with_new_and_mark_the_bounds(page):
     assert list(charts) == ["Dead units: OLD against NEW", "Relative weight update per layer"]
     dead = svg_bars(charts["Dead units: OLD against NEW"])
     assert [(css, round(height, 2)) for css, height, _ in dead] == [
-        ("bar-old", 1.5), ("bar-ok", 1.5),  # layer 1: nothing dead, drawn as slivers
-        ("bar-old", 1.5), ("bar-bad", 0.5 * PLOT_HEIGHT),  # layer 2: 12 of 24 killed, over the 40% line
-        ("bar-old", round(PLOT_HEIGHT * 0.166667, 2)), ("bar-ok", 1.5),  # layer 3: 4 revived
-    ]  # fmt: skip
+        ("bar-old", 1.5),
+        ("bar-ok", 1.5),  # layer 1: nothing dead, drawn as slivers
+        ("bar-old", 1.5),
+        ("bar-bad", 0.5 * PLOT_HEIGHT),  # layer 2: 12 of 24 killed, over the 40% line
+        ("bar-old", round(PLOT_HEIGHT * 0.166667, 2)),
+        ("bar-ok", 1.5),  # layer 3: 4 revived
+    ]
     assert dead[3][2] == f"2. {clean(CONTROL)}: 50.0% dead in NEW (12 of 24), 12 newly dead"
     assert dead[4][2] == f"3. {IMG}: 16.7% dead in OLD (4 of 24)"
-    assert 'class="reference"' in charts["Dead units: OLD against NEW"] and ">40%<" in charts["Dead units: OLD against NEW"]
+    assert (
+        'class="reference"' in charts["Dead units: OLD against NEW"]
+        and ">40%<" in charts["Dead units: OLD against NEW"]
+    )
 
     update = charts["Relative weight update per layer"]
     bars = svg_bars(update)
     # log axis from 0.01 to 10 (three decades): 0.1 is a third up, 2 is (log10(2) + 2) / 3 up
     assert re.findall(r'<text class="axis" [^>]*text-anchor="end">([^<]*)</text>', update) == ["0.01", "0.1", "1", "10"]
     assert [(css, round(height, 2)) for css, height, _ in bars] == [
-        ("bar-ok", 1.5), ("bar-ok", round(PLOT_HEIGHT / 3, 2)), ("bar-warn", round(PLOT_HEIGHT * (np.log10(2) + 2) / 3, 2)),
-    ]  # fmt: skip
+        ("bar-ok", 1.5),
+        ("bar-ok", round(PLOT_HEIGHT / 3, 2)),
+        ("bar-warn", round(PLOT_HEIGHT * (np.log10(2) + 2) / 3, 2)),
+    ]
     assert bars[0][2] == f"1. {EVIL}: ‖ΔW‖/‖W_old‖ = 0 (unchanged)"
     assert bars[2][2] == f"3. {IMG}: ‖ΔW‖/‖W_old‖ = 2"
     reference = re.search(r'<line class="reference" x1="[^"]*" y1="([^"]*)"', update)
@@ -518,13 +593,25 @@ def compared_result(compare: dict, names=("a", "b")) -> Run:
 
 
 def test_the_probe_counts_dead_units_first_and_a_layer_without_it_says_which_source_did():
-    change = {"dead_old": 0, "dead_new": 4, "dead_fraction_old": 0.0, "dead_fraction_new": 0.5, "newly_dead": 4, "revived": 0}
+    change = {
+        "dead_old": 0,
+        "dead_new": 4,
+        "dead_fraction_old": 0.0,
+        "dead_fraction_new": 0.5,
+        "newly_dead": 4,
+        "revived": 0,
+    }
     compare = {
-        "old": {"path": "old.onnx", "sha256": "1" * 64}, "same_file": False, "sources": ["probe", "proof"],
-        "margin_k": 3.0, "probe": {"inputs": "synthetic", "samples": 32, "old_samples": 16, "described": "32 samples <x>"},
-        "layers": {"b": {"units": 8, "relative_update": None, "proof": change},
-                   "a": {"units": 8, "relative_update": 0.5, "probe": change, "proof": change}},
-    }  # fmt: skip
+        "old": {"path": "old.onnx", "sha256": "1" * 64},
+        "same_file": False,
+        "sources": ["probe", "proof"],
+        "margin_k": 3.0,
+        "probe": {"inputs": "synthetic", "samples": 32, "old_samples": 16, "described": "32 samples <x>"},
+        "layers": {
+            "b": {"units": 8, "relative_update": None, "proof": change},
+            "a": {"units": 8, "relative_update": 0.5, "probe": change, "proof": change},
+        },
+    }
     text = render("html", compared_result(compare))
     block = text.split('<section class="card compare"', 1)[1].split("</section>", 1)[0]
     assert "32 samples &lt;x&gt; (16 samples for OLD)" in block
@@ -536,12 +623,18 @@ def test_the_probe_counts_dead_units_first_and_a_layer_without_it_says_which_sou
     titles = [title for _, _, title in svg_bars(figures(block)["Dead units: OLD against NEW"])]
     assert titles[3] == "2. b: 50.0% dead in NEW (4 of 8) (by the proof), 4 newly dead"
     assert len(svg_bars(figures(block)["Relative weight update per layer"])) == 1
-    assert "Died since OLD</dt><dd class=\"bad\">8 units" in block
+    assert 'Died since OLD</dt><dd class="bad">8 units' in block
 
 
 def test_identical_checkpoints_and_nothing_measured_say_so():
-    compare = {"old": {"path": "new.onnx", "sha256": "0" * 64}, "same_file": True, "sources": [], "margin_k": 3.0,
-               "probe": None, "layers": {"a": {"units": 8, "relative_update": None}}}  # fmt: skip
+    compare = {
+        "old": {"path": "new.onnx", "sha256": "0" * 64},
+        "same_file": True,
+        "sources": [],
+        "margin_k": 3.0,
+        "probe": None,
+        "layers": {"a": {"units": 8, "relative_update": None}},
+    }
     text = render("html", compared_result(compare, names=("a",)))
     assert "OLD and NEW are the same file" in text
     assert "Dead units could not be counted in both checkpoints" in text

@@ -26,15 +26,24 @@ SCHEMA = json.loads((Path(__file__).parent / "data" / "sarif-schema-2.1.0.json")
 
 FAKE_RULES = (
     RuleMeta(
-        id="RL198", name="test-weights", severity=Severity.WARNING, summary="A test rule about weights.",
-        why="Weights matter.\n\nSecond paragraph.", fix="Fix the `weights`.",
+        id="RL198",
+        name="test-weights",
+        severity=Severity.WARNING,
+        summary="A test rule about weights.",
+        why="Weights matter.\n\nSecond paragraph.",
+        fix="Fix the `weights`.",
         tags=tuple(f"tag{i}" for i in range(30)),
     ),
     RuleMeta(
-        id="RL598", name="test-probe", severity=Severity.ERROR, summary="A test rule about dead units.",
-        why="Dead units learn nothing.", fix="Revive them.", needs=("probe",),
+        id="RL598",
+        name="test-probe",
+        severity=Severity.ERROR,
+        summary="A test rule about dead units.",
+        why="Dead units learn nothing.",
+        fix="Revive them.",
+        needs=("probe",),
     ),
-)  # fmt: skip
+)
 
 
 @pytest.fixture(autouse=True)
@@ -63,19 +72,32 @@ def save_model(folder: Path, name: str = "model.onnx") -> Path:
 def with_findings(result: ModelResult, dead: int = 5) -> ModelResult:
     """The real analysis of a model plus findings of the test rules with chosen numbers."""
     findings = [
-        Finding("RL598", Severity.ERROR, f"{dead} of 8 units never switched on", node="act1", tensor="act1_out",
-                units=AffectedUnits(dead, 8, (3, 1)), evidence={"dead": dead}, fix="Revive them."),
+        Finding(
+            "RL598",
+            Severity.ERROR,
+            f"{dead} of 8 units never switched on",
+            node="act1",
+            tensor="act1_out",
+            units=AffectedUnits(dead, 8, (3, 1)),
+            evidence={"dead": dead},
+            fix="Revive them.",
+        ),
         Finding("RL198", Severity.WARNING, "weights too small", node="fc2"),
         Finding("RL198", Severity.NOTE, "model-wide remark"),
-    ]  # fmt: skip
+    ]
     notes = [*result.notes, Note("skipped", "the probe did not run (test)"), Note("checker", "odd node", "fc2")]
     return replace(result, findings=findings, notes=notes)
 
 
 def run_of(*results: ModelResult, root: Path | None = None) -> Run:
     config = Config(probe=False, sarif_root=str(root) if root else None)
-    return Run(results=list(results), config=config, started="2024-01-02T03:04:05Z", finished="2024-01-02T03:04:06Z",
-               command_line=["relulint", "models", "--format", "sarif"])  # fmt: skip
+    return Run(
+        results=list(results),
+        config=config,
+        started="2024-01-02T03:04:05Z",
+        finished="2024-01-02T03:04:06Z",
+        command_line=["relulint", "models", "--format", "sarif"],
+    )
 
 
 def analysed(path: Path) -> ModelResult:
@@ -145,10 +167,18 @@ def test_fingerprints_are_stable_across_runs_and_differ_between_nodes(tmp_path):
     assert len({p["primaryLocationLineHash"] for p in prints}) == len(prints)
     # the same rule on two nodes, and two findings of one rule on one node, stay distinct
     base = analysed(model)
-    twice = replace(base, findings=[Finding("RL198", Severity.WARNING, "a", node="fc1"),
-                                    Finding("RL198", Severity.WARNING, "b", node="fc2"),
-                                    Finding("RL198", Severity.WARNING, "c", node="fc2")])  # fmt: skip
-    hashes = [r["partialFingerprints"]["relulintFinding/v1"] for r in sarif_log(run_of(twice, root=tmp_path))["runs"][0]["results"]]
+    twice = replace(
+        base,
+        findings=[
+            Finding("RL198", Severity.WARNING, "a", node="fc1"),
+            Finding("RL198", Severity.WARNING, "b", node="fc2"),
+            Finding("RL198", Severity.WARNING, "c", node="fc2"),
+        ],
+    )
+    hashes = [
+        r["partialFingerprints"]["relulintFinding/v1"]
+        for r in sarif_log(run_of(twice, root=tmp_path))["runs"][0]["results"]
+    ]
     assert len(set(hashes)) == 3
     # and another model with the same finding on the same node is another alert
     other = save_model(tmp_path, "other.onnx")
@@ -191,7 +221,9 @@ def test_results_over_githubs_limit_are_cut_with_a_notification():
     assert len(results) == MAX_RESULTS_PER_RUN
     assert sum(r["level"] == "error" for r in results) == 5  # the most severe are kept
     assert results[-1]["message"]["text"] == "e4: error 4"  # in their original order
-    (notice,) = [n for n in log["runs"][0]["invocations"][0]["toolExecutionNotifications"] if "left out" in n["message"]["text"]]
+    (notice,) = [
+        n for n in log["runs"][0]["invocations"][0]["toolExecutionNotifications"] if "left out" in n["message"]["text"]
+    ]
     assert notice["message"]["text"].startswith("3 findings were left out")
 
 
@@ -211,9 +243,22 @@ def test_cli_writes_sarif_with_sarif_root(tmp_path):
     out = tmp_path / "out.sarif"
     env = {k: v for k, v in os.environ.items() if k != "RELULINT_DEBUG"}
     done = subprocess.run(
-        [sys.executable, "-m", "relulint", str(model), "--no-probe", "-o", str(out), "--sarif-root", str(tmp_path / "repo")],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "relulint",
+            str(model),
+            "--no-probe",
+            "-o",
+            str(out),
+            "--sarif-root",
+            str(tmp_path / "repo"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode in (0, 1), done.stderr
     log = json.loads(out.read_text(encoding="utf-8"))
     validate(log)

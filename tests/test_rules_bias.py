@@ -269,7 +269,6 @@ def test_trained_sklearn_mlp_stays_silent(tmp_path):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
     from sklearn.preprocessing import StandardScaler
-
     from threadpoolctl import threadpool_limits
 
     x, y = make_classification(n_samples=600, n_features=20, n_informative=10, n_classes=3, random_state=0)

@@ -380,8 +380,13 @@ def classifier(final: list[str], relu_op: str = "Relu") -> onnx.ModelProto:
 
 @pytest.mark.parametrize(
     ("final", "final_op"),
-    [(["Relu"], None), (["Relu", "Softmax"], "Softmax"), (["Relu", "LogSoftmax"], "LogSoftmax"), (["Relu", "Sigmoid"], "Sigmoid")],
-)  # fmt: skip
+    [
+        (["Relu"], None),
+        (["Relu", "Softmax"], "Softmax"),
+        (["Relu", "LogSoftmax"], "LogSoftmax"),
+        (["Relu", "Sigmoid"], "Sigmoid"),
+    ],
+)
 def test_rl402_fires_on_a_relu_on_the_output(tmp_path, final, final_op):
     [finding] = findings(lint(tmp_path, classifier(final)), "RL402")
     assert finding.severity == Severity.WARNING and finding.node == "out_act"

@@ -28,11 +28,22 @@ def test_gemm_with_trans_b(tmp_path):
     graph, layers = layers_of(b.build([y]), tmp_path)
     assert layers == [
         Layer(
-            name="act", activation_op="Relu", family="plain", pre_activation="fc_out", output="act_out",
-            channel_axis=-1, linear="fc", linear_op="Gemm", weight="w_0", weight_layout="gemm_transposed",
-            bias=(BiasTerm("w_1"),), units=3, fan_in=5, fan_out=3,
+            name="act",
+            activation_op="Relu",
+            family="plain",
+            pre_activation="fc_out",
+            output="act_out",
+            channel_axis=-1,
+            linear="fc",
+            linear_op="Gemm",
+            weight="w_0",
+            weight_layout="gemm_transposed",
+            bias=(BiasTerm("w_1"),),
+            units=3,
+            fan_in=5,
+            fan_out=3,
         )
-    ]  # fmt: skip
+    ]
     np.testing.assert_array_equal(weight_matrix(graph, layers[0]), w)
     np.testing.assert_array_equal(bias_vector(graph, layers[0]), [1, 2, 3])
 
@@ -59,11 +70,22 @@ def test_matmul_add_as_pytorch_exports_linear(tmp_path):
     graph, layers = layers_of(b.build([y]), tmp_path)
     assert layers == [
         Layer(
-            name="act", activation_op="Relu", family="plain", pre_activation="proj_bias_out", output="act_out",
-            channel_axis=-1, linear="proj", linear_op="MatMul", weight="w_0", weight_layout="matmul_right",
-            bias=(BiasTerm("w_1"),), units=4, fan_in=6, fan_out=4,
+            name="act",
+            activation_op="Relu",
+            family="plain",
+            pre_activation="proj_bias_out",
+            output="act_out",
+            channel_axis=-1,
+            linear="proj",
+            linear_op="MatMul",
+            weight="w_0",
+            weight_layout="matmul_right",
+            bias=(BiasTerm("w_1"),),
+            units=4,
+            fan_in=6,
+            fan_out=4,
         )
-    ]  # fmt: skip
+    ]
     np.testing.assert_allclose(weight_matrix(graph, layers[0]), w)
 
 
@@ -74,11 +96,24 @@ def test_conv_bn_relu(tmp_path):
     graph, layers = layers_of(b.build([y]), tmp_path)
     assert layers == [
         Layer(
-            name="act", activation_op="Relu", family="plain", pre_activation="bn_out", output="act_out",
-            channel_axis=1, linear="conv", linear_op="Conv", weight="w_0", weight_layout="conv",
-            bias=(BiasTerm("w_1"),), units=16, fan_in=27, fan_out=144, norm="bn", norm_op="BatchNormalization",
+            name="act",
+            activation_op="Relu",
+            family="plain",
+            pre_activation="bn_out",
+            output="act_out",
+            channel_axis=1,
+            linear="conv",
+            linear_op="Conv",
+            weight="w_0",
+            weight_layout="conv",
+            bias=(BiasTerm("w_1"),),
+            units=16,
+            fan_in=27,
+            fan_out=144,
+            norm="bn",
+            norm_op="BatchNormalization",
         )
-    ]  # fmt: skip
+    ]
     assert weight_matrix(graph, layers[0]).shape == (16, 27)
 
 
@@ -90,10 +125,21 @@ def test_conv_add_residual_relu(tmp_path):
     y = b.relu(b.add(shortcut, main, "join"), "act1")  # shortcut first: the main branch is still found
     _, layers = layers_of(b.build([y]), tmp_path)
     assert layers[1] == Layer(
-        name="act1", activation_op="Relu", family="plain", pre_activation="join_out", output="act1_out",
-        channel_axis=1, linear="conv1", linear_op="Conv", weight="w_2", weight_layout="conv",
-        units=4, fan_in=36, fan_out=36, residual=True,
-    )  # fmt: skip
+        name="act1",
+        activation_op="Relu",
+        family="plain",
+        pre_activation="join_out",
+        output="act1_out",
+        channel_axis=1,
+        linear="conv1",
+        linear_op="Conv",
+        weight="w_2",
+        weight_layout="conv",
+        units=4,
+        fan_in=36,
+        fan_out=36,
+        residual=True,
+    )
     assert not layers[0].residual
 
 
@@ -108,7 +154,7 @@ def test_clip_as_relu6_and_max_with_zero(tmp_path):
     h = b.gemm(h, 3, 3, name="fc3")
     h = b.node("Clip", [h, b.const(np.array(-1.0, np.float32), "minus1"), hi], "not_relu")  # min -1: not ReLU
     _, layers = layers_of(b.build([h]), tmp_path)
-    assert [(l.name, l.activation_op, l.family, l.linear) for l in layers] == [
+    assert [(layer.name, layer.activation_op, layer.family, layer.linear) for layer in layers] == [
         ("relu6", "Clip", "plain", "fc1"),
         ("max0", "Max", "plain", "fc2"),
     ]
@@ -119,7 +165,7 @@ def test_clip_with_min_attribute_in_old_opset(tmp_path):
     x = b.input("x", [1, 3])
     y = b.node("Clip", [b.gemm(x, 3, 3, name="fc")], "relu6", min=0.0, max=6.0)
     _, layers = layers_of(b.build([y]), tmp_path)
-    assert [(l.name, l.family, l.linear) for l in layers] == [("relu6", "plain", "fc")]
+    assert [(layer.name, layer.family, layer.linear) for layer in layers] == [("relu6", "plain", "fc")]
 
 
 def test_variants_are_recognised(tmp_path):
@@ -134,8 +180,10 @@ def test_variants_are_recognised(tmp_path):
     model = b.build([h])
     model.opset_import[0].version = 20  # Gelu arrived in opset 20
     _, layers = layers_of(model, tmp_path)
-    assert [(l.activation_op, l.family) for l in layers] == [(op, "variant") for op in ops + ["PRelu", "Gelu"]]
-    assert all(l.linear_op == "Gemm" and l.units == 4 for l in layers)
+    assert [(layer.activation_op, layer.family) for layer in layers] == [
+        (op, "variant") for op in ops + ["PRelu", "Gelu"]
+    ]
+    assert all(layer.linear_op == "Gemm" and layer.units == 4 for layer in layers)
 
 
 def test_weights_in_constant_nodes(tmp_path):
@@ -146,7 +194,12 @@ def test_weights_in_constant_nodes(tmp_path):
     b.nodes.append(helper.make_node("Constant", [], ["bc"], name="const_b", value_floats=[0.5, -0.5]))
     y = b.relu(b.node("Add", [b.node("MatMul", [x, "Wc"], "mm"), "bc"], "bias_add"), "act")
     graph, [layer] = layers_of(b.build([y]), tmp_path)
-    assert (layer.linear, layer.weight, layer.weight_layout, layer.bias) == ("mm", "Wc", "matmul_right", (BiasTerm("bc"),))
+    assert (layer.linear, layer.weight, layer.weight_layout, layer.bias) == (
+        "mm",
+        "Wc",
+        "matmul_right",
+        (BiasTerm("bc"),),
+    )
     np.testing.assert_array_equal(weight_matrix(graph, layer), w)
     np.testing.assert_array_equal(bias_vector(graph, layer), [0.5, -0.5])
 
@@ -186,9 +239,12 @@ def _branch(name: str, x: str, w: np.ndarray, op: str) -> onnx.GraphProto:
         helper.make_node(op, ["h"], ["y"], name="Act_1"),
     ]
     return helper.make_graph(
-        nodes, name, [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        nodes,
+        name,
+        [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
         [numpy_helper.from_array(w, f"{name}_W")],
-    )  # fmt: skip
+    )
 
 
 def test_relu_inside_if_branch(tmp_path):
@@ -196,20 +252,34 @@ def test_relu_inside_if_branch(tmp_path):
     then_g, else_g = _branch("then_g", "x", w, "Relu"), _branch("else_g", "x", w, "Sigmoid")
     node = helper.make_node("If", ["cond"], ["out"], name="If_0", then_branch=then_g, else_branch=else_g)
     graph = helper.make_graph(
-        [node], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3]), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [node],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3]),
+            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+        ],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 2])],
-    )  # fmt: skip
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     g, layers = layers_of(model, tmp_path)
     assert layers == [
         Layer(
-            name="If_0/then/Act_1", activation_op="Relu", family="plain", pre_activation="If_0/then/h",
-            output="If_0/then/y", channel_axis=-1, linear="If_0/then/MatMul_0", linear_op="MatMul",
-            weight="If_0/then/then_g_W", weight_layout="matmul_right", units=2, fan_in=3, fan_out=2,
+            name="If_0/then/Act_1",
+            activation_op="Relu",
+            family="plain",
+            pre_activation="If_0/then/h",
+            output="If_0/then/y",
+            channel_axis=-1,
+            linear="If_0/then/MatMul_0",
+            linear_op="MatMul",
+            weight="If_0/then/then_g_W",
+            weight_layout="matmul_right",
+            units=2,
+            fan_in=3,
+            fan_out=2,
             scope="If_0/then",
         )
-    ]  # fmt: skip
+    ]
     # The outer input reaches the branch's MatMul; the branch output flows into the If node.
     assert g.nx.has_edge("If_0/then/Act_1", "If_0")
     assert {n.id for n in g.consumers("x")} == {"If_0/then/MatMul_0", "If_0/else/MatMul_0"}
@@ -217,25 +287,37 @@ def test_relu_inside_if_branch(tmp_path):
 
 def test_model_local_function_is_inlined(tmp_path):
     func = helper.make_function(
-        "local", "DenseRelu", ["X", "W", "B"], ["Y"],
+        "local",
+        "DenseRelu",
+        ["X", "W", "B"],
+        ["Y"],
         [
             helper.make_node("Gemm", ["X", "W", "B"], ["H"], name="dense", transB=1),
             helper.make_node("Relu", ["H"], ["Y"], name="act"),
         ],
         [helper.make_opsetid("", 17)],
-    )  # fmt: skip
+    )
     w = numpy_helper.from_array(np.eye(3, dtype=np.float32), "W")
     bias = numpy_helper.from_array(np.zeros(3, np.float32), "B")
     call = helper.make_node("DenseRelu", ["x", "W", "B"], ["y"], name="call", domain="local")
     graph = helper.make_graph(
-        [call], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [w, bias],
-    )  # fmt: skip
+        [call],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [w, bias],
+    )
     model = helper.make_model(
         graph, functions=[func], opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)]
     )
     graph_model, [layer] = layers_of(model, tmp_path)
-    assert (layer.activation_op, layer.linear_op, layer.weight, layer.units, layer.fan_in) == ("Relu", "Gemm", "W", 3, 3)
+    assert (layer.activation_op, layer.linear_op, layer.weight, layer.units, layer.fan_in) == (
+        "Relu",
+        "Gemm",
+        "W",
+        3,
+        3,
+    )
     np.testing.assert_array_equal(weight_matrix(graph_model, layer), np.eye(3))
 
 
@@ -266,7 +348,12 @@ def test_sub_bias_conv_transpose_and_matmul_left(tmp_path):
     left = b.relu(b.node("MatMul", [b.const(np.ones((5, 6), np.float32), "L"), z], "mm_left"), "act_left")
     graph, layers = layers_of(b.build([act, left]), tmp_path)
     deconv, mm = layers
-    assert (deconv.linear_op, deconv.units, deconv.fan_in, deconv.bias) == ("ConvTranspose", 3, 16, (BiasTerm("shift", -1),))
+    assert (deconv.linear_op, deconv.units, deconv.fan_in, deconv.bias) == (
+        "ConvTranspose",
+        3,
+        16,
+        (BiasTerm("shift", -1),),
+    )
     np.testing.assert_array_equal(bias_vector(graph, deconv), [-2, -2, -2])
     matrix = weight_matrix(graph, deconv)
     assert matrix.shape == (3, 16)

@@ -31,15 +31,28 @@ def big_model_with_if() -> onnx.ModelProto:
     h = b.relu(b.gemm(x, WIDTH, WIDTH, bias=np.full(WIDTH, -8.0, np.float32), name="big"), "big_relu")
     w_branch = b.const(b.he([WIDTH, 8], WIDTH), "w_branch")
     then_graph = helper.make_graph(
-        [helper.make_node("MatMul", [h, w_branch], ["t"], name="mm"), helper.make_node("Relu", ["t"], ["ty"], name="act")],
-        "then", [], [helper.make_tensor_value_info("ty", TensorProto.FLOAT, [1, 8])],
-    )  # fmt: skip
+        [
+            helper.make_node("MatMul", [h, w_branch], ["t"], name="mm"),
+            helper.make_node("Relu", ["t"], ["ty"], name="act"),
+        ],
+        "then",
+        [],
+        [helper.make_tensor_value_info("ty", TensorProto.FLOAT, [1, 8])],
+    )
     else_graph = helper.make_graph(
-        [helper.make_node("Sigmoid", [h], ["e"], name="sig"), helper.make_node("Slice", ["e", "s0", "s8", "s1"], ["ey"], name="cut")],
-        "else", [], [helper.make_tensor_value_info("ey", TensorProto.FLOAT, [1, 8])],
+        [
+            helper.make_node("Sigmoid", [h], ["e"], name="sig"),
+            helper.make_node("Slice", ["e", "s0", "s8", "s1"], ["ey"], name="cut"),
+        ],
+        "else",
+        [],
+        [helper.make_tensor_value_info("ey", TensorProto.FLOAT, [1, 8])],
         [numpy_helper.from_array(np.array([0], np.int64), n) for n in ("s0",)]
-        + [numpy_helper.from_array(np.array([8], np.int64), "s8"), numpy_helper.from_array(np.array([1], np.int64), "s1")],
-    )  # fmt: skip
+        + [
+            numpy_helper.from_array(np.array([8], np.int64), "s8"),
+            numpy_helper.from_array(np.array([1], np.int64), "s1"),
+        ],
+    )
     cond = b.const(np.array(True), "cond")
     b.nodes.append(helper.make_node("If", [cond], ["y"], name="If_0", then_branch=then_graph, else_branch=else_graph))
     return b.build(["y"], [[1, 8]])

@@ -185,9 +185,17 @@ def layer_bounds(ctx: Context, layer: Layer, propagation: Propagation) -> LayerB
         active &= upper <= ceiling
     always_active = np.flatnonzero(active) if node.op in IDENTITY_ON_POSITIVE else np.arange(0)
     return LayerBounds(
-        layer.name, node.op, lower, upper, threshold, ceiling, dead, saturated, always_active,
+        layer.name,
+        node.op,
+        lower,
+        upper,
+        threshold,
+        ceiling,
+        dead,
+        saturated,
+        always_active,
         layer.pre_activation in propagation.symbolic,
-    )  # fmt: skip
+    )
 
 
 def _clip_limit_inputs(ctx: Context, layer: Layer) -> str:

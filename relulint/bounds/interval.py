@@ -143,9 +143,14 @@ def rounding(magnitude: np.ndarray, terms: int) -> np.ndarray:
 
 
 def linear(
-    x: Bound, apply: Apply, weight: np.ndarray, bias: np.ndarray | float, terms: int, domain: Domain | None,
+    x: Bound,
+    apply: Apply,
+    weight: np.ndarray,
+    bias: np.ndarray | float,
+    terms: int,
+    domain: Domain | None,
     symbolic: bool = True,
-) -> Bound:  # fmt: skip
+) -> Bound:
     """Bounds of ``apply(x, weight) + bias`` for a map linear in x (Conv, Gemm, MatMul, a constant scale)."""
     weight = np.asarray(weight, np.float64)
     bias = np.asarray(bias, np.float64)
@@ -210,9 +215,12 @@ def monotone(x: Bound, f: Callable[[np.ndarray], np.ndarray], increasing: bool =
 
 
 def valley(
-    x: Bound, f: Callable[[np.ndarray], np.ndarray], argmin: tuple[float, float], minimum: float,
+    x: Bound,
+    f: Callable[[np.ndarray], np.ndarray],
+    argmin: tuple[float, float],
+    minimum: float,
     relative: float = 1e-6,
-) -> Bound:  # fmt: skip
+) -> Bound:
     """An op decreasing up to its minimizer and increasing after it (Gelu, Mish, HardSwish, Abs).
 
     ``argmin`` is an interval that holds the minimizer and ``minimum`` a value at or below the minimum:

@@ -32,9 +32,14 @@ class Window:
 
 
 def window(
-    spatial: Sequence[int], kernel: Sequence[int], strides: Sequence[int] | None, dilations: Sequence[int] | None,
-    pads: Sequence[int] | None, auto_pad: str = "NOTSET", ceil_mode: bool = False,
-) -> Window:  # fmt: skip
+    spatial: Sequence[int],
+    kernel: Sequence[int],
+    strides: Sequence[int] | None,
+    dilations: Sequence[int] | None,
+    pads: Sequence[int] | None,
+    auto_pad: str = "NOTSET",
+    ceil_mode: bool = False,
+) -> Window:
     """The output size and padding of a window op (ONNX Conv / MaxPool / AveragePool rules)."""
     n = len(spatial)
     strides = tuple(strides or [1] * n)

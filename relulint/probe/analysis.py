@@ -26,7 +26,9 @@ LIVE_ACTIVATIONS = 5  # activations of the largest size alive at once, transient
 class PendingProbe:
     """A probe whose job was sent: the child creates its session and runs while the parent works."""
 
-    def __init__(self, ctx: Context, child: Child, instrumentation: Instrumentation, folder: tempfile.TemporaryDirectory) -> None:
+    def __init__(
+        self, ctx: Context, child: Child, instrumentation: Instrumentation, folder: tempfile.TemporaryDirectory
+    ) -> None:
         self.ctx = ctx
         self.child = child
         self.instrumentation = instrumentation

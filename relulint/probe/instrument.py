@@ -225,9 +225,15 @@ def _attribute_graph(node: onnx.NodeProto, name: str) -> onnx.GraphProto:
 
 
 def _add_reductions(
-    additions: Additions, names: Names, tensor: str, axis: int, units: int, info: TensorInfo,
-    per_sample: int | None, opset: int,
-) -> tuple[str, list[str]]:  # fmt: skip
+    additions: Additions,
+    names: Names,
+    tensor: str,
+    axis: int,
+    units: int,
+    info: TensorInfo,
+    per_sample: int | None,
+    opset: int,
+) -> tuple[str, list[str]]:
     """Append one layer's reduction nodes; return the tap kind and its output names (STATS order)."""
     nodes, inits = additions.nodes, additions.initializers
     kind = POOLED if per_sample else REDUCED

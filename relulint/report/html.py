@@ -181,14 +181,22 @@ def dead_fraction_chart(layers: list[LayerView], probe_ran: bool) -> Chart:
             "Share of each layer's units that never switched on during the probe, in depth order; "
             f"the dashed line marks {DEAD_LINE:.0%}."
         ),
-        legend=[("bar-ok", "dead fraction"), ("bar-bad", f"over {DEAD_LINE:.0%}"), ("reference", f"{DEAD_LINE:.0%} line")],
+        legend=[
+            ("bar-ok", "dead fraction"),
+            ("bar-bad", f"over {DEAD_LINE:.0%}"),
+            ("reference", f"{DEAD_LINE:.0%} line"),
+        ],
     )
     measured = [layer.dead_fraction for layer in layers]
     if not layers:
         chart.empty = "No ReLU-family layers in this model."
         return chart
     if all(value is None for value in measured):
-        chart.empty = "The probe did not run on this model (it is off with --no-probe; otherwise the notes say why)." if not probe_ran else "The probe measured no layer."
+        chart.empty = (
+            "The probe did not run on this model (it is off with --no-probe; otherwise the notes say why)."
+            if not probe_ran
+            else "The probe measured no layer."
+        )
         return chart
     scale = _y_scale(chart, 1.0)
     band, width = _columns(chart, len(layers))
@@ -213,7 +221,9 @@ def dead_fraction_chart(layers: list[LayerView], probe_ran: bool) -> Chart:
 
 def _percent_axis(chart: Chart, scale: Any) -> None:
     """Grid lines at 0, 25, .. 100% and the dashed DEAD_LINE, for the dead-fraction charts."""
-    chart.grid = [Tick(chart.left, scale(v), chart.left + chart.plot_width, scale(v), f"{v:.0%}") for v in (0, 0.25, 0.5, 0.75, 1)]
+    chart.grid = [
+        Tick(chart.left, scale(v), chart.left + chart.plot_width, scale(v), f"{v:.0%}") for v in (0, 0.25, 0.5, 0.75, 1)
+    ]
     y = scale(DEAD_LINE)
     chart.reference = Tick(chart.left, y, chart.left + chart.plot_width, y, f"{DEAD_LINE:.0%}")
 
@@ -247,7 +257,9 @@ def he_chart(layers: list[LayerView]) -> Chart:
             y = scale(std)
             title = f"{index + 1}. {clean(layer.name)}: std {fmt_number(std)}, He {fmt_number(he)}"
             y = min(y, chart.baseline - MIN_BAR)
-            chart.bars.append(Bar(centre - width / 2, y, width, chart.baseline - y, "bar-warn" if off else "bar-ok", title))
+            chart.bars.append(
+                Bar(centre - width / 2, y, width, chart.baseline - y, "bar-warn" if off else "bar-ok", title)
+            )
         if he is not None:
             reach = max(width / 2 + 3, 4)
             chart.markers.append(Tick(centre - reach, scale(he), centre + reach, scale(he), f"He {fmt_number(he)}"))
@@ -293,7 +305,16 @@ def positive_rate_histogram(rates: list[Any]) -> Histogram | None:
     for index, (count, label) in enumerate(zip(counts, labels)):
         height = 24 * count / tallest if count else 0.0
         css = "hist-dead" if index == 0 else ("hist-rare" if index == 1 else "hist-ok")
-        bars.append(Bar(index * bar_width + 0.5, 25 - height, bar_width - 1, height, css, f"{count} unit{'s' * (count != 1)} {label}"))
+        bars.append(
+            Bar(
+                index * bar_width + 0.5,
+                25 - height,
+                bar_width - 1,
+                height,
+                css,
+                f"{count} unit{'s' * (count != 1)} {label}",
+            )
+        )
     return Histogram(bars)
 
 
@@ -571,9 +592,7 @@ def log_range(positive: list[float], bound: float) -> tuple[int, int]:
 
 def _layer_labels(chart: Chart, indices: list[int]) -> list[Tick]:
     """The layers' numbers from the Layers table under the columns; every k-th one when there are many."""
-    return [
-        replace(tick, label=str(indices[int(tick.label) - 1] + 1)) for tick in _x_labels(chart, len(indices))
-    ]
+    return [replace(tick, label=str(indices[int(tick.label) - 1] + 1)) for tick in _x_labels(chart, len(indices))]
 
 
 def domain_text(domain: Any) -> str:
@@ -900,17 +919,21 @@ def render(run: Run) -> str:
     if re.search(r"</script", script, re.IGNORECASE) or re.search(r"</style", css, re.IGNORECASE):
         raise ValueError("report.js and report.css must not close their own element early")
     models = [model_view(i, result, run.config) for i, result in enumerate(run.results)]
-    return environment().get_template("report.html.j2").render(
-        models=models,
-        totals=totals(run),
-        summary=summary(run),
-        failed=sum(1 for m in models if m.error is not None),
-        version=__version__,
-        information_uri=INFORMATION_URI,
-        generated=run.finished or run.started,
-        css=Markup(css),
-        script=Markup(script),
-        script_source=csp_hash(script),
-        style_source=csp_hash(css),
-        dead_line=DEAD_LINE,
+    return (
+        environment()
+        .get_template("report.html.j2")
+        .render(
+            models=models,
+            totals=totals(run),
+            summary=summary(run),
+            failed=sum(1 for m in models if m.error is not None),
+            version=__version__,
+            information_uri=INFORMATION_URI,
+            generated=run.finished or run.started,
+            css=Markup(css),
+            script=Markup(script),
+            script_source=csp_hash(script),
+            style_source=csp_hash(css),
+            dead_line=DEAD_LINE,
+        )
     )

@@ -56,9 +56,14 @@ class RuleMeta:
     @property
     def family(self) -> str:
         return {
-            "1": "initialization", "2": "biases", "3": "normalization", "4": "architecture",
-            "5": "probe", "6": "proof", "7": "checkpoint comparison",
-        }[self.id[2]]  # fmt: skip
+            "1": "initialization",
+            "2": "biases",
+            "3": "normalization",
+            "4": "architecture",
+            "5": "probe",
+            "6": "proof",
+            "7": "checkpoint comparison",
+        }[self.id[2]]
 
     @property
     def help_uri(self) -> str:

@@ -58,9 +58,18 @@ model = torch.nn.Sequential(
 
 # Ops whose output holds their input's values (some of them, rearranged): a ReLU's zeros survive them.
 VALUE_MOVING_OPS = {
-    "Identity", "Dropout", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Transpose", "Concat",
-    "Split", "Slice",
-}  # fmt: skip
+    "Identity",
+    "Dropout",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Cast",
+    "Transpose",
+    "Concat",
+    "Split",
+    "Slice",
+}
 # Ops that read only a tensor's shape: using a ReLU output there does not make it intermediate.
 SHAPE_ONLY_OPS = {"Shape", "Size"}
 MAX_WALK = 256  # tensors visited forward from one activation before the walk gives up
