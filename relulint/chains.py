@@ -12,11 +12,15 @@ Walks are bounded and remember what they saw, so a cyclic (hostile) graph cannot
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from relulint.graph import Graph, Node
+from relulint.stats import MAX_INIT_DISPERSION, MIN_UNITS_FOR_DISPERSION
 from relulint.units import NORM_OPS, Layer, is_decomposed_layernorm
 
 if TYPE_CHECKING:
@@ -194,11 +198,25 @@ def _no_batchnorm_node(ctx: Context) -> bool:
 
 
 def batchnorm_may_be_folded(ctx: Context, layer: Layer) -> bool:
-    """True for a Conv layer with no visible normalization in a model with no BatchNormalization node at
-    all: the model may have been trained with BatchNorm that its export folded into the Conv."""
+    """True for a Conv layer with no visible normalization, in a model with no BatchNormalization node at
+    all, whose weights carry the marks a fold leaves: the model may have been trained with BatchNorm that
+    its export folded into the Conv.
+
+    A fold turns the Conv's bias into ``beta - gamma * mean / sigma`` (never all zero in practice) and
+    multiplies each output channel by its own ``gamma / sigma``, so the channels' weight scales differ far
+    beyond sampling noise. An absent or all-zero bias, or channels that share one scale, rule folding out.
+    """
     if layer.linear_op not in FOLDS_BATCHNORM or layer.norm is not None:
         return False
-    return ctx.cached("chains.no_batchnorm_node", _no_batchnorm_node)
+    if not ctx.cached("chains.no_batchnorm_node", _no_batchnorm_node):
+        return False
+    bias = ctx.bias(layer)
+    if bias is not None and not np.any(bias):
+        return False  # no bias, or an all-zero one: nothing was folded into it
+    stats = ctx.weight_stats(layer)
+    if stats is not None and stats.units >= MIN_UNITS_FOR_DISPERSION and math.isfinite(stats.scale_dispersion):
+        return stats.scale_dispersion > MAX_INIT_DISPERSION
+    return True  # too few channels to tell: folding stays possible
 
 
 def longest_run(flags: list[bool]) -> int:
@@ -211,7 +229,8 @@ def longest_run(flags: list[bool]) -> int:
 
 
 FOLDED_HINT = (
-    "the model has no BatchNormalization node at all: if it was exported for inference, BatchNorm may have "
+    "the model has no BatchNormalization node at all and these Convs have non-zero biases and per-channel "
+    "weight scales as a fold leaves them: if it was exported for inference, BatchNorm may have "
     "been folded into the Conv weights (torch.onnx.export does this in eval mode; recent versions keep it "
     "with training=torch.onnx.TrainingMode.PRESERVE)"
 )

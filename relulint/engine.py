@@ -19,7 +19,7 @@ from relulint.graph import build_graph, count_parameters
 from relulint.loader import expected_nbytes, load_model, run_checker
 from relulint.rules import Rule, all_rules, matches
 from relulint.tensors import release_mapped_pages
-from relulint.units import find_layers
+from relulint.units import Layer, find_layers
 
 # Analyses that rules can ask for with ``needs``: name -> "module:function(ctx) -> None", run in this
 # order after the static rules. The probe is not among them: it is started before the static rules and
@@ -75,6 +75,7 @@ def _analyse_loaded(loaded, config: Config) -> ModelResult:
     ctx = Context(loaded=loaded, graph=graph, layers=layers, config=config)
     ctx.notes.extend(loaded.notes)
     ctx.notes.extend(graph.notes)
+    ctx.notes.extend(_training_mode_notes(layers))
     rules = selected_rules(config)
     wanted = {need for rule in rules for need in rule.meta.needs}
     probing = _start_probe(ctx) if "probe" in wanted and config.probe else None
@@ -118,6 +119,21 @@ def _analyse_loaded(loaded, config: Config) -> ModelResult:
         if callable(to_json):
             result.extra[name] = to_json()
     return result
+
+
+def _training_mode_notes(layers: list[Layer]) -> list[Note]:
+    training = sorted({layer.norm for layer in layers if layer.norm_training_mode and layer.norm})
+    if not training:
+        return []
+    return [
+        Note(
+            "info",
+            f"{len(training)} BatchNormalization node(s) were exported in training mode (e.g. '{training[0]}'): they "
+            "normalize with each batch's own statistics, so the probe's counts depend on its batch and the running "
+            "statistics the static rules read are not what the model computes; export in eval mode for inference",
+            node=training[0],
+        )
+    ]
 
 
 # numpy releases the GIL while it reduces a large array: the statistics of several layers are computed

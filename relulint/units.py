@@ -73,6 +73,9 @@ class Layer:
     fan_out: int | None = None
     norm: str | None = None  # node id of the normalization between linear op and activation
     norm_op: str | None = None
+    # A BatchNormalization exported in training mode (training_mode=1, or its running statistics as extra
+    # outputs) normalizes with the batch's own statistics, not its running ones.
+    norm_training_mode: bool = False
     residual: bool = False  # a join of two computed tensors (Add/Sum) before the activation
     scope: str = ""  # "" or the subgraph path, e.g. "If_0/then"
 
@@ -128,6 +131,9 @@ class _Walk:
     bias: list[BiasTerm] | None = None
     norm: Node | None = None
     norm_op: str | None = None
+    # A BatchNormalization exported in training mode (training_mode=1, or its running statistics as extra
+    # outputs) normalizes with the batch's own statistics, not its running ones.
+    norm_training_mode: bool = False
     residual: bool = False
 
 
@@ -141,6 +147,7 @@ def _layer_for(graph: Graph, act: Node, family: str, pre_activation: str) -> Lay
         output=act.outputs[0],
         norm=walk.norm.id if walk.norm else None,
         norm_op=walk.norm_op,
+        norm_training_mode=walk.norm is not None and is_training_mode_batchnorm(walk.norm),
         residual=walk.residual,
         scope=act.scope,
     )
@@ -236,6 +243,13 @@ def _main_branch(graph: Graph, operands: list[str], budget: int) -> str | None:
             if producer is not None and activation_family(graph, producer) is None:
                 return operand
     return None
+
+
+def is_training_mode_batchnorm(node: Node) -> bool:
+    if node.op != "BatchNormalization":
+        return False
+    extra_outputs = [output for output in node.outputs[1:] if output]
+    return bool(node.attr("training_mode", 0)) or bool(extra_outputs)
 
 
 def is_decomposed_layernorm(graph: Graph, div: Node) -> bool:

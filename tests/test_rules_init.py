@@ -102,6 +102,41 @@ def test_rl101_skips_normalized_layers_unless_asked(tmp_path):
     assert len(findings(lint(tmp_path, model, rule_options=options), "RL101")) == 1
 
 
+def test_rl101_silent_on_a_folded_layer_far_off_the_band_with_a_note_saying_why(tmp_path):
+    # 3x3 depthwise-like fan-in 9 with a BatchNorm folded in: every unit scaled by its own gamma / sigma.
+    # The std is 6x He, as on the trained MobileNet-style model of issue 12, but this is no initialization.
+    units, fan_in = 64, 9
+    rng = np.random.default_rng(3)
+    weight = rng.normal(0.0, 1.0, (units, fan_in)) * rng.uniform(0.2, 3.0, (units, 1))
+    weight *= 6 * np.sqrt(2 / fan_in) / weight.std()
+    result = lint(tmp_path, one_layer_model(weight.astype(np.float32), bias=np.full(units, 0.1, np.float32)))
+    assert findings(result, "RL101") == []
+    [note] = [n for n in result.notes if n.message.startswith("RL101")]
+    assert "look trained or BatchNorm-folded" in note.message and note.node == "fc1_relu"
+    [layer] = [layer for layer in result.layers if layer["name"] == "fc1_relu"]
+    assert layer["metrics"]["looks_initialized"] is False and layer["metrics"]["scale_dispersion"] > 3
+    judged = lint(tmp_path, one_layer_model(weight.astype(np.float32)), rule_options={"RL101": {"check_trained": True}})
+    assert len(findings(judged, "RL101")) == 1
+
+
+def test_rl101_silent_on_trained_weights_and_firing_on_the_same_init_scaled_wrong(tmp_path):
+    sklearn = pytest.importorskip("sklearn.neural_network")
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the convergence warning of a short run
+        trained = sklearn.MLPClassifier((64,), max_iter=300, random_state=0).fit(x / 16, y)
+    weight = trained.coefs_[0].T.astype(np.float32)  # [64 units, 64 pixels]
+    scale = 5 * np.sqrt(2 / weight.shape[1]) / weight.std()
+    result = lint(tmp_path, one_layer_model(weight * scale))  # trained weights, scaled far above He
+    assert findings(result, "RL101") == []
+    fresh = exact_std(weight.shape, 5 * np.sqrt(2 / weight.shape[1]))  # an init at the same scale
+    assert len(findings(lint(tmp_path, one_layer_model(fresh)), "RL101")) == 1
+
+
 # ---- RL102 constant weights -----------------------------------------------------------------------
 def test_rl102_zero_weights_give_one_finding(tmp_path):
     weight = np.zeros((UNITS, FAN_IN), np.float32)

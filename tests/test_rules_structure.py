@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 import numpy as np
 import onnx
@@ -36,15 +37,32 @@ def mlp_chain(depth: int, norm: bool = False, variant_at: int | None = None, hea
     return b.build([b.gemm(y, WIDTH, 4, name="head") if head else y])
 
 
-def conv_stack(depth: int, norm: bool = False, hidden: int = 0, stray_batchnorm: bool = False) -> onnx.ModelProto:
+def folded_conv(b: ModelBuilder, x: str, in_ch: int, out_ch: int, name: str) -> str:
+    """A Conv with a BatchNorm folded into it, as torch.onnx.export leaves it in eval mode: each channel's
+    weight times gamma / sigma, the bias beta - gamma * mean / sigma (trained-looking statistics)."""
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    gamma, beta = rng.uniform(0.2, 3.0, out_ch), rng.normal(0.0, 0.5, out_ch)
+    mean, sigma = rng.normal(0.0, 1.0, out_ch), rng.uniform(0.5, 2.0, out_ch)
+    weight = b.he([out_ch, in_ch, 3, 3], in_ch * 9) * (gamma / sigma)[:, None, None, None]
+    bias = beta - gamma * mean / sigma
+    return b.conv(x, in_ch, out_ch, weight=weight.astype(np.float32), bias=bias.astype(np.float32), name=name)
+
+
+def conv_stack(
+    depth: int, norm: bool = False, hidden: int = 0, stray_batchnorm: bool = False, folded: bool = False
+) -> onnx.ModelProto:
     """``depth`` Conv(+BatchNorm)+ReLU layers named conv{i}_relu, a MaxPool after every second, then ``hidden``
-    Gemm+ReLU layers (fc{i}_relu) and a head. ``stray_batchnorm`` adds a BatchNormalization off the chain."""
+    Gemm+ReLU layers (fc{i}_relu) and a head. ``stray_batchnorm`` adds a BatchNormalization off the chain;
+    ``folded`` gives each Conv the weights and bias a folded BatchNorm leaves (else He weights, zero biases)."""
     b = ModelBuilder(seed=1)
     y = b.input("image", ["n", 3, 32, 32])
     outputs = [b.global_pool_flatten(b.batchnorm("image", 3, name="stray_bn"))] if stray_batchnorm else []
     channels = 3
     for i in range(1, depth + 1):
-        y = b.conv(y, channels, 8, bias=not norm, name=f"conv{i}")
+        if folded:
+            y = folded_conv(b, y, channels, 8, name=f"conv{i}")
+        else:
+            y = b.conv(y, channels, 8, bias=not norm, name=f"conv{i}")
         channels = 8
         if norm:
             y = b.batchnorm(y, 8, name=f"bn{i}")
@@ -215,13 +233,17 @@ def test_rl301_a_norm_after_the_relu_splits_the_chain_too(tmp_path):
     assert findings(lint(tmp_path, b.build([b.gemm(y, WIDTH, 2, name="head")])), "RL301") == []
 
 
-def resnet_without_norm(blocks: int) -> onnx.ModelProto:
+def resnet_without_norm(blocks: int, folded: bool = False) -> onnx.ModelProto:
     b = ModelBuilder(seed=4)
+
+    def conv(x: str, in_ch: int, name: str) -> str:
+        return folded_conv(b, x, in_ch, 8, name) if folded else b.conv(x, in_ch, 8, name=name)
+
     x = b.input("image", ["n", 3, 16, 16])
-    y = b.relu(b.conv(x, 3, 8, name="stem"), "stem_relu")
+    y = b.relu(conv(x, 3, "stem"), "stem_relu")
     for i in range(blocks):
-        y1 = b.relu(b.conv(y, 8, 8, name=f"b{i}_conv1"), f"b{i}_relu1")
-        y = b.relu(b.add(b.conv(y1, 8, 8, name=f"b{i}_conv2"), y, f"b{i}_add"), f"b{i}_relu2")
+        y1 = b.relu(conv(y, 8, f"b{i}_conv1"), f"b{i}_relu1")
+        y = b.relu(b.add(conv(y1, 8, f"b{i}_conv2"), y, f"b{i}_add"), f"b{i}_relu2")
     return b.build([b.gemm(b.global_pool_flatten(y), 8, 10, name="classifier")])
 
 
@@ -243,18 +265,39 @@ def test_rl301_residual_connections_are_not_normalization(tmp_path):
 
 def test_rl301_conv_chain_without_any_batchnorm_node_is_a_note_as_batchnorm_may_be_folded(tmp_path):
     # A conv ResNet with no BatchNormalization node: what torch.onnx.export makes of a BN ResNet in eval mode.
-    [finding] = findings(lint(tmp_path, resnet_without_norm(2)), "RL301")
+    [finding] = findings(lint(tmp_path, resnet_without_norm(2, folded=True)), "RL301")
     assert finding.severity == Severity.NOTE and "folded into the Conv weights" in finding.message
     assert finding.evidence["length"] == 5 and finding.evidence["batchnorm_may_be_folded"] == 5
-    strict = lint(tmp_path, resnet_without_norm(2), **options("RL301", assume_folded_batchnorm=False))
+    strict = lint(tmp_path, resnet_without_norm(2, folded=True), **options("RL301", assume_folded_batchnorm=False))
     [finding] = findings(strict, "RL301")
     assert finding.severity == Severity.WARNING and "folded" not in finding.message
+
+
+def test_rl301_zero_biases_rule_folding_out_so_an_unnormalized_conv_stack_warns(tmp_path):
+    # 15 plain Conv+ReLU layers whose biases are all exactly zero: no BatchNorm can have been folded into them.
+    for rule, depth in (("RL301", 15), ("RL401", 15)):
+        [finding] = findings(lint(tmp_path, conv_stack(depth)), rule)
+        assert finding.severity == Severity.WARNING, rule
+        assert finding.evidence["batchnorm_may_be_folded"] == 0 and "folded" not in finding.message
+
+
+def test_rl301_channels_sharing_one_weight_scale_rule_folding_out(tmp_path):
+    # Non-zero biases, but He-initialized channels that share one scale: a fold would have rescaled each.
+    b = ModelBuilder(seed=2)
+    y = b.input("image", ["n", 3, 16, 16])
+    channels = 3
+    for i in range(1, 6):
+        y = b.relu(b.conv(y, channels, 16, bias=np.full(16, 0.1, np.float32), name=f"conv{i}"), f"conv{i}_relu")
+        channels = 16
+    model = b.build([b.gemm(b.global_pool_flatten(y), 16, 10, name="classifier")])
+    [finding] = findings(lint(tmp_path, model), "RL301")
+    assert finding.severity == Severity.WARNING and finding.evidence["batchnorm_may_be_folded"] == 0
 
 
 @pytest.mark.parametrize(("hidden", "severity"), [(3, Severity.NOTE), (4, Severity.WARNING)])
 def test_rl301_edge_of_the_run_that_cannot_hide_a_folded_batchnorm(tmp_path, hidden, severity):
     # 6 Conv layers that may hide a folded BatchNorm, then ``hidden`` Gemm layers that cannot.
-    [finding] = findings(lint(tmp_path, conv_stack(6, hidden=hidden)), "RL301")
+    [finding] = findings(lint(tmp_path, conv_stack(6, hidden=hidden, folded=True)), "RL301")
     assert finding.evidence["length"] == 6 + hidden and finding.severity == severity
 
 
@@ -292,10 +335,11 @@ def test_rl401_fires_once_on_a_deep_plain_stack(tmp_path):
 
 
 def test_rl401_conv_stack_without_any_batchnorm_node_is_a_note_as_batchnorm_may_be_folded(tmp_path):
-    [finding] = findings(lint(tmp_path, conv_stack(10)), "RL401")
+    [finding] = findings(lint(tmp_path, conv_stack(10, folded=True)), "RL401")
     assert finding.severity == Severity.NOTE and finding.evidence["batchnorm_may_be_folded"] == 10
     assert "folded into the Conv weights" in finding.message
-    [finding] = findings(lint(tmp_path, conv_stack(10), **options("RL401", assume_folded_batchnorm=False)), "RL401")
+    strict = options("RL401", assume_folded_batchnorm=False)
+    [finding] = findings(lint(tmp_path, conv_stack(10, folded=True), **strict), "RL401")
     assert finding.severity == Severity.WARNING and finding.evidence["chain"][-1] == "conv10_relu"
     [finding] = findings(lint(tmp_path, conv_stack(10, stray_batchnorm=True)), "RL401")
     assert finding.severity == Severity.WARNING

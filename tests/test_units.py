@@ -378,3 +378,24 @@ def test_other_activations_are_not_layers(tmp_path, op):
     y = b.node(op, [b.gemm(x, 3, 3)])
     _, layers = layers_of(b.build([y]), tmp_path)
     assert layers == []
+
+
+@pytest.mark.parametrize("how", ["attribute", "outputs", "eval"])
+def test_batchnorm_exported_in_training_mode_is_marked_and_noted(tmp_path, how):
+    from relulint.config import Config
+    from relulint.engine import analyse
+
+    b = ModelBuilder(seed=0)
+    y = b.batchnorm(b.conv(b.input("x", ["n", 3, 8, 8]), 3, 4, name="conv"), 4, name="bn")
+    model = b.build([b.global_pool_flatten(b.relu(y, "act"))])
+    bn = next(node for node in model.graph.node if node.name == "bn")
+    if how == "attribute":
+        bn.attribute.append(helper.make_attribute("training_mode", 1))
+    elif how == "outputs":
+        bn.output.extend(["bn_running_mean", "bn_running_var"])
+    model.opset_import[0].version = max(model.opset_import[0].version, 15)
+    _, [layer] = layers_of(model, tmp_path)
+    assert layer.norm == "bn" and layer.norm_training_mode is (how != "eval")
+    result = analyse(str(tmp_path / "m.onnx"), Config(probe=False))
+    noted = [n for n in result.notes if "training mode" in n.message]
+    assert (noted[0].node if noted else None) == ("bn" if how != "eval" else None)

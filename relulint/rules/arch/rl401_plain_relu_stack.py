@@ -32,8 +32,9 @@ The stack is reported once, at its last layer.
 Normalization keeps each layer's pre-activations centred, which keeps about half of every unit's inputs
 active, so a stack whose layers are mostly normalized (at least `normalized_fraction` of them, as in a VGG
 with BatchNorm in its convolutions and none in its two hidden classifier layers) is reported as a note only.
-In a model with no BatchNormalization node at all, Conv layers count as possibly normalized, because an
-export for inference folds BatchNorm into the Conv weights (see RL301; option `assume_folded_batchnorm`).
+In a model with no BatchNormalization node at all, Conv layers that carry the marks of a fold (a non-zero
+bias, per-channel weight scales far apart) count as possibly normalized, because an export for inference
+folds BatchNorm into the Conv weights (see RL301; option `assume_folded_batchnorm`).
 """,
     fix="""
 Give the gradient another path or a non-zero slope:

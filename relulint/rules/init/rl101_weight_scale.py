@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from relulint.context import Context
-from relulint.findings import Finding, Severity
+from relulint.findings import Finding, Note, Severity
 from relulint.margins import constant_tolerance, is_constant_weight
 from relulint.rules import Option, RuleMeta
 
@@ -24,9 +24,15 @@ a unit whose bias is negative then never switches on, and the gradients vanish. 
 the pre-activations up, so one large negative update pushes whole layers below zero for every input: the
 classic way a ReLU network dies in its first steps.
 
-The band is deliberately wide (by default below 0.25x Xavier or above 4x He) so that trained models, whose
-weights drift from their initialization, stay silent. Layers followed by a normalization are not judged
-by default: the normalization rescales the pre-activation whatever the weight scale.
+The rule judges an *initialization*, so it only compares layers whose weights still look like one: an
+initializer draws every weight of a layer from one zero-mean, light-tailed distribution, so all units share
+one scale up to sampling noise. Trained layers drift apart unit by unit, and a BatchNorm folded into a
+convolution at export multiplies each unit by its own `gamma / sigma`; such layers (the units' scales
+differ more than 3x beyond sampling noise, or the weights are heavy-tailed) are not judged, and a note
+says how many were passed over and why (`units[].metrics.looks_initialized`, `scale_dispersion` and
+`weight_kurtosis` in the JSON). The band is also wide (by default below 0.25x Xavier or above 4x He).
+Layers followed by a normalization are not judged by default: the normalization rescales the
+pre-activation whatever the weight scale.
 """,
     fix="""
 Initialize the layer with He (Kaiming) initialization, e.g. `torch.nn.init.kaiming_normal_(w,
@@ -44,6 +50,7 @@ torch.nn.init.normal_(layer.weight, std=0.001)   # He would be sqrt(2/512) = 0.0
         Option("min_ratio", float, 0.25, "Fire when the std is below this multiple of Xavier's std."),
         Option("max_ratio", float, 4.0, "Fire when the std is above this multiple of He's std."),
         Option("check_normalized", bool, False, "Also judge layers whose pre-activation is normalized."),
+        Option("check_trained", bool, False, "Also judge layers whose weights look trained or BatchNorm-folded."),
     ),
     tags=("initialization",),
 )
@@ -52,6 +59,7 @@ torch.nn.init.normal_(layer.weight, std=0.001)   # He would be sqrt(2/512) = 0.0
 def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
     low, high = options["min_ratio"], options["max_ratio"]
     tolerance = constant_tolerance(ctx)
+    passed_over: list[tuple[str, str]] = []  # (layer, why its weights do not look like an initialization)
     for layer in ctx.layers:
         if layer.norm is not None and not options["check_normalized"]:
             continue
@@ -62,6 +70,12 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
         he_ratio = stats.std / stats.he_std
         xavier_ratio = stats.std / stats.xavier_std
         if not (math.isfinite(he_ratio) and math.isfinite(xavier_ratio)):
+            continue
+        if not (xavier_ratio < low or he_ratio > high):
+            continue
+        evidence = stats.init_evidence()
+        if not evidence.initialized and not options["check_trained"]:
+            passed_over.append((layer.name, evidence.reason))
             continue
         if xavier_ratio < low:
             direction = "small"
@@ -94,9 +108,23 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
                 "direction": direction,
                 "min_ratio": low,
                 "max_ratio": high,
+                "scale_dispersion": stats.scale_dispersion,
+                "weight_kurtosis": stats.kurtosis,
+                "looks_initialized": evidence.initialized,
             },
             fix=(
                 f"re-initialize '{layer.linear}' with He init (std {stats.he_std:.3g}) "
                 f"or Xavier (std {stats.xavier_std:.3g})"
             ),
+        )
+    if passed_over:
+        name, why = passed_over[0]
+        ctx.notes.append(
+            Note(
+                "info",
+                f"{META.id}: {len(passed_over)} layer(s) whose weight scale is outside the He/Xavier band were not "
+                f"judged as an initialization because their weights look trained or BatchNorm-folded (e.g. "
+                f"'{name}': {why}); `check_trained = true` judges them too",
+                node=name,
+            )
         )

@@ -32,10 +32,14 @@ Fixup to train). The chain is reported once, at its last layer, with the names o
 
 An export for inference can hide normalization that was there in training: `torch.onnx.export` in eval
 mode folds each BatchNorm that follows a Conv into the Conv's weight and bias, and onnxoptimizer and
-onnxsim do the same. So in a model with no BatchNormalization node at all, Conv layers may be normalized
-after all; a chain is then a warning only when it holds at least `min_length` consecutive layers that
-cannot hide a folded BatchNorm (Gemm, MatMul), and a note otherwise (set `assume_folded_batchnorm` to
-false to report such chains as warnings).
+onnxsim do the same. A fold leaves marks, and the rule asks for them: it turns the Conv's bias into
+`beta - gamma * mean / sigma` (never all zero) and multiplies each output channel by its own
+`gamma / sigma` (the channels' weight scales then differ far beyond sampling noise). So in a model with no
+BatchNormalization node at all, a Conv layer with a non-zero bias and such channel scales may be
+normalized after all; a Conv with no bias, an all-zero bias, or channels that share one weight scale
+cannot be. A chain is then a warning only when it holds at least `min_length` consecutive layers that
+cannot hide a folded BatchNorm (those Convs, Gemm, MatMul), and a note otherwise (set
+`assume_folded_batchnorm` to false to report such chains as warnings).
 """,
     fix="""
 Insert a normalization between the linear op and the ReLU of each layer (`Conv -> BatchNorm -> ReLU`,
