@@ -3,6 +3,7 @@ models fire what they are built for."""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,12 +28,26 @@ def activation(b: ModelBuilder, x: str, kind: str, name: str) -> str:
 def conv_bn(b: ModelBuilder, x: str, in_ch: int, out_ch: int, name: str, k: int = 3, stride: int = 1) -> str:
     """Conv without bias (He init) -> BatchNorm (gamma 1, beta 0, mean 0, var 1), as torchvision builds it.
 
-    With ``b.folded`` set, the BatchNorm is folded into the Conv as an eval-mode torch.onnx.export does:
-    weight / sqrt(var + eps) and a (zero) bias, and no BatchNormalization node.
+    With ``b.folded`` set, the BatchNorm - with the statistics training leaves in it - is folded into the
+    Conv as an eval-mode torch.onnx.export does: each channel's weight times gamma / sqrt(var + eps), the bias
+    beta - gamma * mean / sqrt(var + eps), and no BatchNormalization node.
     """
     if getattr(b, "folded", False):
-        weight = b.he([out_ch, in_ch, k, k], in_ch * k * k) / np.float32(np.sqrt(1 + 1e-5))
-        return b.conv(x, in_ch, out_ch, k, stride, bias=True, weight=weight, name=f"{name}_conv")
+        rng = np.random.default_rng(zlib.crc32(name.encode()))
+        gamma, beta = rng.uniform(0.5, 1.5, out_ch), rng.normal(0.0, 0.1, out_ch)
+        mean, sigma = rng.normal(0.0, 0.2, out_ch), np.sqrt(rng.uniform(0.5, 2.0, out_ch) + 1e-5)
+        weight = b.he([out_ch, in_ch, k, k], in_ch * k * k) * (gamma / sigma)[:, None, None, None]
+        bias = beta - gamma * mean / sigma
+        return b.conv(
+            x,
+            in_ch,
+            out_ch,
+            k,
+            stride,
+            bias=bias.astype(np.float32),
+            weight=weight.astype(np.float32),
+            name=f"{name}_conv",
+        )
     return b.batchnorm(b.conv(x, in_ch, out_ch, k, stride, bias=False, name=f"{name}_conv"), out_ch, name=f"{name}_bn")
 
 
