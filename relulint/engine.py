@@ -87,6 +87,7 @@ def _analyse_loaded(loaded, config: Config) -> ModelResult:
         # The static rules and weight statistics run while the probe's child creates its session. The
         # statistics come first (the rules read them; the reports show them even when no rule asked).
         _weight_stats(ctx, threads=1 if probing is not None else STATS_THREADS)
+        _static_analyses(ctx)
         for rule in rules:
             if not rule.meta.needs:
                 findings.extend(_run_rule(ctx, rule))
@@ -151,6 +152,17 @@ def _weight_stats(ctx: Context, threads: int) -> None:
     else:
         for layer in ctx.layers:
             ctx.weight_stats(layer)
+
+
+def _static_analyses(ctx: Context) -> None:
+    """The margins and the chains of consecutive layers, for every model whatever rules are selected: their
+    per-layer metrics are part of the JSON contract, which must not change with ``--select``. Each is cached
+    on the context, so the rules that read them find them computed."""
+    from relulint.chains import links
+    from relulint.margins import margins
+
+    _guarded(ctx, "margins", margins, ctx)
+    _guarded(ctx, "chains", links, ctx)
 
 
 def _start_probe(ctx: Context) -> Any:

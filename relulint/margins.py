@@ -124,6 +124,8 @@ class Margins:
     settings: Settings
     models: dict[str, UnitModel] = field(default_factory=dict)  # layer name -> unit model
     skipped: dict[str, str] = field(default_factory=dict)  # layer name -> why it has no unit model
+    # Layers skipped because a weight rule (RL102, RL103) reports their weights: not propagated downstream.
+    weight_defects: set[str] = field(default_factory=set)
     scales: dict[str, Scale] = field(default_factory=dict)  # tensor id -> estimate
 
 
@@ -197,10 +199,6 @@ def erfc(x: np.ndarray) -> np.ndarray:
     with np.errstate(under="ignore", over="ignore"):
         tail = t * np.exp(-z * z + poly)
     return np.where(x >= 0, tail, 2.0 - tail)
-
-
-def normal_cdf(t: np.ndarray) -> np.ndarray:
-    return 0.5 * erfc(-np.asarray(t, dtype=np.float64) / math.sqrt(2.0))
 
 
 def normal_pdf(t: np.ndarray) -> np.ndarray:
@@ -426,7 +424,7 @@ class _Propagation:
         result = self.result
         built = self.unit_model(layer)
         slope = _negative_slope(self.graph, layer)
-        if built is None and "(RL10" in result.skipped.get(layer.name, ""):
+        if built is None and layer.name in result.weight_defects:
             # A layer a weight rule reports is not propagated: its consequences downstream are the same cause.
             return unknown(f"'{layer.name}' is not modelled: {result.skipped[layer.name]}")
         if built is not None:
@@ -521,9 +519,11 @@ class _Propagation:
         if layer.linear is None and layer.norm is None:
             return "no linear op or normalization feeds the activation"
         if layer_has_nonfinite(self.ctx, layer):
+            self.result.weight_defects.add(layer.name)
             return "non-finite weights, biases or normalization parameters (RL103)"
         stats = self.ctx.weight_stats(layer) if layer.linear else None
         if stats is not None and is_constant_weight(stats, self.settings.constant_tolerance):
+            self.result.weight_defects.add(layer.name)
             return "all weights are equal (RL102)"
         if layer.norm is None and stats is None:
             return "the weights are not a known constant"

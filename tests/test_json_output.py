@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 from hypothesis import given, settings
@@ -74,3 +75,16 @@ def test_integer_boolean_and_nested_arrays():
     assert _jsonable(np.array([True, False])) == [True, False]
     assert _jsonable(np.array(2.5)) == 2.5
     assert _jsonable(np.array([0.1234567, 3e-7, -0.0], np.float64)) == [0.123457, 3e-07, -0.0]
+
+
+def test_unit_metrics_keys_do_not_change_with_the_rule_selection(tmp_path):
+    from relulint.config import Config
+    from relulint.engine import analyse
+
+    model = Path(__file__).resolve().parent.parent / "examples" / "dying_mlp.onnx"
+    keys = {}
+    for select in (("RL1",), ("RL2",), ("RL4",), ("RL",)):
+        result = analyse(str(model), Config(probe=False, select=select))
+        keys[select] = [sorted(layer["metrics"]) for layer in result.layers]
+    assert len({repr(value) for value in keys.values()}) == 1, keys
+    assert "at_risk" in keys[("RL1",)][0] and "weight_std" in keys[("RL4",)][0]

@@ -77,7 +77,7 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
         if change is None or not change.units:
             continue
         by_source = {source: change.newly_dead(source) for source in ("probe", "proof", "margins")}
-        died = np.unique(np.concatenate([units for units in by_source.values()])) if by_source else np.arange(0)
+        died = np.unique(np.concatenate(list(by_source.values())))
         fraction = died.size / change.units
         if not died.size or fraction <= options["min_fraction"]:
             continue
