@@ -101,8 +101,9 @@ def _dispersion_and_kurtosis(squares: np.ndarray, fourths: np.ndarray, fan_in: i
     if fan_in < 2 or np.count_nonzero(live) < 2:
         return float("nan"), float("nan")
     squares, fourths = squares[live], fourths[live]
-    row_kurtosis = fan_in * fourths / (squares * squares)  # E[w^4] / E[w^2]^2 of each row
-    kurtosis = float(np.mean(row_kurtosis))
+    sampled = np.isfinite(fourths)
+    row_kurtosis = fan_in * fourths[sampled] / (squares[sampled] ** 2)  # E[w^4] / E[w^2]^2 of each row
+    kurtosis = float(np.mean(row_kurtosis)) if row_kurtosis.size else float("nan")
     mean_squares = squares / fan_in
     # Var of a row's mean square under i.i.d. draws: E[w^2]^2 (kurtosis - 1) / fan_in.
     expected = float(np.mean(mean_squares)) ** 2 * max(kurtosis - 1.0, 1e-12) / fan_in
@@ -110,7 +111,7 @@ def _dispersion_and_kurtosis(squares: np.ndarray, fourths: np.ndarray, fan_in: i
     return (observed / expected if expected > 0 else float("nan")), kurtosis
 
 
-ROWS_PER_BLOCK_ELEMENTS = 1 << 22  # float64 squares of this many weights at a time (32 MB)
+KURTOSIS_SAMPLE = 1 << 18  # weights whose fourth powers estimate the kurtosis
 
 
 # Above this magnitude squares overflow float64: such weights are scaled down for the sums.
@@ -172,13 +173,12 @@ def weight_stats(matrix: np.ndarray, fan_in: int, fan_out: int) -> WeightStats:
 
 
 def _row_power_sums(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the sums of w**2 and w**4 in float64, a block of rows at a time (bounded temporaries)."""
-    rows = w.shape[0]
-    squares = np.empty(rows, dtype=np.float64)
-    fourths = np.empty(rows, dtype=np.float64)
-    step = max(1, ROWS_PER_BLOCK_ELEMENTS // max(1, w.shape[1]))
-    for start in range(0, rows, step):
-        block = np.square(w[start : start + step], dtype=np.float64)
-        squares[start : start + step] = block.sum(axis=1)
-        fourths[start : start + step] = np.einsum("ij,ij->i", block, block)
+    """Per row, the sum of w**2 (every row) and of w**4 (evenly spaced rows, about KURTOSIS_SAMPLE weights in
+    all, NaN elsewhere), in float64. The fourth powers only feed the kurtosis, which a sample estimates well;
+    computing them for every row doubled the time of the statistics on a 4096x4096 layer."""
+    squares = np.einsum("ij,ij->i", w, w, dtype=np.float64)
+    fourths = np.full(w.shape[0], np.nan)
+    step = max(1, (w.size // KURTOSIS_SAMPLE) + 1) if w.size > KURTOSIS_SAMPLE else 1
+    sample = np.square(w[::step], dtype=np.float64)
+    fourths[::step] = np.einsum("ij,ij->i", sample, sample)
     return squares, fourths
