@@ -20,42 +20,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from relulint.graph import Graph, Node
+from relulint.ops import CONSTANT_ARITHMETIC_OPS, FOLDS_BATCHNORM, MOVING_OPS, NORM_OPS
 from relulint.stats import MAX_INIT_DISPERSION, MIN_UNITS_FOR_DISPERSION
-from relulint.units import NORM_OPS, Layer, is_decomposed_layernorm
+from relulint.units import Layer, is_decomposed_layernorm
 
 if TYPE_CHECKING:
     from relulint.context import Context
 
 MAX_WALK = 64  # ops between two layers before the walk gives up
-# Ops whose output is their one computed input moved, pooled, padded or selected.
-MOVING_OPS = {
-    "Identity",
-    "Dropout",
-    "Reshape",
-    "Flatten",
-    "Squeeze",
-    "Unsqueeze",
-    "Cast",
-    "Transpose",
-    "Pad",
-    "MaxPool",
-    "AveragePool",
-    "GlobalAveragePool",
-    "GlobalMaxPool",
-    "LpPool",
-    "GlobalLpPool",
-    "Slice",
-    "Split",
-    "Resize",
-    "Upsample",
-    "DepthToSpace",
-    "SpaceToDepth",
-    "Expand",
-    "Tile",
-    "Concat",
-}
-# Arithmetic with constants only (a scale or shift between layers) keeps the data one layer's.
-CONSTANT_ARITHMETIC_OPS = {"Add", "Sub", "Mul", "Div"}
 # Ops whose inputs after the first are shapes, axes, indices or sizes: data about the tensor, not other
 # data, even when computed (PyTorch exports ``x.view(x.size(0), -1)`` with a Shape-Gather-Concat chain).
 SHAPED_BY_LATER_INPUTS = {
@@ -186,11 +158,6 @@ def chains(
         found.append(list(reversed(chain)))
     return found
 
-
-# Exporters fold an inference-mode BatchNormalization that directly follows a Conv into the Conv's weight
-# and bias (PyTorch's eval-mode export always does; onnxoptimizer's fuse_bn_into_conv and onnxsim too).
-# Other normalizations depend on the input's own statistics and cannot be folded.
-FOLDS_BATCHNORM = {"Conv", "ConvTranspose"}
 
 
 def _no_batchnorm_node(ctx: Context) -> bool:

@@ -34,8 +34,9 @@ import numpy as np
 
 from relulint.findings import Severity
 from relulint.graph import Graph, Node
+from relulint.ops import LEAKY_DEFAULT_SLOPE, LINEAR_OPS, NORM_OPS, PASS_THROUGH_OPS, SCALE_KEEPING_OPS
 from relulint.stats import WeightStats
-from relulint.units import DECOMPOSED_LAYERNORM, LINEAR_OPS, NORM_OPS, PASS_THROUGH_OPS, Layer
+from relulint.units import DECOMPOSED_LAYERNORM, Layer
 
 if TYPE_CHECKING:
     from relulint.context import Context
@@ -48,30 +49,8 @@ JUDGED_BY_NORM = "norm"
 FALLBACK_SCALE = 1.0
 TINY_SCALE = 1e-12  # floor of sigma_in: an input that is (about) always zero leaves only the bias
 MAX_WALK = 64
-# Ops whose output has (about) the root mean square of their first input: they move, pad, pool or select.
-SCALE_KEEPING_OPS = PASS_THROUGH_OPS | {
-    "Transpose",
-    "MaxPool",
-    "AveragePool",
-    "GlobalAveragePool",
-    "GlobalMaxPool",
-    "LpPool",
-    "Pad",
-    "Slice",
-    "Split",
-    "Gather",
-    "Expand",
-    "Tile",
-    "Resize",
-    "Upsample",
-    "DepthToSpace",
-    "SpaceToDepth",
-    "ReduceMean",
-    "ReduceMax",
-}
 # Slope of the negative side of the ReLU variants whose output moments are computed with it; the other
 # variants (Elu, Gelu, Mish, ...) are treated as ReLU: their negative side is small and bounded.
-LEAKY_DEFAULT_SLOPE = {"LeakyRelu": 0.01, "PRelu": 0.25}
 
 
 @dataclass(frozen=True)

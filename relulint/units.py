@@ -15,27 +15,12 @@ from typing import Any
 import numpy as np
 
 from relulint.graph import Graph, Node
+from relulint.ops import LINEAR_OPS, NORM_OPS, PASS_THROUGH_OPS, VARIANT_OPS
 from relulint.tensors import as_float
 
 PLAIN = "plain"
 VARIANT = "variant"
-VARIANT_OPS = {
-    "LeakyRelu",
-    "PRelu",
-    "Elu",
-    "Selu",
-    "Celu",
-    "Gelu",
-    "HardSwish",
-    "Mish",
-    "Softplus",
-    "ThresholdedRelu",
-}
-LINEAR_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
-NORM_OPS = {"BatchNormalization", "LayerNormalization", "GroupNormalization", "InstanceNormalization"}
 DECOMPOSED_LAYERNORM = "LayerNormalization (decomposed)"
-# Ops that move data without changing which unit a value belongs to.
-PASS_THROUGH_OPS = {"Identity", "Dropout", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"}
 MAX_WALK = 64  # steps back from an activation before giving up (cycles, hostile graphs)
 MAX_JOIN_OPERANDS = 4  # operands of a residual join searched for the main branch (a Sum may have thousands)
 # A unit count read from a declared shape alone (no weight backs it) above this is not believed:

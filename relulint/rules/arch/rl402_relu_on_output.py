@@ -9,6 +9,7 @@ from typing import Any
 from relulint.context import Context
 from relulint.findings import Finding, Severity
 from relulint.graph import Graph
+from relulint.ops import SHAPE_ONLY_OPS, VALUE_MOVING_OPS
 from relulint.rules import Option, RuleMeta
 from relulint.units import PLAIN, Layer
 
@@ -56,22 +57,6 @@ model = torch.nn.Sequential(
     tags=("architecture", "output"),
 )
 
-# Ops whose output holds their input's values (some of them, rearranged): a ReLU's zeros survive them.
-VALUE_MOVING_OPS = {
-    "Identity",
-    "Dropout",
-    "Reshape",
-    "Flatten",
-    "Squeeze",
-    "Unsqueeze",
-    "Cast",
-    "Transpose",
-    "Concat",
-    "Split",
-    "Slice",
-}
-# Ops that read only a tensor's shape: using a ReLU output there does not make it intermediate.
-SHAPE_ONLY_OPS = {"Shape", "Size"}
 MAX_WALK = 256  # tensors visited forward from one activation before the walk gives up
 
 

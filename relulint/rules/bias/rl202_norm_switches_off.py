@@ -20,8 +20,8 @@ from relulint.margins import (
     risk_severity,
     summarize_risk,
 )
+from relulint.ops import NORM_OPS
 from relulint.rules import Option, RuleMeta
-from relulint.units import NORM_OPS
 
 META = RuleMeta(
     id="RL202",
