@@ -159,7 +159,6 @@ def chains(
     return found
 
 
-
 def _no_batchnorm_node(ctx: Context) -> bool:
     return not any(node.op == "BatchNormalization" for node in ctx.graph)
 

@@ -711,11 +711,6 @@ def risk_severity(fraction: float, warning_fraction: float, error_fraction: floa
     return Severity.NOTE
 
 
-def keeps_negative_gradient(graph: Graph, layer: Layer) -> bool:
-    """LeakyRelu and PRelu pass a gradient below zero: their units there are weak, not dead."""
-    return graph.nodes[layer.name].op in LEAKY_DEFAULT_SLOPE
-
-
 def upstream_hint(ctx: Context, model: UnitModel) -> str:
     """When sigma_in came from a layer that is itself mostly at risk, say so: fixing it comes first."""
     analysis = margins(ctx)

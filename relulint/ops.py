@@ -97,5 +97,9 @@ SHAPE_ONLY_OPS = {"Shape", "Size"}
 # Other normalizations depend on the input's own statistics and cannot be folded.
 FOLDS_BATCHNORM = {"Conv", "ConvTranspose"}
 
+# Variants whose output is flat (gradient zero) wherever it is not positive, like ReLU but with the edge
+# elsewhere; every other variant passes some gradient below zero (leaky slopes, ELU's curve, hard-swish on
+# (-3, 0)), so its units there are weak, not dead.
+FLAT_BELOW_VARIANTS = {"ThresholdedRelu"}
 # The negative slopes of the leaky variants when the node does not give one (ONNX's defaults).
 LEAKY_DEFAULT_SLOPE = {"LeakyRelu": 0.01, "PRelu": 0.25}

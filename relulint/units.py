@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from relulint.graph import Graph, Node
-from relulint.ops import LINEAR_OPS, NORM_OPS, PASS_THROUGH_OPS, VARIANT_OPS
+from relulint.ops import FLAT_BELOW_VARIANTS, LINEAR_OPS, NORM_OPS, PASS_THROUGH_OPS, VARIANT_OPS
 from relulint.tensors import as_float
 
 PLAIN = "plain"
@@ -63,6 +63,12 @@ class Layer:
     norm_training_mode: bool = False
     residual: bool = False  # a join of two computed tensors (Add/Sum) before the activation
     scope: str = ""  # "" or the subgraph path, e.g. "If_0/then"
+
+    @property
+    def keeps_gradient_below_zero(self) -> bool:
+        """A variant that passes a gradient below zero (LeakyReLU, PReLU, ELU, GELU, hard-swish...): its units
+        there are weak, not dead, and a negative margin is at most worth a note."""
+        return self.family == VARIANT and self.activation_op not in FLAT_BELOW_VARIANTS
 
     def to_json(self) -> dict[str, Any]:
         # Field by field, not dataclasses.asdict: that deep-copies, and costs seconds on 25,000 layers.

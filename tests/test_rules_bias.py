@@ -214,6 +214,18 @@ def test_unmodelled_op_falls_back_to_unit_scale_and_says_so(tmp_path):
     [finding] = findings(result, "RL201")
     assert finding.evidence["input_scale"] == 1.0 and finding.evidence["input_scale_fallback"] is True
     assert "Sigmoid node 'squash'" in finding.evidence["input_scale_source"]
+    # Every unit is at risk, but on an assumed scale: a warning, not an error.
+    assert finding.evidence["fraction"] == 1.0 and finding.severity == Severity.WARNING
+
+
+@pytest.mark.parametrize(("activation", "severity"), [("Relu", Severity.ERROR), ("HardSwish", Severity.NOTE)])
+def test_rl201_on_a_variant_that_keeps_a_gradient_below_zero_is_a_note(tmp_path, activation, severity):
+    # Hard-swish passes a gradient on (-3, 0): a unit there is weak, not dead (PP-OCRv5 has such layers).
+    b = ModelBuilder(seed=0)
+    y = b.gemm(b.input("x", ["n", 16]), 16, 16, bias=np.full(16, -8.0, np.float32), name="fc1")
+    y = b.node(activation, [y], "fc1_act")
+    [finding] = findings(lint(tmp_path, b.build([b.gemm(y, 16, 2, name="head")])), "RL201")
+    assert finding.evidence["fraction"] == 1.0 and finding.severity == severity
 
 
 def test_residual_shortcut_keeps_units_alive(tmp_path):

@@ -14,7 +14,6 @@ from relulint.margins import (
     active_rate,
     at_risk,
     format_margin,
-    keeps_negative_gradient,
     margins,
     percent,
     risk_severity,
@@ -49,8 +48,10 @@ inputs, it tends to underestimate. Where no estimate can be propagated (an op re
 normalization's); units with an all-zero weight row are RL104's.
 
 The finding is an error when more than `error_fraction` of the layer is at risk, a warning above
-`warning_fraction`, a note below. LeakyReLU and PReLU units keep a gradient below zero, so for them the
-finding is at most a note.
+`warning_fraction`, a note below. ReLU variants that pass a gradient below zero (LeakyReLU, PReLU, ELU,
+GELU, hard-swish...) keep learning there, so for them the finding is at most a note. Where no scale could be
+propagated to the layer and `σ_in` is the fallback 1.0, the margin rests on an assumption, not an estimate:
+the finding is then at most a warning and says so.
 """,
     fix="""
 Initialize biases to zero (or a small positive constant such as 0.01 for ReLU layers); if the model was
@@ -89,8 +90,10 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
             continue
         summary = summarize_risk(model, mask, options["worst"])
         severity = risk_severity(summary.fraction, options["warning_fraction"], options["error_fraction"])
-        if keeps_negative_gradient(ctx.graph, layer):
+        if layer.keeps_gradient_below_zero:
             severity = Severity.NOTE
+        elif model.input_scale_fallback and severity > Severity.WARNING:
+            severity = Severity.WARNING  # the margin rests on an assumed scale, not on an estimate
         rows = model.std / model.input_scale if model.input_scale else model.std
         worst = [
             {

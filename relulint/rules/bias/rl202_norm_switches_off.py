@@ -14,7 +14,6 @@ from relulint.margins import (
     active_rate,
     at_risk,
     format_margin,
-    keeps_negative_gradient,
     margins,
     percent,
     risk_severity,
@@ -45,7 +44,7 @@ output on the shortcut keeps many such units alive). A layer with a normalizatio
 by RL201: its pre-activation scale is the normalization's, whatever the linear op's bias.
 
 The finding is an error when more than `error_fraction` of the channels are affected, a warning above
-`warning_fraction`, a note below; for LeakyReLU and PReLU, which keep a gradient below zero, a note.
+`warning_fraction`, a note below; for ReLU variants that keep a gradient below zero (LeakyReLU, PReLU, ELU, GELU, hard-swish...), a note.
 """,
     fix="""
 Re-initialize the normalization's `gamma` to 1 and `beta` to 0 for the affected channels, or remove the
@@ -89,7 +88,7 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
             continue
         summary = summarize_risk(model, mask, options["worst"])
         severity = risk_severity(summary.fraction, options["warning_fraction"], options["error_fraction"])
-        if keeps_negative_gradient(ctx.graph, layer):
+        if layer.keeps_gradient_below_zero:
             severity = Severity.NOTE
         collapsed = int(np.count_nonzero(mask & (np.abs(model.gamma) <= tolerance)))
         worst = [
