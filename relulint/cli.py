@@ -19,7 +19,11 @@ from relulint.config import Config, config_from_table, find_config_file, load_co
 from relulint.engine import analyse, debug, selected_rules
 from relulint.errors import UsageError
 from relulint.findings import ModelResult
+from relulint.outputs import RunInputs, append_step_summary, check_destination, repository_root
 from relulint.report import FORMATS, FormatUnavailable, Run, format_for_path, render, write_atomically
+from relulint.report.escape import clean
+from relulint.report.github import step_summary
+from relulint.report.sarif import relative_path
 from relulint.rules import all_rules, rule_by_id
 
 
@@ -132,15 +136,14 @@ def plan_outputs(formats: tuple[str, ...], outputs: tuple[str, ...]) -> list[tup
     return plan
 
 
-def _check_destination(destination: str, models: list[str]) -> Path:
-    path = Path(destination)
-    if not path.parent.is_dir():
-        raise UsageError(f"{destination}: cannot write the report: folder '{path.parent}' does not exist")
-    if path.exists() and any(path.resolve() == Path(model).resolve() for model in models):
-        raise UsageError(f"{destination}: refusing to overwrite an input model with a report")
-    if path.is_dir():
-        raise UsageError(f"{destination}: is a folder; give a file name for the report")
-    return path
+def run_inputs(models: list[str], config: Config) -> RunInputs:
+    """Every file this run reads, which no report may overwrite."""
+    data = [config.data] if config.data else []
+    return RunInputs(
+        models=tuple(models + ([config.compare] if config.compare else [])),
+        files=tuple(path for path in [*data, config.source] if path and not os.path.isdir(path)),
+        folders=tuple(path for path in data if os.path.isdir(path)),
+    )
 
 
 def run_models(models: list[str], config: Config) -> list[ModelResult]:
@@ -262,7 +265,7 @@ def main(**options: Any) -> None:
     try:
         sys.exit(_main(options))
     except UsageError as exc:
-        click.echo(f"relulint: error: {exc}", err=True)
+        click.echo(f"relulint: error: {clean(str(exc))}", err=True)
         sys.exit(2)
 
 
@@ -283,7 +286,8 @@ def _main(options: dict[str, Any]) -> int:
     config = build_config(options)
     plan = plan_outputs(options["formats"], options["outputs"])
     models, path_errors = expand_paths(options["paths"])
-    destinations = {dest: _check_destination(dest, models) for _, dest in plan if dest is not None}
+    inputs = run_inputs(models, config)
+    destinations = {dest: check_destination(dest, inputs) for _, dest in plan if dest is not None}
     if not any(dest is None for _, dest in plan) and not options["quiet"]:
         plan.append(("text", None))  # reports go to files: still tell the terminal what was found
     from relulint.probe.runner import prestart, stop_spare
@@ -292,6 +296,10 @@ def _main(options: dict[str, Any]) -> int:
         prestart()  # unless relulint.launch already did
     else:
         stop_spare()  # started on a guess by relulint.launch, not needed after all
+    formats = {fmt for fmt, _ in plan}
+    root = repository_root(config.sarif_root) if formats & {"sarif", "github"} else None
+    if "sarif" in formats and root is not None:
+        _refuse_outside(models, root)
     started = _now()
     run = Run(
         results=path_errors + run_models(models, config),
@@ -300,10 +308,15 @@ def _main(options: dict[str, Any]) -> int:
         finished=_now(),
         command_line=["relulint", *sys.argv[1:]],
         verbose=1 if options["verbose"] else (-1 if options["quiet"] else 0),
+        root=root,
     )
     for result in run.results:
         if result.error is not None:
-            click.echo(f"relulint: error: {_clean(result.path)}: {_clean(result.error)}", err=True)
+            click.echo(f"relulint: error: {clean(result.path)}: {clean(result.error)}", err=True)
+    if "github" in formats:  # inside GitHub Actions: the table of all findings on the run's page
+        problem = append_step_summary(step_summary(run, root or Path.cwd()))
+        if problem:
+            click.echo(f"relulint: warning: {problem}", err=True)
     for fmt, destination in plan:
         try:
             text = render(fmt, replace(run, color=destination is None and fmt == "text" and _color()))
@@ -319,17 +332,21 @@ def _main(options: dict[str, Any]) -> int:
     return exit_status(run.results, config)
 
 
+def _refuse_outside(models: list[str], root: Path) -> None:
+    """GitHub code scanning rejects absolute ``file://`` URIs: a SARIF report names models below its root."""
+    for model in models:
+        if relative_path(model, root) is None:
+            raise UsageError(
+                f"{model}: lies outside the SARIF root '{root}' (the git top level or --sarif-root); "
+                "give a --sarif-root that holds every model"
+            )
+
+
 def _probe_will_run(config: Config, models: list[str]) -> bool:
     """The probe runs in this process (not in --jobs workers) for at least one model."""
     if not config.probe or not models or (config.jobs > 1 and len(models) > 1):
         return False
     return any("probe" in rule.meta.needs for rule in selected_rules(config))
-
-
-def _clean(text: str) -> str:
-    from relulint.report.text import clean
-
-    return clean(text)
 
 
 def _color() -> bool:

@@ -282,7 +282,9 @@ def test_cli_input_range_reaches_every_format(tmp_path):
     assert model["bounds"]["domain"] == {"x": [[0.0, 1.0]]}
     assert model["bounds"]["layers"]["relu1"]["proven_dead"] == 1
     sarif = runner.invoke(
-        main, [str(path), "--no-probe", "--select", "RL6", "--input-range", "x=0,1", "--format", "sarif"]
+        main,
+        [str(path), "--no-probe", "--select", "RL6", "--input-range", "x=0,1", "--format", "sarif"]
+        + ["--sarif-root", str(tmp_path)],  # SARIF names models relative to a root that holds them
     )
     assert "RL601" in sarif.output
 

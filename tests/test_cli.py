@@ -119,7 +119,9 @@ def test_output_files_are_written_and_bad_destinations_refused(tmp_path):
     os.umask(umask)
     assert report.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temporary file's private 0600
     sarif = tmp_path / "r.sarif"
-    result = run(str(model), "--no-probe", "--format", "json", "-o", "-", "-o", str(sarif))
+    result = run(
+        str(model), "--no-probe", "--format", "json", "-o", "-", "-o", str(sarif), "--sarif-root", str(tmp_path)
+    )
     assert json.loads(result.stdout)["models"][0]["path"] == str(model)  # --format names stdout's format
     assert json.loads(sarif.read_text())["version"] == "2.1.0"  # the file's format follows its extension
 

@@ -721,7 +721,7 @@ def test_hostile_names_are_escaped(tmp_path, fmt):
     if importlib.util.find_spec(f"relulint.report.{fmt}") is None:
         pytest.skip(f"the {fmt} format is not in this checkout yet")
     path = save(hostile_names_model(), tmp_path / "names.onnx")
-    outcome = lint(str(path), "--format", fmt, "--fail-on", "error")
+    outcome = lint(str(path), "--format", fmt, "--fail-on", "error", "--sarif-root", str(tmp_path))
     assert outcome.status == 1 and outcome.stderr == ""
     text = outcome.stdout
     assert "fc2" in text  # the findings are there

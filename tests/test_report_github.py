@@ -16,8 +16,9 @@ import relulint.rules
 from relulint.config import Config
 from relulint.findings import Finding, ModelResult, Note, Severity
 from relulint.modelkit import ModelBuilder
+from relulint.outputs import append_step_summary
 from relulint.report import Run, render
-from relulint.report.github import escape_data, escape_property
+from relulint.report.github import escape_data, escape_property, step_summary
 from relulint.rules import Rule, RuleMeta
 
 FAKE = RuleMeta(id="RL197", name="test-rule", severity=Severity.WARNING, summary="s", why="w", fix="f")
@@ -109,37 +110,55 @@ def test_step_summary_gets_a_table_of_all_findings(tmp_path, monkeypatch):
     findings = [Finding("RL197", Severity.WARNING, f"finding {i}", node=f"n{i}") for i in range(25)]
     findings.append(Finding("RL197", Severity.ERROR, "a | b <img src=x onerror=alert(1)>", node="pipe|node"))
     run = run_of(ModelResult(path=str(tmp_path / "m.onnx"), findings=findings), root=tmp_path)
-    render("github", run)
+    assert append_step_summary(step_summary(run, tmp_path)) is None
     text = summary.read_text(encoding="utf-8")
     assert text.startswith("earlier step\n## relulint\n")  # appended, not overwritten
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(rows) == 1 + 26  # header + every finding, beyond GitHub's 10 annotations per level
     assert rows[0] == "| severity | rule | model | node | message |"
     assert (
-        "| warning | [RL197](https://github.com/relulint/relulint/blob/main/rules/RL197.md) test-rule | m.onnx | n0 | finding 0 |"
+        "| warning | [RL197](https://github.com/relulint/relulint/blob/main/rules/RL197.md) test-rule | m\\.onnx | n0 | finding 0 |"
         in rows
     )
     last = rows[-1]
     assert (
         last
-        == "| error | [RL197](https://github.com/relulint/relulint/blob/main/rules/RL197.md) test-rule | m.onnx | pipe\\|node | a \\| b &lt;img src=x onerror=alert(1)&gt; |"
+        == "| error | [RL197](https://github.com/relulint/relulint/blob/main/rules/RL197.md) test-rule | m\\.onnx | pipe\\|node | a \\| b &lt;img src=x onerror=alert\\(1\\)&gt; |"
     )
-    render("github", run)
+    append_step_summary(step_summary(run, tmp_path))
     assert summary.read_text(encoding="utf-8").count("## relulint") == 2
+
+
+def test_rendering_writes_no_summary_the_command_line_does(tmp_path, monkeypatch):
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    render(
+        "github", run_of(ModelResult(path="m.onnx", findings=[Finding("RL197", Severity.ERROR, "x")]), root=tmp_path)
+    )
+    assert not summary.exists()  # renderers only render
 
 
 def test_no_summary_file_is_written_without_the_variable(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    render(
-        "github", run_of(ModelResult(path="m.onnx", findings=[Finding("RL197", Severity.ERROR, "x")]), root=tmp_path)
-    )
+    assert append_step_summary("## relulint\n") is None
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_unwritable_summary_is_a_warning_not_a_crash(tmp_path, monkeypatch):
-    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "no such folder" / "summary.md"))
-    output = render("github", run_of(ModelResult(path="m.onnx"), root=tmp_path))
-    assert "::warning title=relulint::cannot append the summary to $GITHUB_STEP_SUMMARY" in output
+def test_an_unwritable_summary_is_a_warning_not_a_crash(tmp_path):
+    model = tmp_path / "m.onnx"
+    b = ModelBuilder(seed=1)
+    onnx.save(b.build([b.relu(b.gemm(b.input("x", [1, 4]), 4, 4, name="fc"), "r")]), model)
+    env = {k: v for k, v in os.environ.items() if k != "RELULINT_DEBUG"}
+    env["GITHUB_STEP_SUMMARY"] = str(tmp_path / "no such folder" / "summary.md")
+    done = subprocess.run(
+        [sys.executable, "-m", "relulint", str(model), "--no-probe", "--format", "github"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode in (0, 1) and "Traceback" not in done.stderr
+    assert done.stderr.startswith("relulint: warning: cannot append the summary to $GITHUB_STEP_SUMMARY")
 
 
 def test_cli_prints_annotations(tmp_path):

@@ -18,6 +18,7 @@ from relulint.config import Config
 from relulint.engine import analyse
 from relulint.findings import AffectedUnits, Finding, ModelResult, Note, Severity
 from relulint.modelkit import ModelBuilder
+from relulint.outputs import git_top_level, repository_root
 from relulint.report import Run, render
 from relulint.report.sarif import MAX_RESULTS_PER_RUN, MAX_TAGS_PER_RULE, sarif_log
 from relulint.rules import Rule, RuleMeta
@@ -191,25 +192,45 @@ def test_paths_are_relative_to_the_git_top_level_by_default(tmp_path, monkeypatc
     model = save_model(repo / "models" / "sub dir")
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     monkeypatch.chdir(repo / "models")
-    log = sarif_log(run_of(with_findings(analysed(Path("sub dir") / model.name))))
+    root = repository_root(None)  # the command line finds the root; the renderer runs no git
+    assert root == repo.resolve()
+    log = sarif_log(replace(run_of(with_findings(analysed(Path("sub dir") / model.name))), root=root))
     uri = log["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
     assert uri == "models/sub%20dir/model.onnx"  # a URI: the space is percent-encoded
     validate(log)
 
 
-def test_outside_git_paths_are_relative_to_the_current_folder_or_absolute(tmp_path, monkeypatch):
+def test_outside_git_paths_are_relative_to_the_current_folder(tmp_path, monkeypatch):
     inside = save_model(tmp_path / "work" / "models")
-    outside = save_model(tmp_path / "elsewhere")
     monkeypatch.chdir(tmp_path / "work")
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # do not find a repository above tmp_path
-    relulint.report.sarif.git_top_level.cache_clear()
-    log = sarif_log(run_of(with_findings(analysed(inside)), with_findings(analysed(outside))))
-    uris = [a["location"]["uri"] for a in log["runs"][0]["artifacts"]]
-    assert uris[0] == "models/model.onnx"
-    assert uris[1] == outside.resolve().as_uri() and uris[1].startswith("file:///")
-    outside_result = log["runs"][0]["results"][-1]["locations"][0]["physicalLocation"]["artifactLocation"]
-    assert "uriBaseId" not in outside_result  # absolute URIs need no base
+    git_top_level.cache_clear()
+    root = repository_root(None)
+    assert root == (tmp_path / "work").resolve()
+    log = sarif_log(replace(run_of(with_findings(analysed(inside))), root=root))
+    assert [a["location"] for a in log["runs"][0]["artifacts"]] == [
+        {"uri": "models/model.onnx", "uriBaseId": "%SRCROOT%"}
+    ]
     validate(log)
+
+
+def test_cli_refuses_a_sarif_report_for_a_model_outside_its_root(tmp_path):
+    inside = save_model(tmp_path / "repo")
+    outside = save_model(tmp_path / "elsewhere")
+    env = {k: v for k, v in os.environ.items() if k != "RELULINT_DEBUG"}
+    done = subprocess.run(
+        [sys.executable, "-m", "relulint", str(inside), str(outside), "--no-probe", "--format", "sarif"]
+        + ["--sarif-root", str(tmp_path / "repo")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        f"relulint: error: {outside}: lies outside the SARIF root '{(tmp_path / 'repo').resolve()}' "
+        "(the git top level or --sarif-root); give a --sarif-root that holds every model\n"
+    )
 
 
 def test_results_over_githubs_limit_are_cut_with_a_notification():

@@ -27,6 +27,7 @@ class Run:
     command_line: list[str] = field(default_factory=list)
     color: bool = False
     verbose: int = 0  # -1 quiet, 0 normal, 1 verbose
+    root: Path | None = None  # the folder SARIF and GitHub paths are relative to (found by the CLI)
 
 
 class FormatUnavailable(Exception):

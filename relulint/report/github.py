@@ -4,21 +4,21 @@ Prints one ``::error|warning|notice file=…,line=1,title=RLxxx name::message`` 
 escaped as GitHub's runner expects (``%``, CR and LF in the message; also ``:`` and ``,`` in
 properties).
 
-Side effect: GitHub shows at most 10 error and 10 warning annotations per step, so when the
-environment variable ``GITHUB_STEP_SUMMARY`` names a file (it does inside GitHub Actions),
-``render`` also appends a Markdown table of *all* findings to that file, which GitHub shows on
-the workflow run's summary page.
+GitHub shows at most 10 error and 10 warning annotations per step, so ``step_summary`` makes a
+Markdown table of *all* findings, which the command line appends to the file that
+``GITHUB_STEP_SUMMARY`` names (inside GitHub Actions) and GitHub shows on the run's summary page.
+Every name in it is escaped for Markdown (``relulint.report.escape.markdown_text``).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from relulint.findings import Finding, ModelResult, Severity
 from relulint.report import Run
+from relulint.report.escape import clean, markdown_text
 from relulint.report.sarif import relative_path, repository_root
-from relulint.report.text import clean, summary
+from relulint.report.text import summary
 from relulint.rules import rule_by_id
 
 COMMANDS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.NOTE: "notice"}
@@ -43,7 +43,7 @@ def command(kind: str, message: str, **properties: str | int) -> str:
 
 def display_path(model_path: str, root: Path) -> str:
     """Annotations attach to files by their path relative to the repository root."""
-    return relative_path(model_path, root) or model_path
+    return clean(relative_path(model_path, root) or model_path)
 
 
 def rule_title(rule_id: str) -> str:
@@ -78,9 +78,7 @@ def model_commands(result: ModelResult, path: str) -> list[str]:
 
 # ---- the step summary ------------------------------------------------------------------------
 def markdown_cell(text: str) -> str:
-    """Table cell text: no raw HTML, no column breaks, no line breaks."""
-    text = clean(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return text.replace("|", "\\|").replace("`", "\\`")
+    return markdown_text(text)
 
 
 def step_summary(run: Run, root: Path) -> str:
@@ -107,24 +105,8 @@ def step_summary(run: Run, root: Path) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def append_step_summary(run: Run, root: Path) -> str | None:
-    """Append to $GITHUB_STEP_SUMMARY when set; return a problem to annotate instead of failing."""
-    target = os.environ.get("GITHUB_STEP_SUMMARY")
-    if not target:
-        return None
-    try:
-        with open(target, "a", encoding="utf-8") as stream:
-            stream.write(step_summary(run, root))
-    except OSError as exc:
-        return f"cannot append the summary to $GITHUB_STEP_SUMMARY ({exc.strerror or exc})"
-    return None
-
-
 def render(run: Run) -> str:
     root = repository_root(run)
     lines = [line for result in run.results for line in model_commands(result, display_path(result.path, root))]
-    problem = append_step_summary(run, root)
-    if problem:
-        lines.append(command("warning", problem, title="relulint"))
     lines.append(summary(run))
     return "\n".join(lines) + "\n"

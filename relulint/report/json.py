@@ -7,6 +7,7 @@ from typing import Any
 
 from relulint import __version__
 from relulint.report import Run
+from relulint.report.escape import json_text
 from relulint.rules import rule_by_id
 
 SCHEMA_VERSION = 1
@@ -32,7 +33,7 @@ def _rule_summary(rule_id: str) -> dict:
 
 
 def render(run: Run) -> str:
-    return dumps(document(run)) + "\n"
+    return json_text(dumps(document(run))) + "\n"
 
 
 def dumps(value: Any) -> str:

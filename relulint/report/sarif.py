@@ -14,10 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 from collections import Counter
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
@@ -25,6 +23,7 @@ from urllib.parse import quote
 from relulint import INFORMATION_URI, __version__
 from relulint.findings import Finding, ModelResult, Note, Severity
 from relulint.report import Run
+from relulint.report.escape import json_text
 from relulint.rules import RuleMeta, rule_by_id
 
 SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -42,25 +41,12 @@ NOTE_LEVELS = {"skipped": "warning", "checker": "warning", "info": "note"}
 
 
 # ---- locations shared with the GitHub annotations --------------------------------------------
-@cache
-def git_top_level(folder: str) -> Path | None:
-    """The git work tree holding ``folder``, or None outside git (or without git installed)."""
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel"], cwd=folder, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    top = done.stdout.strip()
-    return Path(top) if done.returncode == 0 and top else None
-
-
 def repository_root(run: Run) -> Path:
-    """``--sarif-root``, else the git top level of the current folder, else the current folder."""
-    if run.config.sarif_root:
-        return Path(run.config.sarif_root).resolve()
-    cwd = os.getcwd()
-    return (git_top_level(cwd) or Path(cwd)).resolve()
+    """The folder paths are relative to: as the command line found it (``--sarif-root`` or the git top
+    level, see ``relulint.outputs``), else ``--sarif-root``, else the current folder."""
+    if run.root is not None:
+        return run.root
+    return Path(run.config.sarif_root or Path.cwd()).resolve()
 
 
 def relative_path(model_path: str, root: Path) -> str | None:
@@ -72,11 +58,13 @@ def relative_path(model_path: str, root: Path) -> str | None:
 
 
 def artifact_uri(model_path: str, root: Path) -> str:
-    """A relative URI when the model is inside the repository, else an absolute file URI."""
+    """The model's URI relative to the repository root (``%SRCROOT%``). The command line refuses a
+    SARIF report for a model outside it (GitHub rejects absolute ``file://`` URIs); a renderer called
+    directly on one gets its absolute URI. Names that are not UTF-8 keep their bytes (``%FF``)."""
     relative = relative_path(model_path, root)
     if relative is None:
-        return Path(model_path).resolve().as_uri()
-    return quote(relative, safe="/")
+        return "file://" + quote(os.fsencode(Path(model_path).resolve().as_posix()), safe="/")
+    return quote(os.fsencode(relative), safe="/")
 
 
 # ---- rules -----------------------------------------------------------------------------------
@@ -284,4 +272,4 @@ def _artifact(model: ModelResult, uri: str) -> dict[str, Any]:
 
 
 def render(run: Run) -> str:
-    return json.dumps(sarif_log(run), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    return json_text(json.dumps(sarif_log(run), indent=2, ensure_ascii=False, allow_nan=False)) + "\n"

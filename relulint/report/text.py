@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from relulint.findings import ModelResult, Severity
 from relulint.report import Run
+from relulint.report.escape import clean, shown_path
+
+__all__ = ["clean", "model_lines", "render", "summary"]
 
 COLORS = {Severity.ERROR: "31", Severity.WARNING: "33", Severity.NOTE: "36"}
 
@@ -12,14 +15,9 @@ def _paint(text: str, code: str, color: bool) -> str:
     return f"\x1b[{code}m{text}\x1b[0m" if color else text
 
 
-def clean(text: str) -> str:
-    """Model-supplied names may hold control characters: show them escaped, never raw."""
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
-
-
 def model_lines(result: ModelResult, run: Run) -> list[str]:
     color = run.color
-    path = _paint(clean(result.path), "1", color)
+    path = _paint(shown_path(result.path), "1", color)
     if result.error is not None:
         return []  # already said on stderr as one line; the summary counts it
     lines = []
