@@ -12,7 +12,7 @@ from relulint.findings import Note
 from relulint.graph import Graph
 from relulint.loader import LoadedModel
 from relulint.stats import WeightStats, weight_stats
-from relulint.units import Layer, bias_vector, weight_matrix
+from relulint.units import Layer, bias_vector, norm_parameters, weight_matrix
 
 
 @dataclass
@@ -52,6 +52,10 @@ class Context:
         if layer.name not in self._bias:
             self._bias[layer.name] = bias_vector(self.graph, layer)
         return self._bias[layer.name]
+
+    def norm_parameters(self, layer: Layer) -> dict[str, np.ndarray | None]:
+        """gamma, beta (and BatchNorm's mean, var) of the layer's normalization; {} without one."""
+        return norm_parameters(self.graph, layer)
 
     def cached(self, key: str, compute: Any) -> Any:
         """A model-wide derived value (e.g. propagated input scales), computed once on first use."""

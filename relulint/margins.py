@@ -36,7 +36,7 @@ from relulint.findings import Severity
 from relulint.graph import Graph, Node
 from relulint.ops import LEAKY_DEFAULT_SLOPE, LINEAR_OPS, NORM_OPS, PASS_THROUGH_OPS, SCALE_KEEPING_OPS
 from relulint.stats import WeightStats
-from relulint.units import DECOMPOSED_LAYERNORM, Layer
+from relulint.units import DECOMPOSED_LAYERNORM, Layer, norm_parameters
 
 if TYPE_CHECKING:
     from relulint.context import Context
@@ -129,19 +129,6 @@ def layer_has_nonfinite(ctx: Context, layer: Layer) -> bool:
 
 def constant_tolerance(ctx: Context) -> float:
     return float(ctx.config.options_for(CONSTANT_RULE).get("std_tolerance", 1e-6))
-
-
-def norm_parameters(graph: Graph, layer: Layer) -> dict[str, np.ndarray | None]:
-    """The constant parameters of the layer's normalization node: gamma, beta (and BN's mean, var)."""
-    if layer.norm is None:
-        return {}
-    node = graph.nodes[layer.norm]
-    names = {"BatchNormalization": ("gamma", "beta", "mean", "var")}.get(node.op, ("gamma", "beta"))
-    values: dict[str, np.ndarray | None] = {}
-    for index, name in enumerate(names, start=1):
-        tensor = node.inputs[index] if len(node.inputs) > index else ""
-        values[name] = _float_constant(graph, tensor) if tensor else None
-    return values
 
 
 def _float_constant(graph: Graph, tensor: str) -> np.ndarray | None:

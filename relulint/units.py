@@ -61,6 +61,8 @@ class Layer:
     # A BatchNormalization exported in training mode (training_mode=1, or its running statistics as extra
     # outputs) normalizes with the batch's own statistics, not its running ones.
     norm_training_mode: bool = False
+    # (parameter, tensor id) of the normalization's inputs: gamma, beta (and BatchNorm's mean, var).
+    norm_params: tuple[tuple[str, str], ...] = ()
     residual: bool = False  # a join of two computed tensors (Add/Sum) before the activation
     scope: str = ""  # "" or the subgraph path, e.g. "If_0/then"
 
@@ -72,7 +74,11 @@ class Layer:
 
     def to_json(self) -> dict[str, Any]:
         # Field by field, not dataclasses.asdict: that deep-copies, and costs seconds on 25,000 layers.
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("weight_layout", "group")}
+        data = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("weight_layout", "group", "norm_params")
+        }
         data["bias"] = [term.tensor for term in self.bias]
         return data
 
@@ -125,6 +131,8 @@ class _Walk:
     # A BatchNormalization exported in training mode (training_mode=1, or its running statistics as extra
     # outputs) normalizes with the batch's own statistics, not its running ones.
     norm_training_mode: bool = False
+    # (parameter, tensor id) of the normalization's inputs: gamma, beta (and BatchNorm's mean, var).
+    norm_params: tuple[tuple[str, str], ...] = ()
     residual: bool = False
 
 
@@ -139,6 +147,7 @@ def _layer_for(graph: Graph, act: Node, family: str, pre_activation: str) -> Lay
         norm=walk.norm.id if walk.norm else None,
         norm_op=walk.norm_op,
         norm_training_mode=walk.norm is not None and is_training_mode_batchnorm(walk.norm),
+        norm_params=_norm_params(walk.norm),
         residual=walk.residual,
         scope=act.scope,
     )
@@ -234,6 +243,29 @@ def _main_branch(graph: Graph, operands: list[str], budget: int) -> str | None:
             if producer is not None and activation_family(graph, producer) is None:
                 return operand
     return None
+
+
+NORM_PARAMETER_NAMES = {"BatchNormalization": ("gamma", "beta", "mean", "var")}  # inputs 1.. of the node
+
+
+def _norm_params(node: Node | None) -> tuple[tuple[str, str], ...]:
+    if node is None:
+        return ()
+    names = NORM_PARAMETER_NAMES.get(node.op, ("gamma", "beta"))
+    return tuple(
+        (name, node.inputs[index])
+        for index, name in enumerate(names, start=1)
+        if len(node.inputs) > index and node.inputs[index]
+    )
+
+
+def norm_parameters(graph: Graph, layer: Layer) -> dict[str, np.ndarray | None]:
+    """The normalization's parameters as float64 arrays (None where a tensor is not a numeric constant)."""
+    values: dict[str, np.ndarray | None] = {}
+    for name, tensor in layer.norm_params:
+        value = graph.constant(tensor)
+        values[name] = None if value is None or value.dtype.kind not in "fiu" else np.asarray(value, np.float64)
+    return values
 
 
 def is_training_mode_batchnorm(node: Node) -> bool:

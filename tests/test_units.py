@@ -112,6 +112,7 @@ def test_conv_bn_relu(tmp_path):
             fan_out=144,
             norm="bn",
             norm_op="BatchNormalization",
+            norm_params=(("gamma", "w_2"), ("beta", "w_3"), ("mean", "w_4"), ("var", "w_5")),
         )
     ]
     assert weight_matrix(graph, layers[0]).shape == (16, 27)

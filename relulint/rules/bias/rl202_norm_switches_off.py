@@ -19,8 +19,8 @@ from relulint.margins import (
     risk_severity,
     summarize_risk,
 )
-from relulint.ops import NORM_OPS
 from relulint.rules import Option, RuleMeta
+from relulint.units import Layer
 
 META = RuleMeta(
     id="RL202",
@@ -122,7 +122,7 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
                 + f"; worst: {listed}{residual}"
             ),
             node=layer.name,
-            tensor=_beta_tensor(ctx, layer.norm),
+            tensor=_beta_tensor(layer),
             units=AffectedUnits(summary.count, summary.total, summary.worst),
             evidence={
                 "layer": layer.name,
@@ -145,8 +145,5 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
         )
 
 
-def _beta_tensor(ctx: Context, norm: str | None) -> str | None:
-    node = ctx.graph.nodes.get(norm or "")
-    if node is None or node.op not in NORM_OPS:
-        return None
-    return node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+def _beta_tensor(layer: Layer) -> str | None:
+    return dict(layer.norm_params).get("beta")

@@ -9,7 +9,6 @@ import numpy as np
 
 from relulint.context import Context
 from relulint.findings import AffectedUnits, Finding, Severity
-from relulint.margins import norm_parameters
 from relulint.rules import RuleMeta
 from relulint.units import Layer
 
@@ -70,7 +69,7 @@ def _finding(ctx: Context, layer: Layer) -> Finding | None:
     stats = ctx.weight_stats(layer)
     weight_rows = _nonfinite_rows(ctx.weights(layer)) if stats is not None and stats.nonfinite else None
     bias = ctx.bias(layer)
-    params = {name: value for name, value in norm_parameters(ctx.graph, layer).items() if value is not None}
+    params = {name: value for name, value in ctx.norm_parameters(layer).items() if value is not None}
     bad_params = {name: value for name, value in params.items() if not np.all(np.isfinite(value))}
     bias_bad = bias is not None and not np.all(np.isfinite(bias))
     if weight_rows is None and not bias_bad and not bad_params:
