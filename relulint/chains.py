@@ -150,7 +150,9 @@ def chains(
     for layer in ctx.layers:  # graph order, so findings come out in a stable order
         if layer.name not in members or layer.name in continued:
             continue
-        chain, seen, name = [], set(), layer.name
+        chain: list[Layer] = []
+        seen: set[str] = set()
+        name: str | None = layer.name
         while name is not None and name not in seen:  # ``seen`` stops at a cycle of links
             seen.add(name)
             chain.append(by_name[name])

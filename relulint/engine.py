@@ -15,8 +15,8 @@ from relulint.config import Config
 from relulint.context import Context
 from relulint.errors import ModelError
 from relulint.findings import Finding, ModelResult, Note
-from relulint.graph import build_graph, count_parameters
-from relulint.loader import expected_nbytes, load_model, run_checker
+from relulint.graph import Graph, build_graph, count_parameters
+from relulint.loader import LoadedModel, expected_nbytes, load_model, run_checker
 from relulint.rules import Rule, all_rules, matches
 from relulint.tensors import release_mapped_pages
 from relulint.units import Layer, find_layers
@@ -69,7 +69,7 @@ def analyse(path: str, config: Config) -> ModelResult:
             gc.enable()
 
 
-def _analyse_loaded(loaded, config: Config) -> ModelResult:
+def _analyse_loaded(loaded: LoadedModel, config: Config) -> ModelResult:
     graph = build_graph(loaded)
     layers = find_layers(graph)
     ctx = Context(loaded=loaded, graph=graph, layers=layers, config=config)
@@ -219,7 +219,7 @@ def _apply_config(findings: list[Finding], config: Config) -> list[Finding]:
     return kept
 
 
-def _sorted(findings: list[Finding], graph) -> list[Finding]:
+def _sorted(findings: list[Finding], graph: Graph) -> list[Finding]:
     order = {node_id: index for index, node_id in enumerate(graph.nodes)}
     return sorted(findings, key=lambda f: (order.get(f.node or "", -1), f.rule))
 

@@ -165,7 +165,7 @@ def weight_stats(matrix: np.ndarray, fan_in: int, fan_out: int) -> WeightStats:
         max=high,
         nonfinite=nonfinite,
         row_norms=scaled_norms,
-        row_sums=scaled_sums,
+        row_sums=np.asarray(scaled_sums),
         zero_rows=np.flatnonzero(row_norms == 0.0),
         scale_dispersion=dispersion,
         kurtosis=kurtosis,

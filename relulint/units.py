@@ -9,8 +9,8 @@ The static rules and the probe both work on this view; ``weight_matrix`` and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -125,7 +125,7 @@ def find_layers(graph: Graph) -> list[Layer]:
 @dataclass
 class _Walk:
     linear: Node | None = None
-    bias: list[BiasTerm] | None = None
+    bias: list[BiasTerm] = field(default_factory=list)
     norm: Node | None = None
     norm_op: str | None = None
     # A BatchNormalization exported in training mode (training_mode=1, or its running statistics as extra
@@ -136,9 +136,25 @@ class _Walk:
     residual: bool = False
 
 
+class _Common(TypedDict):
+    """The Layer fields every layer has, whatever its linear op."""
+
+    name: str
+    activation_op: str
+    family: str
+    pre_activation: str
+    output: str
+    norm: str | None
+    norm_op: str | None
+    norm_training_mode: bool
+    norm_params: tuple[tuple[str, str], ...]
+    residual: bool
+    scope: str
+
+
 def _layer_for(graph: Graph, act: Node, family: str, pre_activation: str) -> Layer:
     walk = _walk_back(graph, pre_activation, _Walk(bias=[]), MAX_WALK)
-    base = dict(
+    base = _Common(
         name=act.id,
         activation_op=act.op,
         family=family,
@@ -155,7 +171,7 @@ def _layer_for(graph: Graph, act: Node, family: str, pre_activation: str) -> Lay
     if linear is None:
         return Layer(channel_axis=1, units=_units_from_shape(graph, act.outputs[0], 1), **base)
     shape_info = _weight_layout(graph, linear)
-    bias = list(walk.bias or [])
+    bias = list(walk.bias)
     own_bias = _own_bias(graph, linear)
     if own_bias:
         bias.insert(0, own_bias)
@@ -199,7 +215,9 @@ def _walk_back(graph: Graph, tensor: str, walk: _Walk, budget: int) -> _Walk:
             continue
         if op == "Div" and is_decomposed_layernorm(graph, node):
             _set_norm(walk, node, DECOMPOSED_LAYERNORM)
-            tensor = graph.producer(node.inputs[0]).inputs[0]  # the Sub's X
+            centered = graph.producer(node.inputs[0])
+            assert centered is not None  # is_decomposed_layernorm checked it is a Sub
+            tensor = centered.inputs[0]  # the Sub's X
             continue
         if op in PASS_THROUGH_OPS and node.computed_inputs:
             tensor = node.inputs[0]

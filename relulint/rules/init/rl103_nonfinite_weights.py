@@ -71,26 +71,26 @@ def _finding(ctx: Context, layer: Layer) -> Finding | None:
     bias = ctx.bias(layer)
     params = {name: value for name, value in ctx.norm_parameters(layer).items() if value is not None}
     bad_params = {name: value for name, value in params.items() if not np.all(np.isfinite(value))}
-    bias_bad = bias is not None and not np.all(np.isfinite(bias))
-    if weight_rows is None and not bias_bad and not bad_params:
+    bad_bias = bias if bias is not None and not np.all(np.isfinite(bias)) else None
+    if weight_rows is None and bad_bias is None and not bad_params:
         return None
     units = layer.units or (weight_rows.size if weight_rows is not None else 0)
     affected = np.zeros(units, dtype=bool)
     if weight_rows is not None and weight_rows.size == units:
         affected |= weight_rows
-    if bias_bad:
-        affected |= _per_unit_mask(bias, units)
+    if bad_bias is not None:
+        affected |= _per_unit_mask(bad_bias, units)
     for value in bad_params.values():
         affected |= _per_unit_mask(value, units)
     parts = []
     evidence: dict[str, Any] = {"layer": layer.name, "linear": layer.linear, "norm": layer.norm}
-    if weight_rows is not None:
+    if weight_rows is not None and stats is not None:
         weights = np.asarray(ctx.weights(layer))
         parts.append(f"{stats.nonfinite} weights ({_describe(_counts(weights))})")
         evidence["weights"] = _counts(weights)
-    if bias_bad:
-        parts.append(f"{int(np.count_nonzero(~np.isfinite(bias)))} bias entries ({_describe(_counts(bias))})")
-        evidence["bias"] = _counts(bias)
+    if bad_bias is not None:
+        parts.append(f"{int(np.count_nonzero(~np.isfinite(bad_bias)))} bias entries ({_describe(_counts(bad_bias))})")
+        evidence["bias"] = _counts(bad_bias)
     for name, value in bad_params.items():
         parts.append(f"{int(np.count_nonzero(~np.isfinite(value)))} {name} entries of '{layer.norm}'")
         evidence[name] = _counts(value)
@@ -100,7 +100,9 @@ def _finding(ctx: Context, layer: Layer) -> Finding | None:
         severity=META.severity,
         message=f"non-finite parameters: {', '.join(parts)}; {count} of {units} units output NaN or infinity",
         node=layer.name,
-        tensor=layer.weight if weight_rows is not None else (layer.bias[0].tensor if bias_bad and layer.bias else None),
+        tensor=layer.weight
+        if weight_rows is not None
+        else (layer.bias[0].tensor if bad_bias is not None and layer.bias else None),
         units=AffectedUnits(count, units, tuple(int(i) for i in np.flatnonzero(affected)[:5])),
         evidence=evidence,
         fix="restore the last checkpoint with finite parameters and find why training diverged",
