@@ -29,6 +29,7 @@ from corpus import inputs, lint, models, truth  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 OUT_DIR = BENCH_DIR / "out"
+DEFAULT_SAMPLES = 32  # relulint's default --samples: a --data file with more gets a run with all of them
 INPUTS_VERSION = "1"  # bump when a recipe in inputs.py changes, so cached .npz files are rebuilt
 
 
@@ -51,17 +52,21 @@ def realistic_inputs(model: models.CorpusModel, path: Path) -> tuple[Path, input
     return data_path, data
 
 
-def runs_for(model: models.CorpusModel, data_path: Path, main_input: str) -> list[tuple[str, list[str]]]:
-    """The default run, two data-free runs told the input's domain (and its shape), and the --data run."""
+def runs_for(model: models.CorpusModel, data_path: Path, main_input: str, samples: int) -> list[tuple[str, list[str]]]:
+    """The default run, two data-free runs told the input's domain (and shape), --data, and --data on every sample."""
     low, high = model.domain
-    shapes = [f"--input-shape={shape}" for shape in model.shapes]
-    told = " + shape" if shapes else ""
-    return [
+    told = [f"--input-shape={shape}" for shape in model.shapes] + list(model.told)
+    more = " + shape" if model.shapes else ""
+    more += " + " + " ".join(model.told) if model.told else ""
+    runs = [
         ("default", []),
-        (f"uniform:{low:g},{high:g}{told}", [f"--input-dist=uniform:{low:g},{high:g}", *shapes]),
-        (f"input-range {low:g},{high:g}{told}", [f"--input-range={main_input}={low:g},{high:g}", *shapes]),
+        (f"uniform:{low:g},{high:g}{more}", [f"--input-dist=uniform:{low:g},{high:g}", *told]),
+        (f"input-range {low:g},{high:g}{more}", [f"--input-range={main_input}={low:g},{high:g}", *told]),
         ("--data", ["--data", str(data_path)]),
     ]
+    if samples > DEFAULT_SAMPLES:
+        runs.append((f"--data --samples {samples}", ["--data", str(data_path), f"--samples={samples}"]))
+    return runs
 
 
 def measure_model(model: models.CorpusModel, verbose: bool) -> dict:
@@ -73,8 +78,9 @@ def measure_model(model: models.CorpusModel, verbose: bool) -> dict:
     )
     truth_seconds = time.perf_counter() - start
     main_input = next(name for name, axis in data.batch_axes.items() if axis is not None)
+    samples = data.samples if not data.whole else int(data.arrays[main_input].shape[0])
     verdicts = []
-    for run, flags in runs_for(model, data_path, main_input):
+    for run, flags in runs_for(model, data_path, main_input, samples):
         result = lint.run_relulint(path, flags)
         verdict = lint.compare(run, flags, result, true_layers)
         verdicts.append(verdict)
@@ -88,7 +94,7 @@ def measure_model(model: models.CorpusModel, verbose: bool) -> dict:
         "origin": model.origin,
         "sha256": models.sha256_of(path),
         "inputs": data.what,
-        "samples": data.samples if not data.whole else int(data.arrays[main_input].shape[0]),
+        "samples": samples,
         "truth_seconds": round(truth_seconds, 1),
         "true_layers": len(true_layers),
         "true_units": sum(layer.units for layer in true_layers),
@@ -130,6 +136,10 @@ def _rules(counter: dict) -> str:
     return " ".join(parts)
 
 
+def _part(total: int, part: int, what: str) -> str:
+    return f"{total} ({part} {what})" if part else str(total)
+
+
 def table(results: list[dict]) -> str:
     lines = [
         "| model | run | probe | layers probed / true | dead: relulint / true | false-dead | missed | "
@@ -143,7 +153,8 @@ def table(results: list[dict]) -> str:
                 probe = f"{probe}; exit {run['exit_code']}"
             lines.append(
                 f"| {result['model']} | {run['run']} | {probe} | {run['probed_layers']} / {result['true_layers']} | "
-                f"{run['claimed_dead']} / {result['true_dead']} | {run['false_dead']} | {run['missed_dead']} | "
+                f"{run['claimed_dead']} / {result['true_dead']} | {_part(run['false_dead'], run.get('false_dead_pooled', 0), 'pooled')} | "
+                f"{_part(run['missed_dead'], run.get('misread_missed', 0), 'misread')} | "
                 f"{run['layers_equal']} / {run['matched_layers']} | {_counts(run['severities'])} | "
                 f"{_counts(run['false_findings'], ('error', 'warning'))} | {_rules(run['rules'])} |"
             )
@@ -153,8 +164,15 @@ def table(results: list[dict]) -> str:
 def totals(results: list[dict]) -> str:
     by_run: dict[str, dict] = {}
     for result in results:
-        for index, run in enumerate(result["runs"]):
-            key = ["default", "uniform over the domain", "--input-range of the domain", "--data"][index]
+        runs = result["runs"] + result["runs"][3:4] * (len(result["runs"]) == 4)  # <= 32 samples: --data used all
+        for index, run in enumerate(runs):
+            key = [
+                "default",
+                "uniform over the domain",
+                "--input-range of the domain",
+                "--data",
+                "--data, every sample",
+            ][index]
             row = by_run.setdefault(
                 key, {"false_dead": 0, "missed": 0, "error": 0, "false_error": 0, "warning": 0, "no_probe": 0}
             )

@@ -37,6 +37,8 @@ class Verdict:
     false_dead_pooled: int = 0  # of false_dead: in layers fed by a global pooling (squeeze-excitation)
     missed_dead: int = 0  # dead on the realistic inputs, called alive or never probed
     unprobed_dead: int = 0  # of missed_dead: in ReLU-family layers relulint did not probe
+    misread_layers: int = 0  # probed at an inner tensor of a decomposed activation (hard-swish's Clip)
+    misread_missed: int = 0  # of missed_dead: in those layers
     unmatched: list[str] = field(default_factory=list)  # probed layers that are no true ReLU-family unit
     unprobed: list[str] = field(default_factory=list)  # true ReLU-family layers relulint did not probe
     layers_equal: int = 0  # matched layers whose dead count equals the truth's
@@ -121,10 +123,13 @@ def compare(run: str, command: list[str], result, truth: list[TrueLayer]) -> Ver
             verdict.unmatched.append(name)
             continue
         matched[name] = true
+        misread = output_of.get(name) != true.output
         false_dead, missed = int((dead & ~true.dead).sum()), int((~dead & true.dead).sum())
         verdict.false_dead += false_dead
         verdict.false_dead_pooled += false_dead if true.pooled else 0
         verdict.missed_dead += missed
+        verdict.misread_layers += int(misread)
+        verdict.misread_missed += missed if misread else 0
         if false_dead or missed:
             verdict.wrong_layers[name] = [false_dead, missed]
         verdict.layers_equal += int(claimed == int(true.dead.sum()))

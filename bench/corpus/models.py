@@ -52,6 +52,7 @@ class CorpusModel:
     inputs: str  # name of the realistic-input recipe in inputs.py
     domain: tuple[float, float]  # the value range its preprocessing produces (for data-free rows)
     shapes: tuple[str, ...] = ()  # --input-shape values of its realistic inputs, for the data-free rows
+    told: tuple[str, ...] = ()  # further flags for the data-free rows (a batch the state input allows)
     quick: bool = False  # part of --quick
 
     @property
@@ -151,6 +152,7 @@ MODELS: list[CorpusModel] = [
         "vad_stream",
         (-1.0, 1.0),
         ("input=1x576", "state=2x1x128"),
+        ("--batch=1",),  # state's batch is on axis 1: only batch 1 keeps --input-shape consistent
         quick=True,
     ),
     CorpusModel(
