@@ -12,7 +12,15 @@ from relulint.findings import Note
 from relulint.graph import Graph
 from relulint.loader import LoadedModel
 from relulint.stats import WeightStats, weight_stats
-from relulint.units import Layer, bias_vector, norm_parameters, weight_matrix
+from relulint.units import (
+    Layer,
+    OutputPath,
+    bias_vector,
+    norm_parameters,
+    output_paths,
+    subgraph_output_owners,
+    weight_matrix,
+)
 
 
 @dataclass
@@ -56,6 +64,12 @@ class Context:
     def norm_parameters(self, layer: Layer) -> dict[str, np.ndarray | None]:
         """gamma, beta (and BatchNorm's mean, var) of the layer's normalization; {} without one."""
         return norm_parameters(self.graph, layer)
+
+    def output_paths(self, layer: Layer, final_ops: set[str]) -> tuple[list[OutputPath], bool]:
+        """Model outputs the layer's values reach unchanged or through one of ``final_ops``, and whether
+        other computation consumes them too."""
+        owners = self.cached("units.subgraph_output_owners", lambda ctx: subgraph_output_owners(ctx.graph))
+        return output_paths(self.graph, layer.output, final_ops, owners)
 
     def cached(self, key: str, compute: Any) -> Any:
         """A model-wide derived value (e.g. propagated input scales), computed once on first use."""

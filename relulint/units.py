@@ -15,7 +15,15 @@ from typing import Any, TypedDict
 import numpy as np
 
 from relulint.graph import Graph, Node
-from relulint.ops import FLAT_BELOW_VARIANTS, LINEAR_OPS, NORM_OPS, PASS_THROUGH_OPS, VARIANT_OPS
+from relulint.ops import (
+    FLAT_BELOW_VARIANTS,
+    LINEAR_OPS,
+    NORM_OPS,
+    PASS_THROUGH_OPS,
+    SHAPE_ONLY_OPS,
+    VALUE_MOVING_OPS,
+    VARIANT_OPS,
+)
 from relulint.tensors import as_float
 
 PLAIN = "plain"
@@ -413,3 +421,57 @@ def bias_vector(graph: Graph, layer: Layer) -> np.ndarray | None:
             return None  # not per unit (e.g. broadcast over another axis)
         total += term.sign * term.scale * flat
     return total
+
+
+MAX_FORWARD_WALK = 256  # tensors visited forward from one activation before the walk gives up
+
+
+@dataclass(frozen=True)
+class OutputPath:
+    output: str  # the model output the ReLU's values reach
+    final_op: str | None  # the Softmax/LogSoftmax/Sigmoid in between, if any
+
+
+def subgraph_output_owners(graph: Graph) -> dict[str, str]:
+    """Tensor id of a subgraph output -> the owner's output it becomes (If branches, Loop and Scan bodies)."""
+    owners: dict[str, str] = {}
+    for owner_id, outputs in graph.subgraph_outputs:
+        owner = graph.nodes[owner_id]
+        skip = 1 if owner.op == "Loop" else 0  # a Loop body's first output is the loop condition
+        for index, tensor in enumerate(outputs):
+            target = index - skip
+            if tensor and 0 <= target < len(owner.outputs) and owner.outputs[target]:
+                owners.setdefault(tensor, owner.outputs[target])
+    return owners
+
+
+# ---- where a layer's values go -------------------------------------------------------------------
+def output_paths(
+    graph: Graph, start: str, final_ops: set[str], owners: dict[str, str]
+) -> tuple[list[OutputPath], bool]:
+    """Model outputs a tensor's values reach unchanged (or through one final op), and whether other
+    computation also consumes them."""
+    outputs = set(graph.outputs)
+    reached: list[OutputPath] = []
+    consumed_elsewhere = False
+    pending: list[tuple[str, str | None]] = [(start, None)]
+    seen: set[tuple[str, str | None]] = set()
+    while pending and len(seen) < MAX_FORWARD_WALK:
+        tensor, final_op = pending.pop()
+        if (tensor, final_op) in seen:
+            continue
+        seen.add((tensor, final_op))
+        if tensor in outputs:
+            reached.append(OutputPath(tensor, final_op))
+        if tensor in owners:
+            pending.append((owners[tensor], final_op))
+        for consumer in graph.consumers(tensor):
+            if consumer.op in SHAPE_ONLY_OPS:
+                continue
+            if consumer.op in VALUE_MOVING_OPS:
+                pending.extend((out, final_op) for out in consumer.outputs if out)
+            elif consumer.op in final_ops and final_op is None and consumer.inputs[:1] == [tensor]:
+                pending.extend((out, consumer.op) for out in consumer.outputs[:1] if out)
+            else:
+                consumed_elsewhere = True
+    return reached, consumed_elsewhere

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from relulint.context import Context
 from relulint.findings import Finding, Severity
-from relulint.graph import Graph
-from relulint.ops import SHAPE_ONLY_OPS, VALUE_MOVING_OPS
 from relulint.rules import Option, RuleMeta
-from relulint.units import PLAIN, Layer
+from relulint.units import PLAIN, Layer, OutputPath
 
 META = RuleMeta(
     id="RL402",
@@ -57,58 +54,6 @@ model = torch.nn.Sequential(
     tags=("architecture", "output"),
 )
 
-MAX_WALK = 256  # tensors visited forward from one activation before the walk gives up
-
-
-@dataclass(frozen=True)
-class OutputPath:
-    output: str  # the model output the ReLU's values reach
-    final_op: str | None  # the Softmax/LogSoftmax/Sigmoid in between, if any
-
-
-def subgraph_output_owners(graph: Graph) -> dict[str, str]:
-    """Tensor id of a subgraph output -> the owner's output it becomes (If branches, Loop and Scan bodies)."""
-    owners: dict[str, str] = {}
-    for owner_id, outputs in graph.subgraph_outputs:
-        owner = graph.nodes[owner_id]
-        skip = 1 if owner.op == "Loop" else 0  # a Loop body's first output is the loop condition
-        for index, tensor in enumerate(outputs):
-            target = index - skip
-            if tensor and 0 <= target < len(owner.outputs) and owner.outputs[target]:
-                owners.setdefault(tensor, owner.outputs[target])
-    return owners
-
-
-def output_paths(
-    graph: Graph, start: str, final_ops: set[str], owners: dict[str, str]
-) -> tuple[list[OutputPath], bool]:
-    """Model outputs a tensor's values reach unchanged (or through one final op), and whether other
-    computation also consumes them."""
-    outputs = set(graph.outputs)
-    reached: list[OutputPath] = []
-    consumed_elsewhere = False
-    pending: list[tuple[str, str | None]] = [(start, None)]
-    seen: set[tuple[str, str | None]] = set()
-    while pending and len(seen) < MAX_WALK:
-        tensor, final_op = pending.pop()
-        if (tensor, final_op) in seen:
-            continue
-        seen.add((tensor, final_op))
-        if tensor in outputs:
-            reached.append(OutputPath(tensor, final_op))
-        if tensor in owners:
-            pending.append((owners[tensor], final_op))
-        for consumer in graph.consumers(tensor):
-            if consumer.op in SHAPE_ONLY_OPS:
-                continue
-            if consumer.op in VALUE_MOVING_OPS:
-                pending.extend((out, final_op) for out in consumer.outputs if out)
-            elif consumer.op in final_ops and final_op is None and consumer.inputs[:1] == [tensor]:
-                pending.extend((out, consumer.op) for out in consumer.outputs[:1] if out)
-            else:
-                consumed_elsewhere = True
-    return reached, consumed_elsewhere
-
 
 def describe(layer: Layer, path: OutputPath) -> str:
     if path.final_op is None:
@@ -129,11 +74,10 @@ def describe(layer: Layer, path: OutputPath) -> str:
 
 def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
     final_ops = {op.strip() for op in options["final_ops"].split(",") if op.strip()}
-    owners = subgraph_output_owners(ctx.graph)
     for layer in ctx.layers:
         if layer.family != PLAIN:
             continue  # variants keep a gradient below zero (Softplus on an output is the fix, not a bug)
-        paths, consumed_elsewhere = output_paths(ctx.graph, layer.output, final_ops, owners)
+        paths, consumed_elsewhere = ctx.output_paths(layer, final_ops)
         if not paths or consumed_elsewhere:
             continue
         path = paths[0]

@@ -1,0 +1,61 @@
+"""Rules read the unit view, the analyses and their own options - never raw ONNX nodes.
+
+A rule module that imports the graph or loader layers, or reaches into ``ctx.graph`` / ``ctx.loaded``,
+re-derives what the unit view should hold: the pattern then lives in two places (CONTRIBUTING.md).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import relulint.rules
+
+RULES = Path(relulint.rules.__file__).parent
+RAW_MODULES = {"relulint.graph", "relulint.loader", "relulint.wire", "relulint.tensors", "onnx"}
+RAW_CONTEXT_ATTRIBUTES = {"graph", "loaded"}
+# Rules that still read the raw model, with what they read; the list may only shrink (the test fails when
+# one of them no longer needs its entry).
+NOT_YET_MOVED = {
+    "probe/rl504_synthetic_probe_inputs.py": {"ctx.loaded", "ctx.graph"},
+    "probe/rl505_input_scale.py": {"ctx.graph"},
+}
+
+
+def raw_reads(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0:2] != ["relulint", "rules"]:
+            if node.module in RAW_MODULES or node.module.startswith("onnx."):
+                found.add(f"import {node.module}")
+        elif isinstance(node, ast.Import):
+            found.update(f"import {alias.name}" for alias in node.names if alias.name.split(".")[0] == "onnx")
+        elif isinstance(node, ast.Attribute) and node.attr in RAW_CONTEXT_ATTRIBUTES:
+            if isinstance(node.value, ast.Name) and node.value.id == "ctx":
+                found.add(f"ctx.{node.attr}")
+    return found
+
+
+def rule_modules() -> list[Path]:
+    return sorted(p for p in RULES.glob("*/rl*.py"))
+
+
+def test_rule_modules_read_only_the_unit_view_the_analyses_and_their_options():
+    assert len(rule_modules()) >= 19  # every family is found
+    offenders = {}
+    for path in rule_modules():
+        name = path.relative_to(RULES).as_posix()
+        reads = raw_reads(path)
+        if reads != NOT_YET_MOVED.get(name, set()):
+            offenders[name] = sorted(reads)
+    assert offenders == {}, f"rules reading raw nodes (or allowlist out of date): {offenders}"
+
+
+def test_the_boundary_check_sees_a_raw_read(tmp_path):
+    module = tmp_path / "rl999_example.py"
+    module.write_text(
+        "from relulint.graph import Graph\n\ndef check(ctx, options):\n    return [n for n in ctx.graph]\n",
+        encoding="utf-8",
+    )
+    assert raw_reads(module) == {"import relulint.graph", "ctx.graph"}
