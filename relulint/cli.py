@@ -14,11 +14,11 @@ from typing import Any
 
 import click
 
-from relulint import __version__
-from relulint.config import Config, config_from_table, find_config_file, load_config_file
+from relulint import INFORMATION_URI, __version__
+from relulint.config import Config, config_from_table, find_config_file, load_config_file, unknown_rule
 from relulint.engine import analyse, debug, selected_rules
 from relulint.errors import UsageError
-from relulint.findings import ModelResult
+from relulint.findings import Finding, ModelResult, Note, Severity
 from relulint.outputs import RunInputs, append_step_summary, check_destination, repository_root
 from relulint.report import FORMATS, FormatUnavailable, Run, format_for_path, render, write_atomically
 from relulint.report.escape import clean
@@ -88,6 +88,7 @@ def _cli_table(options: dict[str, Any]) -> dict[str, Any]:
         "data": "data",
         "probe_timeout": "probe-timeout",
         "probe_memory": "probe-memory",
+        "probe_failure_status": "probe-failure-status",
         "seed": "seed",
         "sarif_root": "sarif-root",
         "compare": "compare",
@@ -105,9 +106,9 @@ def build_config(options: dict[str, Any]) -> Config:
         found = find_config_file(Path.cwd())
         base = load_config_file(found) if found else Config()
     try:
-        return config_from_table(_cli_table(options), base)
+        return config_from_table(_cli_table(options), base, command_line=True)
     except ValueError as exc:
-        raise UsageError(f"command line: {exc}") from None
+        raise UsageError(str(exc)) from None
 
 
 def plan_outputs(formats: tuple[str, ...], outputs: tuple[str, ...]) -> list[tuple[str, str | None]]:
@@ -161,13 +162,44 @@ def _result_of(future: Future, model: str) -> ModelResult:
         return ModelResult(path=model, error="the worker process analysing it died (killed or out of memory)")
 
 
+INTERNAL_ERROR_STATUS = 3
+BUG_REPORT = f"this is a bug in relulint {__version__}: please report it at {INFORMATION_URI}/issues"
+
+
+def counts_for_fail_on(finding: Finding) -> bool:
+    """A model-wide note (one about the run, such as RL504's synthetic inputs) never fails a run:
+    with --fail-on note it would fail every run without --data."""
+    return not (finding.severity == Severity.NOTE and finding.node is None)
+
+
+def unfinished_probes(result: ModelResult) -> list[Note]:
+    return [note for note in result.notes if note.unfinished]
+
+
 def exit_status(results: list[ModelResult], config: Config) -> int:
+    """3 an internal error, 2 a model that could not be analysed, else the worst of the findings'
+    status (1 at or above --fail-on, 0 with --exit-zero) and --probe-failure-status for a probe that
+    started but did not finish."""
+    if any(result.internal for result in results):
+        return INTERNAL_ERROR_STATUS
     if any(result.error is not None for result in results):
         return 2
-    if config.exit_zero:
-        return 0
-    failing = any(f.severity >= config.fail_on for result in results for f in result.findings)
-    return 1 if failing else 0
+    failing = not config.exit_zero and any(
+        f.severity >= config.fail_on and counts_for_fail_on(f) for result in results for f in result.findings
+    )
+    unfinished = any(unfinished_probes(result) for result in results)
+    return max(1 if failing else 0, config.probe_failure_status if unfinished else 0)
+
+
+def report_problems(results: list[ModelResult], config: Config) -> None:
+    """One line on stderr per model that could not be analysed, and per probe that did not finish."""
+    for result in results:
+        if result.error is not None:
+            tail = f"; {BUG_REPORT}" if result.internal else ""
+            click.echo(f"relulint: error: {clean(result.path)}: {clean(result.error)}{tail}", err=True)
+        for note in unfinished_probes(result):
+            level = "error" if config.probe_failure_status == 2 else "warning"
+            click.echo(f"relulint: {level}: {clean(result.path)}: {clean(note.message)}", err=True)
 
 
 def _list_rules() -> str:
@@ -230,6 +262,12 @@ SEVERITIES = click.Choice(["error", "warning", "note"], case_sensitive=False)
 )
 @click.option("--probe-timeout", type=float, default=None, help="Seconds the probe may run. [default: 60]")
 @click.option("--probe-memory", default=None, help="Memory the probe may use, e.g. 4GB. [default: 4GB]")
+@click.option(
+    "--probe-failure-status",
+    type=click.IntRange(0, 2),
+    default=None,
+    help="Exit status when a probe started but did not finish (timeout, memory cap, crash). [default: 2]",
+)
 @click.option("--seed", type=int, default=None, help="Seed of the synthetic probe inputs. [default: 0]")
 @click.option(
     "--input-range",
@@ -256,17 +294,25 @@ def main(**options: Any) -> None:
     """Lint ONNX models for the dying-ReLU problem.
 
     PATHS are .onnx files or folders searched for them. Exit status: 0 clean, 1 findings at or
-    above --fail-on, 2 a usage error or a model that could not be analysed.
+    above --fail-on, 2 a usage error, a model that could not be analysed or a probe that did not
+    finish (see --probe-failure-status), 3 an internal error of relulint (please report it).
     """
     if not debug():
         # numpy's RuntimeWarnings on hostile weights would break the one-line-per-problem promise;
         # the numbers involved are judged by the rules (non-finite, overflow) themselves.
         warnings.simplefilter("ignore", RuntimeWarning)
     try:
-        sys.exit(_main(options))
+        status = _main(options)
     except UsageError as exc:
         click.echo(f"relulint: error: {clean(str(exc))}", err=True)
-        sys.exit(2)
+        status = 2
+    except Exception as exc:  # a defect of relulint itself, never the model's: its own status
+        if debug():
+            raise
+        text = " ".join(str(exc).split())[:300]
+        click.echo(f"relulint: internal error: {type(exc).__name__}: {clean(text)}; {BUG_REPORT}", err=True)
+        status = INTERNAL_ERROR_STATUS
+    sys.exit(status)
 
 
 def _main(options: dict[str, Any]) -> int:
@@ -278,7 +324,7 @@ def _main(options: dict[str, Any]) -> int:
 
         rule = rule_by_id(options["explain"])
         if rule is None:
-            raise UsageError(f"no rule '{options['explain']}' (see --list-rules)")
+            raise UsageError(unknown_rule(options["explain"].strip().upper(), "--explain"))
         click.echo(rule_page(rule.meta), nl=False)
         return 0
     if not options["paths"]:
@@ -310,9 +356,7 @@ def _main(options: dict[str, Any]) -> int:
         verbose=1 if options["verbose"] else (-1 if options["quiet"] else 0),
         root=root,
     )
-    for result in run.results:
-        if result.error is not None:
-            click.echo(f"relulint: error: {clean(result.path)}: {clean(result.error)}", err=True)
+    report_problems(run.results, config)
     if "github" in formats:  # inside GitHub Actions: the table of all findings on the run's page
         problem = append_step_summary(step_summary(run, root or Path.cwd()))
         if problem:

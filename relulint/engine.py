@@ -50,7 +50,7 @@ def analyse(path: str, config: Config) -> ModelResult:
     except Exception as exc:
         if debug():
             raise
-        return ModelResult(path=str(path), error=f"internal error while loading: {_short(exc)}")
+        return ModelResult(path=str(path), error=f"internal error while loading: {_short(exc)}", internal=True)
     # The graph model allocates many small objects that live as long as the analysis: the cyclic
     # garbage collector would rescan them again and again (measured: 12-18 µs/node without it, 31-37
     # with it, at 100,000 nodes). Nothing here builds reference cycles worth collecting early.
@@ -63,7 +63,7 @@ def analyse(path: str, config: Config) -> ModelResult:
     except Exception as exc:
         if debug():
             raise
-        return ModelResult(path=str(path), sha256=loaded.sha256, error=f"internal error: {_short(exc)}")
+        return ModelResult(path=str(path), sha256=loaded.sha256, error=f"internal error: {_short(exc)}", internal=True)
     finally:
         if collecting:
             gc.enable()

@@ -88,9 +88,11 @@ class Note:
     kind: str
     message: str
     node: str | None = None
+    unfinished: bool = False  # the probe started but did not finish (timeout, memory cap, crash)
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "message": self.message, "node": self.node}
+        data = {"kind": self.kind, "message": self.message, "node": self.node}
+        return {**data, "unfinished": True} if self.unfinished else data
 
 
 @dataclass
@@ -100,6 +102,7 @@ class ModelResult:
     path: str
     sha256: str | None = None
     error: str | None = None  # set when the model could not be analysed at all
+    internal: bool = False  # the error is relulint's own defect (exit status 3), not the model's
     info: dict[str, Any] = field(default_factory=dict)  # opset, ir_version, producer, parameters
     layers: list[dict[str, Any]] = field(default_factory=list)  # the unit view with per-layer metrics
     findings: list[Finding] = field(default_factory=list)
@@ -116,6 +119,8 @@ class ModelResult:
         data: dict[str, Any] = {"path": self.path, "sha256": self.sha256}
         if self.error is not None:
             data["error"] = self.error
+        if self.internal:
+            data["internal_error"] = True
         data.update(_jsonable(self.info))
         data["units"] = _jsonable(self.layers)
         data["findings"] = [f.to_json() for f in self.findings]

@@ -41,10 +41,10 @@ class PendingProbe:
             outcome = self.child.wait(ctx.config.probe_timeout, Progress(ctx.path))  # stops the child
         finally:
             self.folder.cleanup()
-        if isinstance(outcome, str):
-            return _skip(ctx, outcome)
+        if isinstance(outcome, str):  # stopped: a timeout, the memory cap, a crash
+            return _skip(ctx, outcome, unfinished=True)
         if outcome.problem:
-            return _skip(ctx, outcome.problem)
+            return _skip(ctx, outcome.problem, unfinished="out of memory" in outcome.problem)
         if not outcome.samples:
             return _skip(ctx, "the data held no samples")
         result = _result(ctx, self.instrumentation, outcome)
@@ -77,8 +77,8 @@ def start_probe(ctx: Context) -> PendingProbe | None:
     return pending
 
 
-def _skip(ctx: Context, why: str) -> None:
-    ctx.notes.append(Note("skipped", f"the probe did not run: {why}; static findings only"))
+def _skip(ctx: Context, why: str, unfinished: bool = False) -> None:
+    ctx.notes.append(Note("skipped", f"the probe did not run: {why}; static findings only", unfinished=unfinished))
 
 
 def _prepare_and_send(ctx: Context, child: Child) -> PendingProbe | None:

@@ -28,8 +28,8 @@ def model_lines(result: ModelResult, run: Run) -> list[str]:
         lines.append(f"{path}:{where} {rule} {severity}: {clean(finding.message)}")
         if run.verbose > 0 and finding.fix:
             lines.append(f"  help: {clean(finding.fix)}")
-    if run.verbose >= 0:
-        for note in result.notes:
+    for note in result.notes:
+        if run.verbose >= 0 or note.unfinished:  # a probe that did not finish is never hidden by -q
             where = f" {clean(note.node)}" if note.node else ""
             lines.append(f"{path}:{where} {_paint('note', '2', color)}: {clean(note.message)}")
     if run.verbose > 0:
@@ -64,6 +64,6 @@ def render(run: Run) -> str:
     lines: list[str] = []
     for result in run.results:
         lines.extend(model_lines(result, run))
-    if run.verbose >= 0 or any(r.findings for r in run.results):
+    if run.verbose >= 0 or lines:
         lines.append(summary(run))
-    return "\n".join(lines) + "\n"
+    return "".join(line + "\n" for line in lines)  # -q on a clean run prints nothing at all
