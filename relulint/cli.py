@@ -46,9 +46,18 @@ def expand_paths(paths: tuple[str, ...]) -> tuple[list[str], list[ModelResult]]:
             if not found:
                 errors.append(ModelResult(path=given, error="folder holds no .onnx files"))
             models.extend(found)
+        elif path.suffix.lower() == ".pt2":
+            errors.append(ModelResult(path=given, error=PT2_REFUSED))
         else:
             models.append(given)
     return models, errors
+
+
+# torch.export.load unpickles parts of a .pt2 (and retries with weights_only=False), which can run code.
+PT2_REFUSED = (
+    "a torch.export program (.pt2) is loaded with pickle, which can run code from the file, and relulint "
+    "never runs code from what it lints; export it to ONNX, or lint the module with relulint.torch.check"
+)
 
 
 def _cli_table(options: dict[str, Any]) -> dict[str, Any]:

@@ -52,7 +52,10 @@ def input_names(module: torch.nn.Module, count: int) -> list[str]:
 def eval_mode(module: torch.nn.Module) -> Iterator[None]:
     """Export as the model infers (running statistics, no dropout), then restore each module's mode."""
     modes = [(m, m.training) for m in module.modules()]
-    module.eval()
+    try:
+        module.eval()
+    except NotImplementedError:
+        pass  # torch.export.load(...).module(): its mode was fixed when it was exported
     try:
         yield
     finally:

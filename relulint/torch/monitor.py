@@ -123,6 +123,15 @@ def _unit_axis(pre_activation: torch.Tensor | None, output: torch.Tensor) -> int
     return 1 if any(op in name for op in CHANNEL_FIRST_OPS) else -1
 
 
+def _caller_level() -> int:
+    """The ``stacklevel`` that makes a warning point at the first frame outside relulint.torch and torch."""
+    own = str(Path(__file__).resolve().parent)
+    frame, level = sys._getframe(1), 1
+    while frame is not None and (frame.f_code.co_filename.startswith((own, TORCH_ROOT))):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 class _FunctionalReLUs(TorchFunctionMode):
     def __init__(self, monitor: DeadUnitMonitor) -> None:
         super().__init__()
@@ -327,7 +336,7 @@ class DeadUnitMonitor:
             f"on the last {item.samples:,} training samples ({when}step {item.step}), above {bound:.0%}"
         )
         log.warning(message)
-        warnings.warn(DeadUnitWarning(message, item), stacklevel=3)
+        warnings.warn(DeadUnitWarning(message, item), stacklevel=_caller_level())
 
     def _weight_copies(self) -> dict[str, torch.Tensor]:
         return {
@@ -449,8 +458,8 @@ class DeadUnitMonitor:
                 Finding(
                     "RL701",
                     Severity.ERROR if count / item.units > self.error_fraction else Severity.WARNING,
-                    f"{count} of {item.units} units died during training: alive up to step {since}, dead at every "
-                    f"check since (last: step {item.step})",
+                    f"{count} of {item.units} units died during training: alive at the first check (step "
+                    f"{self.history[0][0].step}), dead at every check from step {since} on (last: step {item.step})",
                     item.layer,
                     None,
                     AffectedUnits(count, item.units),
