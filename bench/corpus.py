@@ -99,12 +99,14 @@ def measure_model(model: models.CorpusModel, verbose: bool) -> dict:
         "true_layers": len(true_layers),
         "true_units": sum(layer.units for layer in true_layers),
         "true_dead": sum(int(layer.dead.sum()) for layer in true_layers),
+        "true_always_zero": sum(int(layer.no_gradient.sum()) for layer in true_layers),
         "true_by_layer": [
             {
                 "output": layer.output,
                 "op": layer.op,
                 "units": layer.units,
                 "dead": int(layer.dead.sum()),
+                "always_zero": int(layer.no_gradient.sum()) if layer.variant else None,
                 "pooled": layer.pooled,
             }
             for layer in true_layers
@@ -153,7 +155,7 @@ def table(results: list[dict]) -> str:
                 probe = f"{probe}; exit {run['exit_code']}"
             lines.append(
                 f"| {result['model']} | {run['run']} | {probe} | {run['probed_layers']} / {result['true_layers']} | "
-                f"{run['claimed_dead']} / {result['true_dead']} | {_part(run['false_dead'], run.get('false_dead_pooled', 0), 'pooled')} | "
+                f"{run['claimed_dead']} / {run['true_dead']} | {_part(run['false_dead'], run.get('false_dead_pooled', 0), 'pooled')} | "
                 f"{_part(run['missed_dead'], run.get('misread_missed', 0), 'misread')} | "
                 f"{run['layers_equal']} / {run['matched_layers']} | {_counts(run['severities'])} | "
                 f"{_counts(run['false_findings'], ('error', 'warning'))} | {_rules(run['rules'])} |"
@@ -233,7 +235,12 @@ def main() -> int:
             "Models and their realistic inputs:",
             "\n".join(
                 f"- {r['model']}: {r['what']}; {r['origin']}; inputs: {r['inputs']}; "
-                f"{r['true_dead']} of {r['true_units']} units in {r['true_layers']} layers truly dead"
+                f"{r['true_dead']} of {r['true_units']} units in {r['true_layers']} layers never positive"
+                + (
+                    f" ({r['true_always_zero']} when a variant counts only if always 0)"
+                    if r["true_always_zero"] != r["true_dead"]
+                    else ""
+                )
                 for r in results
             ),
         ]

@@ -22,7 +22,8 @@ from corpus import truth  # noqa: E402
 def _model(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     conv_w = rng.normal(0, 1, (4, 2, 1, 1)).astype(np.float32)
-    conv_b = np.array([0.0, -100.0, 0.0, 0.0], np.float32)  # channel 1 never positive
+    conv_w[2] = 0.0
+    conv_b = np.array([0.0, -100.0, -1.5, 0.0], np.float32)  # 1: always 0; 2: always hard-swish(-1.5) < 0
     mat_w = rng.normal(0, 1, (6, 3)).astype(np.float32)
     mat_b = np.array([0.0, 0.0, -100.0], np.float32)  # feature 2 never positive
     c = helper.make_tensor
@@ -85,5 +86,8 @@ def test_truth_finds_units_and_measures_them_like_numpy(tmp_path):
 
     measured = truth.measure(path, batches, batch_size=3)
     assert [layer.units for layer in measured] == [4, 3]
-    assert measured[0].dead.tolist() == [False, True, False, False]
+    assert measured[0].dead.tolist() == [False, True, True, False]
+    # hard-swish passes a gradient below zero: dead in that sense only where it is 0 on every value
+    assert measured[0].variant and not measured[1].variant
+    assert measured[0].no_gradient.tolist() == [False, True, False, False]
     assert measured[1].dead.tolist() == [False, False, True]

@@ -33,6 +33,7 @@ class Verdict:
     probed_layers: int = 0
     matched_layers: int = 0
     claimed_dead: int = 0  # units relulint calls dead, all probed layers
+    true_dead: int = 0  # units truly dead in the sense this relulint claims (see _true_dead)
     false_dead: int = 0  # called dead, alive on the realistic inputs
     false_dead_pooled: int = 0  # of false_dead: in layers fed by a global pooling (squeeze-excitation)
     missed_dead: int = 0  # dead on the realistic inputs, called alive or never probed
@@ -65,8 +66,22 @@ def run_relulint(model: Path, flags: list[str], timeout: float = 900.0) -> tuple
     return done.returncode, report, done.stderr, seconds
 
 
-def _dead_vector(layer: dict) -> np.ndarray | None:
-    """Which units relulint calls dead in one probed layer, from whatever the JSON gives per unit."""
+def _told_apart(layers: dict) -> bool:
+    """Whether this relulint reports never-positive apart from dead (variants: dead only when always 0)."""
+    return any("never_positive" in layer for layer in layers.values())
+
+
+def _true_dead(layer: TrueLayer, told_apart: bool) -> np.ndarray:
+    """The truth in the sense relulint claims: never > 0, or for variants (when told apart) always 0."""
+    return layer.no_gradient if told_apart else layer.dead
+
+
+def _dead_vector(layer: dict, always_zero: bool = False) -> np.ndarray | None:
+    """Which units relulint calls dead in one probed layer, from whatever the JSON gives per unit.
+
+    ``always_zero``: a variant layer of a relulint that calls such a unit dead only when its output
+    is 0 on every value (maximum and mean 0), not merely never positive.
+    """
     for key in ("dead_units", "dead_indices"):
         if isinstance(layer.get(key), list):
             count = _unit_count(layer)
@@ -76,7 +91,10 @@ def _dead_vector(layer: dict) -> np.ndarray | None:
     rate, high = layer.get("positive_rate"), layer.get("max")
     if isinstance(rate, list) and isinstance(high, list):
         # Rates and maxima are rounded in the JSON: a unit is dead only when both say "never > 0".
-        return (np.asarray(rate, float) <= 0) & ~(np.asarray(high, float) > 0)
+        dead = (np.asarray(rate, float) <= 0) & ~(np.asarray(high, float) > 0)
+        if always_zero and isinstance(layer.get("mean"), list):
+            dead &= (np.asarray(high, float) == 0) & (np.asarray(layer["mean"], float) == 0)
+        return dead
     return None
 
 
@@ -96,7 +114,7 @@ def compare(run: str, command: list[str], result, truth: list[TrueLayer]) -> Ver
     verdict = Verdict(run, command, exit_code, seconds)
     if report is None or not report.get("models"):
         verdict.error = (stderr.strip().splitlines() or ["no output"])[-1][:300]
-        verdict.missed_dead = sum(int(layer.dead.sum()) for layer in truth)
+        verdict.missed_dead = verdict.true_dead = sum(int(layer.dead.sum()) for layer in truth)
         verdict.unprobed_dead = verdict.missed_dead
         return verdict
     model = report["models"][0]
@@ -113,18 +131,21 @@ def compare(run: str, command: list[str], result, truth: list[TrueLayer]) -> Ver
     for layer in truth:
         for name in {layer.output, *layer.aliases}:
             by_tensor[name] = layer
+    told_apart = _told_apart(layers)
+    verdict.true_dead = sum(int(_true_dead(layer, told_apart).sum()) for layer in truth)
     matched: dict[str, TrueLayer] = {}  # relulint layer name -> true layer
     for name, layer in layers.items():
-        dead = _dead_vector(layer)
+        true = by_tensor.get(output_of.get(name) or "")
+        dead = _dead_vector(layer, told_apart and true is not None and true.variant)
         claimed = int(layer.get("dead", 0 if dead is None else dead.sum()))
         verdict.claimed_dead += claimed
-        true = by_tensor.get(output_of.get(name) or "")
         if true is None or dead is None or dead.size != true.units:
             verdict.unmatched.append(name)
             continue
         matched[name] = true
         misread = output_of.get(name) != true.output
-        false_dead, missed = int((dead & ~true.dead).sum()), int((~dead & true.dead).sum())
+        true_dead = _true_dead(true, told_apart)
+        false_dead, missed = int((dead & ~true_dead).sum()), int((~dead & true_dead).sum())
         verdict.false_dead += false_dead
         verdict.false_dead_pooled += false_dead if true.pooled else 0
         verdict.missed_dead += missed
@@ -132,17 +153,16 @@ def compare(run: str, command: list[str], result, truth: list[TrueLayer]) -> Ver
         verdict.misread_missed += missed if misread else 0
         if false_dead or missed:
             verdict.wrong_layers[name] = [false_dead, missed]
-        verdict.layers_equal += int(claimed == int(true.dead.sum()))
+        verdict.layers_equal += int(claimed == int(true_dead.sum()))
     verdict.matched_layers = len(matched)
     seen = {id(layer) for layer in matched.values()}
     for layer in truth:
         if id(layer) not in seen:
             verdict.unprobed.append(layer.output)
-            verdict.unprobed_dead += int(layer.dead.sum())
+            verdict.unprobed_dead += int(_true_dead(layer, told_apart).sum())
     verdict.missed_dead += verdict.unprobed_dead
-    truth_fraction = {name: float(layer.dead.mean()) for name, layer in matched.items()}
-    total_units = sum(layer.units for layer in truth)
-    network_fraction = sum(int(layer.dead.sum()) for layer in truth) / max(total_units, 1)
+    truth_fraction = {name: float(_true_dead(layer, told_apart).mean()) for name, layer in matched.items()}
+    network_fraction = verdict.true_dead / max(sum(layer.units for layer in truth), 1)
     for finding in model.get("findings", []):
         severity, rule = finding.get("severity", "?"), finding.get("rule", "?")
         verdict.severities[severity] += 1

@@ -4,6 +4,8 @@ Independent of relulint's unit view and probe: the ReLU-family activations are f
 ONNX ops (Relu, LeakyRelu, PRelu, Elu, HardSwish, Clip with a lower bound of 0, and hard-swish written
 out as ``x * Clip(x + 3, 0, 6) / 6``), every one of them becomes a graph output, the model runs on
 every sample, and a unit is dead when its output is never > 0 anywhere (any sample, any position).
+For the variants that pass a gradient below zero (hard-swish, LeakyRelu, ...) it also records whether
+the output was ever non-zero: such a unit is dead in the gradient's sense only when it is always 0.
 A unit is a channel: axis 1 below a Conv (or when no MatMul/Gemm/LSTM is found), the last axis below
 a MatMul, Gemm or recurrent layer.
 """
@@ -30,6 +32,7 @@ PASS_THROUGH = {
     "Cast",
     "InstanceNormalization",
 }
+ZERO_BELOW = {"Relu", "Clip", "ThresholdedRelu"}  # constant 0 on the whole negative side
 CONV = {"Conv", "ConvTranspose"}
 LAST_AXIS = {"MatMul", "Gemm", "LSTM", "GRU", "RNN", "Transpose", "Squeeze", "Reshape", "Einsum"}
 
@@ -42,6 +45,7 @@ class TrueLayer:
     axis: int = 1
     pooled: bool = False  # fed by a global pooling a few ops up (a squeeze-excitation block)
     ever_positive: np.ndarray | None = None
+    ever_nonzero: np.ndarray | None = None
 
     @property
     def units(self) -> int:
@@ -49,7 +53,18 @@ class TrueLayer:
 
     @property
     def dead(self) -> np.ndarray:
+        """Never > 0: the brief's definition, and relulint's for every activation until it told variants apart."""
         return ~self.ever_positive
+
+    @property
+    def variant(self) -> bool:
+        """A ReLU variant that passes a gradient below zero (hard-swish, LeakyRelu, Elu, ...), not ReLU/ReLU6."""
+        return self.op not in ZERO_BELOW
+
+    @property
+    def no_gradient(self) -> np.ndarray:
+        """Dead in the gradient's sense: never > 0 for ReLU/ReLU6; exactly 0 on every value for a variant."""
+        return ~self.ever_nonzero if self.variant else self.dead
 
 
 def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -173,9 +188,11 @@ def measure(model_path: Path, batches, batch_size: int = 8) -> list[TrueLayer]:
         for layer, value in zip(layers, values):
             value = np.asarray(value)
             axis = layer.axis % value.ndim
-            positive = np.moveaxis(value > 0, axis, 0).reshape(value.shape[axis], -1).any(axis=1)
+            per_unit = np.moveaxis(value, axis, 0).reshape(value.shape[axis], -1)
+            positive, nonzero = (per_unit > 0).any(axis=1), (per_unit != 0).any(axis=1)
             if layer.ever_positive is None:
-                layer.ever_positive = positive
+                layer.ever_positive, layer.ever_nonzero = positive, nonzero
             else:
                 layer.ever_positive |= positive
+                layer.ever_nonzero |= nonzero
     return layers
