@@ -65,7 +65,13 @@ def runs_for(model: models.CorpusModel, data_path: Path, main_input: str, sample
         ("--data", ["--data", str(data_path)]),
     ]
     if samples > DEFAULT_SAMPLES:
-        runs.append((f"--data --samples {samples}", ["--data", str(data_path), f"--samples={samples}"]))
+        # A long timeout: this row asks whether the verdicts are exact on every sample, not how fast they come.
+        runs.append(
+            (
+                f"--data --samples {samples} --probe-timeout 900",
+                ["--data", str(data_path), f"--samples={samples}", "--probe-timeout=900"],
+            )
+        )
     return runs
 
 
