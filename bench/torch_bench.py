@@ -6,7 +6,8 @@ Every figure is a median over rounds that alternate the variants (so drift in a 
 hits them alike) and is printed with its ratio to the floor measured in the same run:
 
 - a training step of a small CNN (3 Conv+BN+ReLU blocks, 16x16 inputs, batch 32, SGD), bare: the floor;
-  with ``DeadUnitMonitor`` (module hooks, the function mode, no check / a check every 20 steps); with naive
+  with ``DeadUnitMonitor`` (module hooks and the function mode, no check / a check every 20 steps; module
+  hooks only, ``functional=False``, which leaves the functional ReLU untracked); with naive
   hooks that copy each activation's per-unit positive counts to numpy at every step (what the monitor
   avoids by keeping its totals on the device until a check).
 - ``check(model, x)`` with and without the probe, against ``torch.onnx.export`` of the same module to
@@ -57,7 +58,7 @@ def naive_hooks(model: nn.Module) -> list:
 
     def hook(name: str):
         def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            counts = (output.detach() > 0).sum(dim=(0, 2, 3)).cpu().numpy()
+            counts = (output.detach() > 0).sum(dim=(0, 2, 3)).cpu().numpy()  # a sync and a copy per call
             totals[name] = totals[name] + counts if name in totals else counts
 
         return count
@@ -78,7 +79,8 @@ def training_steps(variant: str, steps: int) -> float:
     if variant == "naive hooks":
         handles = naive_hooks(model)
     elif variant.startswith("monitor"):
-        monitor = DeadUnitMonitor(model, every=20 if "every" in variant else None).__enter__()
+        every = 20 if "every" in variant else None
+        monitor = DeadUnitMonitor(model, every=every, functional="hooks only" not in variant).__enter__()
     times = []
     try:
         for _ in range(steps + 2):
@@ -122,7 +124,7 @@ def main() -> None:
     warnings.simplefilter("ignore")  # DeadUnitWarning on a random model is not what is measured
 
     print(f"torch {torch.__version__}, {arguments.threads} thread(s), batch {BATCH}, 16x16, CPU")
-    variants = ["bare", "monitor", "monitor, check every 20", "naive hooks"]
+    variants = ["bare", "monitor", "monitor, check every 20", "monitor, hooks only", "naive hooks"]
     samples: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(arguments.rounds):
         for variant in variants:

@@ -91,7 +91,7 @@ class _Layer:
     module: str  # qualified name of the module (or of the module whose forward calls the function)
     source: tuple[str, int] | None
     axis: int
-    positive: torch.Tensor | None = None  # int64 [units]
+    positive: torch.Tensor | None = None  # float64 [units], whole numbers: positive values per unit
     total: torch.Tensor | None = None  # float64 [units], sum of the outputs (|a| for a ReLU)
     samples: int = 0
     values: int = 0
@@ -101,17 +101,28 @@ class _Layer:
     def add(self, output: torch.Tensor) -> None:
         output = output.detach()
         axis = self.axis % output.dim()
-        dims = tuple(d for d in range(output.dim()) if d != axis)
-        positive = torch.count_nonzero(output, dim=dims) if dims else (output != 0).long()
-        total = output.sum(dim=dims, dtype=torch.float64) if dims else output.double()
+        units = output.shape[axis]
+        if axis == output.dim() - 1:  # [..., units]: one row per sample and position
+            view, reduce = output.reshape(-1, units), (0,)
+        else:  # [batch, units, positions...]: the positions of a unit are contiguous
+            view, reduce = output.reshape(output.shape[:axis].numel(), units, -1), (2, 0)
+        per_call = view.numel() // max(1, units)
+        # A ReLU's output is >= 0, so sign() is 1 exactly where it is positive: summing it took a third of
+        # the time of counting (x > 0) or count_nonzero on CPU (bench/torch_bench.py), and float32 sums of
+        # 0/1 are exact below 2**24 values; above, the integer count.
+        signs = torch.sign(view) if per_call < 2**24 else (view > 0).to(torch.float64)
+        positive, total = signs, view
+        for dim in reduce:
+            positive, total = positive.sum(dim), total.sum(dim)
         if self.positive is None or self.positive.shape != positive.shape:
-            self.positive, self.total = positive, total
+            self.positive = positive.to(torch.float64)
+            self.total = total.to(torch.float64)
             self.samples = self.values = 0
         else:
             self.positive += positive
             self.total += total
         self.samples += int(output.shape[0]) if axis != 0 else 1
-        self.values += output.numel() // max(1, output.shape[axis])
+        self.values += per_call
 
 
 def _unit_axis(pre_activation: torch.Tensor | None, output: torch.Tensor) -> int:
@@ -292,7 +303,7 @@ class DeadUnitMonitor:
         return checks
 
     def _judge(self, layer: _Layer) -> LayerCheck:
-        positive = layer.positive.cpu().numpy().copy()  # on CPU .numpy() shares the buffer zeroed below
+        positive = layer.positive.cpu().numpy().astype(np.int64)  # a copy: the buffer is zeroed below
         mean = (layer.total / max(1, layer.values)).cpu().numpy()
         dead_now = positive == 0
         rate = positive / max(1, layer.values)
