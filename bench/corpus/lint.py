@@ -77,17 +77,11 @@ def _true_dead(layer: TrueLayer, told_apart: bool) -> np.ndarray:
 
 
 def _dead_vector(layer: dict, always_zero: bool = False) -> np.ndarray | None:
-    """Which units relulint calls dead in one probed layer, from whatever the JSON gives per unit.
+    """Which units relulint calls dead in one probed layer, from its per-unit positive rates and maxima.
 
     ``always_zero``: a variant layer of a relulint that calls such a unit dead only when its output
     is 0 on every value (maximum and mean 0), not merely never positive.
     """
-    for key in ("dead_units", "dead_indices"):
-        if isinstance(layer.get(key), list):
-            count = _unit_count(layer)
-            dead = np.zeros(count, bool)
-            dead[layer[key]] = True
-            return dead
     rate, high = layer.get("positive_rate"), layer.get("max")
     if isinstance(rate, list) and isinstance(high, list):
         # Rates and maxima are rounded in the JSON: a unit is dead only when both say "never > 0".
@@ -96,17 +90,6 @@ def _dead_vector(layer: dict, always_zero: bool = False) -> np.ndarray | None:
             dead &= (np.asarray(high, float) == 0) & (np.asarray(layer["mean"], float) == 0)
         return dead
     return None
-
-
-def _unit_count(layer: dict) -> int:
-    units = layer.get("units")
-    if isinstance(units, int):
-        return units
-    if isinstance(units, dict):
-        return int(units.get("count", units.get("total", 0)))
-    if isinstance(units, list):
-        return len(units)
-    return len(layer.get("positive_rate", []))
 
 
 def compare(run: str, command: list[str], result, truth: list[TrueLayer]) -> Verdict:
