@@ -1,4 +1,15 @@
-"""The ``relulint`` command's entry point: start the probe's worker process, then import the rest.
+"""The ``relulint`` command's entry point: drop the working folder from the import path, start the
+probe's worker process, then import the rest.
+
+Isolation: a linted tree is data, never code. Python puts the working folder first on ``sys.path``
+for ``python -m relulint`` (and ``PYTHONPATH=.`` does so for any start), so a ``numpy.py`` or
+``onnx.py`` lying there would run with the user's rights. ``isolate()`` removes those entries before
+anything but the standard library's start-up modules is imported, and sets ``PYTHONSAFEPATH`` so that
+interpreters started from here (the ``--jobs`` pool where it spawns) never add it back. Only the folder
+entries are dropped, not ``PYTHONPATH`` or the user's site-packages as ``-I`` would: an install that
+relies on them (a ``--target`` install, an editable checkout, ``pip install --user``) keeps working.
+``python -m relulint`` itself still finds ``relulint`` by Python's own rule, before any of this runs:
+in a folder one does not trust, run the ``relulint`` command or ``python -P -m relulint``.
 
 The worker's interpreter start and imports (numpy and onnxruntime, about 0.2 s) then run on
 another core while this process imports relulint and loads the first model, instead of
@@ -33,7 +44,30 @@ def probe_likely(arguments: list[str]) -> bool:
     return not any(argument.split("=", 1)[0] in NO_EARLY_WORKER for argument in arguments)
 
 
+def isolate() -> None:
+    """Drop the working folder (``''``, ``.`` or its full path) from ``sys.path``; see the module docstring."""
+    sys.path[:] = safe_path(sys.path)
+    os.environ["PYTHONSAFEPATH"] = "1"
+
+
+def safe_path(entries: list[str]) -> list[str]:
+    """``entries`` without those that name the working folder."""
+    try:
+        here = os.path.realpath(os.getcwd())
+    except OSError:  # the working folder was removed: only the relative entries can name it
+        here = None
+    kept = []
+    for entry in entries:
+        if entry in ("", "."):
+            continue
+        if here is not None and os.path.realpath(entry) == here:
+            continue
+        kept.append(entry)
+    return kept
+
+
 def main() -> None:
+    isolate()
     if probe_likely(sys.argv[1:]):
         from relulint.probe.runner import prestart
 

@@ -797,3 +797,31 @@ def test_reports_are_written_atomically(tmp_path):
     outcome = lint(str(path), report=target)
     assert outcome.status == 0 and outcome.report["models"][0]["path"] == str(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "report.json"]
+
+
+# ---- issue 15: the probe's child dying of memory, whichever way it says so ----------------------
+@pytest.mark.parametrize(
+    "last_words",
+    [
+        "Fatal Python error: cannot allocate memory for thread-local data: ABORT",
+        "terminate called after throwing an instance of 'std::bad_alloc'",
+        "numpy._core._exceptions._ArrayMemoryError: Unable to allocate 1.00 GiB for an array",
+    ],
+)
+def test_a_child_that_dies_of_memory_is_reported_as_out_of_memory(monkeypatch, last_words):
+    """The parent reads a dead child's last words with the same classifier the child uses for its exceptions."""
+    from relulint.probe import runner
+
+    script = f"import os, sys; sys.stderr.write({last_words!r} + '\\n'); sys.stderr.flush(); os.abort()"
+    monkeypatch.setattr(runner, "child_command", lambda: [sys.executable, "-c", script])
+    child = runner.Child()
+    assert child.wait(30, runner.Progress("m.onnx")) == "the probe ran out of memory under its limit (--probe-memory)"
+
+
+def test_a_child_that_crashes_otherwise_is_not_called_out_of_memory(monkeypatch):
+    from relulint.probe import runner
+
+    script = "import os, sys; sys.stderr.write('Segmentation fault in a kernel\\n'); sys.stderr.flush(); os.abort()"
+    monkeypatch.setattr(runner, "child_command", lambda: [sys.executable, "-c", script])
+    outcome = runner.Child().wait(30, runner.Progress("m.onnx"))
+    assert outcome == "the probe's onnxruntime process crashed (SIGABRT): Segmentation fault in a kernel"

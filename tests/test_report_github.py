@@ -209,45 +209,137 @@ def test_action_scripts_take_inputs_only_from_the_environment():
         assert "${{" not in step["run"], f"{step['name']}: an expression in a script allows script injection"
 
 
-def test_action_lint_step_annotates_and_writes_sarif(tmp_path, monkeypatch):
-    """Run the action's lint script as GitHub's runner does (bash -e -o pipefail), without the install step."""
-    step = action_steps()["Run relulint"]
-    (tmp_path / "models").mkdir()
+def dying_gemm_model(path: Path) -> None:
     b = ModelBuilder(seed=1)
     x = b.input("x", [1, 16])
     y = b.relu(b.gemm(x, 16, 32, bias=[-40.0] * 32, name="fc1"), "act1")
-    onnx.save(b.build([b.gemm(y, 32, 2, name="head")]), tmp_path / "models" / "dying.onnx")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "python3").symlink_to(sys.executable)  # the interpreter relulint is installed in
-    output, summary = tmp_path / "github_output", tmp_path / "summary.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(b.build([b.gemm(y, 32, 2, name="head")]), path)
+
+
+def run_action_step(name: str, cwd: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+    """One step's script as GitHub's runner runs it (bash -e -o pipefail), inputs in the environment."""
     env = {k: v for k, v in os.environ.items() if k != "RELULINT_DEBUG"}
-    env.update(
-        PATH=f"{bin_dir}{os.pathsep}{env['PATH']}",
-        GITHUB_OUTPUT=str(output),
-        GITHUB_STEP_SUMMARY=str(summary),
-        RELULINT_PATHS="models\n",
-        RELULINT_ARGS="--select RL2  --no-probe",
-        RELULINT_FAIL_ON="error",
-        RELULINT_SARIF="out/relulint.sarif",
-        RELULINT_HTML="",
-    )
-    (tmp_path / "out").mkdir()
-    done = subprocess.run(
-        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
-        cwd=tmp_path,
+    env.update(variables)
+    return subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", action_steps()[name]["run"]],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+def test_action_lint_step_annotates_and_writes_sarif(tmp_path):
+    """The lint step with the interpreter of a virtual environment relulint is installed in, as the install
+    step leaves it (this test's own); paths with spaces and globs, arguments with quotes."""
+    dying_gemm_model(tmp_path / "my models" / "dying.onnx")
+    dying_gemm_model(tmp_path / "more" / "a" / "dying too.onnx")
+    (tmp_path / "numpy.py").write_text("raise SystemExit('planted numpy ran')\n")  # -I: never imported
+    output, summary = tmp_path / "github_output", tmp_path / "summary.md"
+    (tmp_path / "out").mkdir()
+    done = run_action_step(
+        "Run relulint",
+        tmp_path,
+        RELULINT_PYTHON=sys.executable,
+        GITHUB_OUTPUT=str(output),
+        GITHUB_STEP_SUMMARY=str(summary),
+        RELULINT_PATHS="  my models  \n\nmore/**/*.onnx\n",
+        RELULINT_ARGS="--select 'RL2'  --no-probe",
+        RELULINT_FAIL_ON="error",
+        RELULINT_SARIF="out/relulint.sarif",
+        RELULINT_HTML="",
+    )
     assert done.returncode == 1, done.stdout + done.stderr  # every unit of act1 is biased far below zero
-    assert done.stdout.startswith("::error file=models/dying.onnx,line=1,title=RL201 ")
+    annotated = {line.split(",", 1)[0] for line in done.stdout.splitlines() if line.startswith("::error file=")}
+    assert annotated == {"::error file=my models/dying.onnx", "::error file=more/a/dying too.onnx"}
     assert output.read_text(encoding="utf-8").splitlines() == ["exit-code=1", "sarif=out/relulint.sarif"]
     import json
 
     sarif = json.loads((tmp_path / "out" / "relulint.sarif").read_text(encoding="utf-8"))
     results = sarif["runs"][0]["results"]
     assert results and {r["ruleId"][:3] for r in results} == {"RL2"}
-    assert results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "models/dying.onnx"
+    uris = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in results}
+    assert uris == {"my%20models/dying.onnx", "more/a/dying%20too.onnx"}
     assert summary.read_text(encoding="utf-8").startswith("## relulint\n")
+
+
+def test_action_lint_step_refuses_unbalanced_quotes(tmp_path):
+    output = tmp_path / "github_output"
+    done = run_action_step(
+        "Run relulint",
+        tmp_path,
+        RELULINT_PYTHON=sys.executable,
+        GITHUB_OUTPUT=str(output),
+        RELULINT_ARGS="--select 'RL2",
+    )
+    assert done.returncode == 1 and "the args input cannot be split" in done.stderr
+    assert not output.exists()
+
+
+def stub_wheel(folder: Path) -> Path:
+    """A wheel of one empty module: what the install step installs stands in for relulint (no index needed)."""
+    import zipfile
+
+    wheel = folder / "relulint_action_stub-1.0-py3-none-any.whl"
+    info = "relulint_action_stub-1.0.dist-info"
+    files = {
+        "relulint_action_stub.py": "",
+        f"{info}/METADATA": "Metadata-Version: 2.1\nName: relulint-action-stub\nVersion: 1.0\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    files[f"{info}/RECORD"] = "".join(f"{name},,\n" for name in [*files, f"{info}/RECORD"])
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return wheel
+
+
+def externally_managed_python() -> str | None:
+    """A python3 whose installation refuses pip (PEP 668), as on Debian and Ubuntu runners, if there is one."""
+    import shutil
+
+    for candidate in ("/usr/bin/python3", shutil.which("python3")):
+        if not candidate:
+            continue
+        done = subprocess.run(
+            [
+                candidate,
+                "-c",
+                "import sysconfig, os; print(os.path.join(sysconfig.get_path('stdlib'), 'EXTERNALLY-MANAGED'))",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode == 0 and Path(done.stdout.strip()).is_file():
+            return candidate
+    return None
+
+
+def test_action_install_step_makes_its_own_environment_on_an_externally_managed_python(tmp_path):
+    base = externally_managed_python()
+    if base is None:
+        pytest.skip("no externally managed python3 on this machine")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(base)
+    output = tmp_path / "github_output"
+    done = run_action_step(
+        "Install relulint",
+        tmp_path,
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        RUNNER_TEMP=str(tmp_path / "runner temp"),
+        GITHUB_OUTPUT=str(output),
+        RELULINT_INSTALL=str(stub_wheel(tmp_path)),
+        RELULINT_ACTION_PATH=str(ACTION.parent),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    python = output.read_text(encoding="utf-8").strip().removeprefix("python=")
+    assert Path(python).parent.parent == tmp_path / "runner temp" / "relulint-venv"
+    installed = subprocess.run(
+        [python, "-I", "-c", "import relulint_action_stub, sys; print(sys.prefix)"], capture_output=True, text=True
+    )
+    assert installed.returncode == 0, installed.stderr
+    assert Path(installed.stdout.strip()) == tmp_path / "runner temp" / "relulint-venv"
+    assert subprocess.run([base, "-c", "import relulint_action_stub"], capture_output=True).returncode != 0

@@ -15,6 +15,29 @@ import numpy as np
 
 from relulint.probe.inputs import InputSpec
 
+# What an allocation failure says, wherever it happens: a Python MemoryError, numpy ("Unable to allocate"),
+# onnxruntime ("Failed to allocate", bad_alloc), glibc when a thread's stack or thread-local data cannot be
+# mapped under the address-space limit ("cannot allocate memory for thread-local data"). One list, read by
+# the child for the exceptions it catches and by the parent for a child that died with such a line.
+MEMORY_WORDS = (
+    "bad_alloc",
+    "failed to allocate",
+    "unable to allocate",
+    "cannot allocate",
+    "can't allocate",
+    "out of memory",
+    "memoryerror",
+    "can't start new thread",
+)
+OUT_OF_MEMORY = "the probe ran out of memory under its limit (--probe-memory)"
+
+
+def out_of_memory(text: str) -> bool:
+    """Whether a failure's text says that an allocation failed."""
+    lowered = text.lower()
+    return any(word in lowered for word in MEMORY_WORDS)
+
+
 # A tap's outputs, in this order. "pooled" taps give [N, C, 1, ...] per-sample means over the
 # positions (global pooling keeps onnxruntime's blocked conv layout); their positions per sample
 # are known when the model is instrumented, because asking the blocked tensor for its shape would

@@ -1,6 +1,6 @@
 """Running the probe's child process: start, feed, watch the clock, read its messages.
 
-The child is ``python -m relulint.probe.worker`` (a plain subprocess: nothing of the parent
+The child runs ``relulint.probe.worker`` in a fresh interpreter (a plain subprocess, isolated: see BOOT: nothing of the parent
 is re-imported, and a crash in native code cannot take the parent down). It starts before
 the instrumented model is written, so its imports overlap with that work. A run that
 exceeds the time limit is killed; a run that dies gives a one-line reason.
@@ -9,6 +9,7 @@ exceeds the time limit is killed; a run that dies gives a one-line reason.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import pickle
 import queue
@@ -64,18 +65,45 @@ def _is_tty(stream: IO[str]) -> bool:
         return False
 
 
+# The child's start: ``python -I -c BOOT PATHS PACKAGE``. ``-I`` keeps the working folder, PYTHONPATH,
+# the user's site-packages and every PYTHON* variable out of its start-up; BOOT then sets ``sys.path`` to
+# the parent's (already without the working folder, see relulint.launch), so the child finds numpy and
+# onnxruntime exactly where the parent does, however relulint was installed, and imports ``relulint``
+# from the very folder the parent's came from without putting that folder's other files on the path
+# (a source checkout run in place would otherwise expose whatever lies beside it).
+BOOT = """
+import sys, json, importlib.util
+sys.path[:] = json.loads(sys.argv[1])
+package = sys.argv[2]
+spec = importlib.util.spec_from_file_location(
+    "relulint", package + "/__init__.py", submodule_search_locations=[package]
+)
+module = importlib.util.module_from_spec(spec)
+sys.modules["relulint"] = module
+spec.loader.exec_module(module)
+from relulint.probe.worker import main
+main()
+"""
+
+
+def child_command() -> list[str]:
+    """The command line that starts a probe child (see BOOT)."""
+    from relulint.launch import safe_path
+
+    package = str(Path(relulint.__file__).resolve().parent)
+    return [sys.executable, "-I", "-c", BOOT, json.dumps(safe_path(sys.path)), package]
+
+
 class Child:
     """One probe child process, started before its job is known (see ``prestart``)."""
 
     def __init__(self) -> None:
         env = dict(os.environ)
-        package_root = str(Path(relulint.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
         env.setdefault("OMP_NUM_THREADS", "1")  # onnxruntime has its own thread pool
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115  (closed in stop())
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "relulint.probe.worker"],
+            child_command(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
@@ -154,25 +182,30 @@ class Child:
             code = self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             return "the probe's process stopped answering"
-        last = _last_line(self.stderr)
+        from relulint.probe.protocol import OUT_OF_MEMORY, out_of_memory
+
+        lines = _last_lines(self.stderr)
+        last = lines[-1][:300] if lines else ""
+        # Before the signal: an allocation that fails where no exception can be raised (a thread's
+        # thread-local data under the address-space limit) makes glibc print why and abort.
+        if out_of_memory(" ".join(lines)):
+            return OUT_OF_MEMORY
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
             why = "was killed (out of memory?)" if -code == signal.SIGKILL else f"crashed ({name})"
             return f"the probe's onnxruntime process {why}" + (f": {last}" if last else "")
-        if "MemoryError" in last or "bad_alloc" in last:
-            return "the probe ran out of memory under its limit (--probe-memory)"
         return f"the probe's process exited with status {code}" + (f": {last}" if last else "")
 
 
-def _last_line(stream: IO[bytes]) -> str:
+def _last_lines(stream: IO[bytes]) -> list[str]:
+    """The non-blank lines of the last 4 KB the child wrote on stderr."""
     try:
         stream.seek(0, os.SEEK_END)
         size = stream.tell()
         stream.seek(max(0, size - 4096))
-        lines = [line.strip() for line in stream.read().decode("utf-8", "replace").splitlines() if line.strip()]
+        return [line.strip() for line in stream.read().decode("utf-8", "replace").splitlines() if line.strip()]
     except OSError:
-        return ""
-    return lines[-1][:300] if lines else ""
+        return []
 
 
 # A child started by the command line before the first model is loaded: its interpreter start

@@ -1,4 +1,4 @@
-"""The probe's child process: ``python -m relulint.probe.worker``.
+"""The probe's child process (started by ``relulint.probe.runner``, isolated as its BOOT says).
 
 It reads a pickled ``Job`` on stdin, limits its own address space, creates one
 onnxruntime session on the instrumented model, runs the batches and writes pickled
@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from relulint.probe.inputs import DataError, batch_rows, data_batches, parse_distribution, synthetic_batches
-from relulint.probe.protocol import InputTotals, Job, LayerTap, Outcome, TapTotals
+from relulint.probe.protocol import OUT_OF_MEMORY, InputTotals, Job, LayerTap, Outcome, TapTotals, out_of_memory
 
 try:
     import resource
@@ -32,7 +32,6 @@ except ImportError:  # not on Windows: no address-space limit there, the parent'
     resource = None  # type: ignore[assignment]
 
 KEPT_ALIVE: list[Any] = []
-MEMORY_WORDS = ("bad_alloc", "Failed to allocate", "out of memory", "MemoryError", "Cannot allocate")
 
 
 def send(stream: BinaryIO, message: tuple[Any, ...]) -> None:
@@ -189,13 +188,14 @@ def _rows(feed: dict[str, np.ndarray], job: Job, default: int) -> int:
 
 def describe_failure(what: str, exc: BaseException) -> str:
     text = " ".join(str(exc).split())
-    if isinstance(exc, MemoryError) or any(word in text for word in MEMORY_WORDS):
-        return "the probe ran out of memory under its limit (--probe-memory)"
+    if isinstance(exc, MemoryError) or out_of_memory(f"{type(exc).__name__} {text}"):
+        return OUT_OF_MEMORY
     text = text.replace("[ONNXRuntimeError] : ", "")
     return f"{what}: {text[:300]}"
 
 
 def main() -> None:
+    np.seterr(all="ignore")
     protocol_fd = os.dup(1)
     os.dup2(2, 1)  # native code that prints to stdout must not corrupt the message stream
     out = os.fdopen(protocol_fd, "wb")
@@ -213,5 +213,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    np.seterr(all="ignore")
     main()
