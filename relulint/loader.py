@@ -79,6 +79,8 @@ class LoadedModel:
     # Set when large inline weights were left in the file and point into it (relulint.wire): its name.
     inline_location: str | None = None
     unavailable: dict[tuple[str, str, str], str] = field(default_factory=dict)  # external_key -> why missing
+    # location -> the file it names, for every location the external-data gate let through
+    external_files: dict[str, CheckedFile] = field(default_factory=dict)
     notes: list[Note] = field(default_factory=list)
 
     @property
@@ -381,15 +383,21 @@ def iter_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
 
 
 def iter_tensors(model: onnx.ModelProto) -> Iterator[TensorProto]:
-    """Every tensor that can hold data: initializers and tensor-valued attributes, in the main graph, its
-    subgraphs and the bodies of model-local functions (which stay when they could not be inlined)."""
+    """Every tensor that can hold data, wherever ONNX allows one: initializers, the values and indices of
+    sparse initializers, tensor and sparse-tensor attributes (single and lists, so Constant's ``value`` and
+    ``sparse_value`` too), in the main graph, every subgraph, the training_info graphs and the bodies of
+    model-local functions (which stay when they could not be inlined). The external-data gate
+    (``_check_external_data``) walks this, so a carrier missing here would be a way around it."""
     stack: list[onnx.GraphProto | onnx.FunctionProto] = [model.graph, *model.functions]
+    for training in model.training_info:
+        stack.extend((training.initialization, training.algorithm))
     while stack:
         current = stack.pop()
         if isinstance(current, onnx.GraphProto):
             yield from current.initializer
             for sparse in current.sparse_initializer:
                 yield sparse.values
+                yield sparse.indices
         for node in current.node:
             for attr in node.attribute:
                 if attr.type == onnx.AttributeProto.TENSOR:
@@ -398,6 +406,11 @@ def iter_tensors(model: onnx.ModelProto) -> Iterator[TensorProto]:
                     yield from attr.tensors
                 elif attr.type == onnx.AttributeProto.SPARSE_TENSOR:
                     yield attr.sparse_tensor.values
+                    yield attr.sparse_tensor.indices
+                elif attr.type == onnx.AttributeProto.SPARSE_TENSORS:
+                    for sparse in attr.sparse_tensors:
+                        yield sparse.values
+                        yield sparse.indices
                 elif attr.type == onnx.AttributeProto.GRAPH:
                     stack.append(attr.g)
                 elif attr.type == onnx.AttributeProto.GRAPHS:
@@ -432,18 +445,51 @@ def external_key(tensor: TensorProto) -> tuple[str, str, str]:
     return (tensor.name, entries.get("location", ""), entries.get("offset", "0"))
 
 
+def duplicate_external_key(tensor: TensorProto) -> str | None:
+    """A key that the tensor's ``external_data`` list holds more than once, or None.
+
+    Readers disagree on which of two ``location`` entries counts (a dict keeps the last, others the
+    first), so a list with a checked location and a hostile one would pass one reader's check and
+    send another reader elsewhere: such a list is refused outright.
+    """
+    seen: set[str] = set()
+    for entry in tensor.external_data:
+        if entry.key in seen:
+            return entry.key
+        seen.add(entry.key)
+    return None
+
+
+@dataclass(frozen=True)
+class CheckedFile:
+    """An external-data file that passed the gate: inside the model's folder, a regular file, this one."""
+
+    path: Path  # resolved
+    device: int
+    inode: int
+    size: int
+
+
 MAX_EXTERNAL_NOTES = 20  # a hostile model may mark thousands of tensors external
 
 
 def _check_external_data(loaded: LoadedModel) -> None:
-    """Refuse any external location outside the model's folder; note the missing ones."""
+    """The one gate for external data: every tensor ``iter_tensors`` yields passes here.
+
+    A location outside the model's folder or an ``external_data`` list with a repeated key refuses the
+    model; a missing or short file is noted and that tensor is skipped. Files that pass are recorded in
+    ``loaded.external_files``, the only ones the probe links into its folder.
+    """
     real_base = loaded.base_dir.resolve()
     resolved: dict[str, tuple[str | None, Path | None]] = {}  # location -> (refusal, file): resolved once
     for tensor in iter_tensors(loaded.model):
         if tensor.data_location != TensorProto.EXTERNAL:
             continue
-        entries = {entry.key: entry.value for entry in tensor.external_data}
         name = tensor.name or "<unnamed>"
+        repeated = duplicate_external_key(tensor)
+        if repeated is not None:
+            raise ModelError(loaded.path, f"external data of tensor '{name}' names the key '{repeated}' twice")
+        entries = {entry.key: entry.value for entry in tensor.external_data}
         location = entries.get("location", "")
         if not location:
             loaded.unavailable[external_key(tensor)] = f"tensor '{name}' is marked external but names no file"
@@ -457,6 +503,13 @@ def _check_external_data(loaded: LoadedModel) -> None:
         problem = _external_problem(tensor, file, entries)
         if problem:
             loaded.unavailable[external_key(tensor)] = f"external data of tensor '{name}' ({location}) {problem}"
+        elif location not in loaded.external_files:
+            try:
+                info = file.stat()
+            except OSError:  # removed since the line above
+                loaded.unavailable[external_key(tensor)] = f"external data of tensor '{name}' ({location}) is missing"
+                continue
+            loaded.external_files[location] = CheckedFile(file, info.st_dev, info.st_ino, info.st_size)
     reasons = list(loaded.unavailable.values())
     for reason in reasons[:MAX_EXTERNAL_NOTES]:
         loaded.notes.append(Note("skipped", f"{reason}; statistics of that tensor are skipped"))

@@ -825,3 +825,211 @@ def test_a_child_that_crashes_otherwise_is_not_called_out_of_memory(monkeypatch)
     monkeypatch.setattr(runner, "child_command", lambda: [sys.executable, "-c", script])
     outcome = runner.Child().wait(30, runner.Progress("m.onnx"))
     assert outcome == "the probe's onnxruntime process crashed (SIGABRT): Segmentation fault in a kernel"
+
+
+# ---- issue 15.2: one external-data gate for every tensor that can carry external data ----------
+def external_tensor(name: str, location: str, dims=(4,), data_type=TensorProto.FLOAT, **extra: str) -> TensorProto:
+    tensor = TensorProto(name=name, data_type=data_type, dims=list(dims), data_location=TensorProto.EXTERNAL)
+    for key, value in {"location": location, **extra}.items():
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    return tensor
+
+
+def sparse_external(name: str, values_at: str, indices_at: str) -> onnx.SparseTensorProto:
+    sparse = onnx.SparseTensorProto(dims=[4])
+    sparse.values.CopyFrom(external_tensor(f"{name}_values", values_at, dims=(2,)))
+    sparse.indices.CopyFrom(external_tensor(f"{name}_indices", indices_at, dims=(2,), data_type=TensorProto.INT64))
+    return sparse
+
+
+def carrier_model(carrier: str, location: str) -> onnx.ModelProto:
+    """A Relu model with one hostile external tensor at ``location`` in the named place."""
+    ok = "weights.bin"
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="act")]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+    )
+    functions, training = [], []
+    if carrier == "initializer":
+        graph.initializer.append(external_tensor("w", location))
+    elif carrier == "sparse values":
+        graph.sparse_initializer.append(sparse_external("s", location, ok))
+    elif carrier == "sparse indices":
+        graph.sparse_initializer.append(sparse_external("s", ok, location))
+    elif carrier == "Constant value":
+        graph.node.insert(0, helper.make_node("Constant", [], ["c"], value=external_tensor("c", location)))
+    elif carrier == "Constant sparse_value":
+        sparse = sparse_external("c", ok, location)
+        graph.node.insert(0, helper.make_node("Constant", [], ["c"], sparse_value=sparse))
+    elif carrier in ("tensor list attribute", "sparse list attribute"):
+        attribute = AttributeProto(name="tables")
+        if carrier == "tensor list attribute":
+            attribute.type = AttributeProto.TENSORS
+            attribute.tensors.extend([external_tensor("t0", ok), external_tensor("t1", location)])
+        else:
+            attribute.type = AttributeProto.SPARSE_TENSORS
+            attribute.sparse_tensors.extend([sparse_external("t0", ok, ok), sparse_external("t1", location, ok)])
+        custom = helper.make_node("Lookup", ["x"], ["z"], domain="custom", name="lookup")
+        custom.attribute.append(attribute)
+        graph.node.append(custom)
+    elif carrier == "training_info":
+        init = helper.make_graph([], "init", [], [helper.make_tensor_value_info("w", TensorProto.FLOAT, [4])])
+        init.initializer.append(external_tensor("w", location))
+        algorithm = helper.make_graph(
+            [helper.make_node("Constant", [], ["k"], value=external_tensor("k", ok))], "algorithm", [], []
+        )
+        training.append(onnx.TrainingInfoProto(initialization=init, algorithm=algorithm))
+    elif carrier == "uncalled function body":
+        body = [helper.make_node("Constant", [], ["y"], value=external_tensor("secret", location))]
+        functions.append(helper.make_function("local", "Unused", [], ["y"], body, [helper.make_opsetid("", 17)]))
+    elif carrier == "If branch":
+        branch = helper.make_graph(
+            [helper.make_node("Identity", ["b"], ["out"])], "branch", [], [helper.make_tensor_value_info("out", 1, [4])]
+        )
+        branch.initializer.append(external_tensor("b", location))
+        other = helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["out2"])],
+            "other",
+            [],
+            [helper.make_tensor_value_info("out2", 1, [4])],
+        )
+        graph.input.append(helper.make_tensor_value_info("flag", TensorProto.BOOL, []))
+        graph.node.append(helper.make_node("If", ["flag"], ["z"], then_branch=branch, else_branch=other, name="if"))
+    else:
+        raise AssertionError(carrier)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("local", 1), helper.make_opsetid("custom", 1)]
+    model = helper.make_model(graph, opset_imports=opsets, functions=functions)
+    model.training_info.extend(training)
+    return model
+
+
+CARRIERS = [
+    "initializer",
+    "sparse values",
+    "sparse indices",
+    "Constant value",
+    "Constant sparse_value",
+    "tensor list attribute",
+    "sparse list attribute",
+    "training_info",
+    "uncalled function body",
+    "If branch",
+]
+
+
+@pytest.mark.parametrize("carrier", CARRIERS)
+def test_every_carrier_of_external_data_passes_the_gate(tmp_path, carrier):
+    from relulint.errors import ModelError
+    from relulint.loader import iter_tensors, load_model
+
+    (tmp_path / "weights.bin").write_bytes(bytes(64))
+    hostile = carrier_model(carrier, "/etc/passwd")
+    locations = [e.value for t in iter_tensors(hostile) for e in t.external_data if e.key == "location"]
+    assert "/etc/passwd" in locations  # the gate's walk reaches this carrier
+    path = save(hostile, tmp_path / "model.onnx")
+    if carrier == "uncalled function body":  # inlining drops it: nothing that reads the model sees it again
+        assert not load_model(path).model.functions
+    else:
+        with pytest.raises(ModelError, match="has the absolute location '/etc/passwd'"):
+            load_model(path)
+    # The same model with a location inside its folder loads, and that file is the one recorded as checked.
+    path = save(carrier_model(carrier, "weights.bin"), tmp_path / "model.onnx")
+    loaded = load_model(path)
+    if carrier != "uncalled function body":
+        assert set(loaded.external_files) == {"weights.bin"}
+        assert loaded.external_files["weights.bin"].path == (tmp_path / "weights.bin").resolve()
+
+
+@pytest.mark.parametrize("order", [("weights.bin", "/etc/passwd"), ("/etc/passwd", "weights.bin")])
+def test_external_data_naming_its_location_twice_is_refused(tmp_path, order):
+    """One reader takes the first 'location', another the last: a checked one and a hostile one together."""
+    path = save_external(small_mlp(), tmp_path)
+    model = onnx.load(path, load_external_data=False)
+    tensor = model.graph.initializer[0]
+    del tensor.external_data[:]
+    for location in order:
+        entry = tensor.external_data.add()
+        entry.key, entry.value = "location", location
+    save(model, path)
+    expect_error(lint(str(path)), path, r"external data of tensor 'w_0' names the key 'location' twice$")
+
+
+def test_probe_links_only_checked_files_and_only_inside_its_folder(tmp_path):
+    from relulint.loader import CheckedFile
+    from relulint.probe.instrument import LinkRefused, _link_external_data
+
+    source = tmp_path / "w.bin"
+    source.write_bytes(bytes(16))
+    info = source.stat()
+    checked = CheckedFile(source, info.st_dev, info.st_ino, info.st_size)
+    folder = tmp_path / "probe"
+    folder.mkdir()
+    for location in ("../escaped.bin", ".", "sub/../../escaped.bin"):
+        with pytest.raises(LinkRefused, match="would leave the probe's folder"):
+            _link_external_data({location: checked}, folder, [])
+    assert not (tmp_path / "escaped.bin").exists()
+    # A file swapped since the check (another inode) is refused, not linked.
+    other = tmp_path / "other.bin"
+    other.write_bytes(bytes(16))
+    stale = CheckedFile(other, info.st_dev, info.st_ino, info.st_size)
+    with pytest.raises(LinkRefused, match="changed since it was checked"):
+        _link_external_data({"x.bin": stale}, folder, [])
+    assert not (folder / "x.bin").exists()
+    notes: list = []
+    _link_external_data({"sub/w.bin": checked}, folder, notes)
+    assert (folder / "sub" / "w.bin").stat().st_ino == info.st_ino and not notes
+
+
+def test_probe_copies_a_weight_file_it_cannot_link_only_when_small_and_says_so(tmp_path, monkeypatch):
+    from relulint.config import Config
+    from relulint.engine import analyse
+    from relulint.probe import instrument
+
+    _probe_available()
+    path = save_external(small_mlp(bias=-30.0), tmp_path)
+
+    def no_link(*_args, **_kwargs):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(instrument.os, "link", no_link)
+    result = analyse(str(path), Config(select=("RL5",)))
+    copied = [n.message for n in result.notes if "was copied into the probe's temporary folder" in n.message]
+    assert len(copied) == 1 and "'weights.bin'" in copied[0], [n.message for n in result.notes]
+    assert any(f.rule == "RL501" for f in result.findings)  # the probe ran on the copy
+    monkeypatch.setattr(instrument, "COPY_AT_MOST", 100)
+    result = analyse(str(path), Config(select=("RL5",)))
+    skipped = [n.message for n in result.notes if n.message.startswith("the probe did not run")]
+    assert skipped and "'weights.bin'" in skipped[0] and "too large to copy" in skipped[0], skipped
+    assert not any(f.rule == "RL501" for f in result.findings)
+
+
+def test_probe_reads_external_data_of_a_constant_node(tmp_path):
+    """The linker takes every checked location, not only initializers': a Constant's external value works."""
+    _probe_available()
+    weights_file = tmp_path / "weights.bin"
+    weight = np.full((8, 8), 0.1, np.float32)
+    bias = np.full(8, -40.0, np.float32)
+    weights_file.write_bytes(weight.tobytes() + bias.tobytes())
+    w = external_tensor("w", "weights.bin", dims=(8, 8), length=str(weight.nbytes))
+    b = external_tensor("b", "weights.bin", dims=(8,), offset=str(weight.nbytes), length=str(bias.nbytes))
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["b"], value=b, name="bias"),
+            helper.make_node("Gemm", ["x", "w", "b"], ["h"], name="fc"),
+            helper.make_node("Relu", ["h"], ["y"], name="act"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
+        initializer=[w],
+    )
+    path = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "model.onnx")
+    report = tmp_path / "r.json"
+    outcome = lint(str(path), report=report, probe=True)
+    model = expect_analysed(outcome)
+    assert model["probe"]["samples"] > 0, model["notes"]
+    assert any(f["rule"] == "RL501" for f in model["findings"]), model["notes"]

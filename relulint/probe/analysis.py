@@ -10,7 +10,7 @@ from relulint.context import Context
 from relulint.findings import Note
 from relulint.loader import expected_nbytes
 from relulint.probe.inputs import DataError, InputSpec, data_files, parse_distribution, sample_shapes
-from relulint.probe.instrument import Instrumentation, plan, write_model
+from relulint.probe.instrument import Instrumentation, LinkRefused, plan, write_model
 from relulint.probe.protocol import Job, Outcome
 from relulint.probe.result import InputMeasure, LayerMeasure, ProbeResult
 from relulint.probe.runner import Child, Progress, take_child
@@ -121,7 +121,10 @@ def _prepare_and_send(ctx: Context, child: Child) -> PendingProbe | None:
     # Cleanup errors are ignored: where open files cannot be removed, the child may still hold it.
     folder = tempfile.TemporaryDirectory(prefix="relulint-probe-", ignore_cleanup_errors=True)
     try:
-        path = write_model(ctx.graph, instrumentation, Path(folder.name))
+        path = write_model(ctx.graph, instrumentation, Path(folder.name), ctx.notes)
+    except LinkRefused as exc:
+        folder.cleanup()
+        return _skip(ctx, str(exc))
     except BaseException:
         folder.cleanup()
         raise

@@ -32,8 +32,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from relulint.findings import Note
 from relulint.graph import Graph
-from relulint.loader import iter_graphs
+from relulint.loader import CheckedFile, iter_graphs
 from relulint.probe.protocol import POOLED, POOLED_STATS, REDUCED, STATS, LayerTap
 from relulint.probe.shapes import TensorInfo
 from relulint.units import Layer
@@ -373,19 +374,29 @@ def _export(graph: Graph, result: Instrumentation, names: Names, scope: str, ten
 # ---- writing the instrumented model ------------------------------------------------------------
 
 
-def write_model(graph: Graph, instrumentation: Instrumentation, folder: Path) -> Path:
+class LinkRefused(Exception):
+    """The instrumented model's weights cannot be made readable beside it without a large copy."""
+
+
+# A weight file that cannot be hard-linked (the temporary folder is on another file system) is copied,
+# with a note, only up to this size; a larger one skips the probe instead of silently writing gigabytes.
+COPY_AT_MOST = 256 * 1024**2
+
+
+def write_model(graph: Graph, instrumentation: Instrumentation, folder: Path, notes: list[Note] | None = None) -> Path:
     """The instrumented model as a file in ``folder`` (onnxruntime loads a path faster than bytes).
 
     Only the graph is written: weights stay where they are. External data files, and the model
     file itself when the loader left its large weights in it (``loaded.inline_location``), are
     hard-linked beside the new file. onnxruntime then reads those weights as external data,
     which measured faster (session creation 0.25 s instead of 0.33 s on the ResNet-50 bench
-    model) and lighter than parsing them inline from a copy of the file.
+    model) and lighter than parsing them inline from a copy of the file. A copy, when one is
+    needed, is said in ``notes``; ``LinkRefused`` when it would be too large.
     """
     loaded = graph.loaded
-    locations = _external_locations(loaded.model)
-    target = folder / _free_name("instrumented.onnx", locations)
-    _link_external_data(locations, loaded.base_dir, folder)
+    files = loaded.external_files  # only what the loader's gate checked; nothing else is ever linked
+    target = folder / _free_name("instrumented.onnx", set(files))
+    _link_external_data(files, folder, notes if notes is not None else [])
     with _applied(loaded.model, instrumentation):
         data = loaded.model.SerializeToString()
     target.write_bytes(data)
@@ -394,12 +405,16 @@ def write_model(graph: Graph, instrumentation: Instrumentation, folder: Path) ->
 
 def _free_name(name: str, taken: set[str]) -> str:
     """``name``, or a variant of it, that no external data location uses."""
-    lowered = {location.lower().split("/", 1)[0] for location in taken}
+    lowered = {_relative(location).parts[0].lower() for location in taken}
     candidate, count = name, 0
     while candidate.lower() in lowered:
         count += 1
         candidate = f"instrumented-{count}.onnx"
     return candidate
+
+
+def _relative(location: str) -> Path:
+    return Path(os.path.normpath(location.replace("\\", "/")))
 
 
 class _applied:
@@ -429,30 +444,51 @@ class _applied:
             del field_list[length:]  # type: ignore[attr-defined]
 
 
-def _external_locations(model: onnx.ModelProto) -> set[str]:
-    locations = set()
-    for graph in iter_graphs(model.graph):
-        for tensor in graph.initializer:
-            if tensor.data_location == TensorProto.EXTERNAL:
-                for entry in tensor.external_data:
-                    if entry.key == "location" and entry.value:
-                        locations.add(entry.value.replace("\\", "/"))
-    return locations
-
-
-def _link_external_data(locations: set[str], base_dir: Path, folder: Path) -> None:
-    """Make external weight files readable beside the temporary model, where onnxruntime looks.
+def _link_external_data(files: dict[str, CheckedFile], folder: Path, notes: list[Note]) -> None:
+    """Make the checked external weight files readable beside the temporary model, where onnxruntime looks.
 
     onnxruntime resolves symbolic links and refuses data outside the model's folder, so the files
-    are hard-linked (free on the same file system) or else copied.
+    are hard-linked (free on the same file system), or else copied when small enough. Each target must
+    lie inside ``folder``, and each source must still be the file the loader checked (same device and
+    inode): a file swapped for a link to elsewhere since loading is refused, not followed.
     """
-    for location in sorted(locations):
-        source = base_dir / location
-        target = folder / location
-        if not source.is_file() or target.exists():
-            continue  # the loader has noted a missing file; onnxruntime will name it
+    real_folder = folder.resolve()
+    for location, checked in sorted(files.items()):
+        target = real_folder / _relative(location)
+        if not target.resolve().is_relative_to(real_folder) or target.resolve() == real_folder:
+            raise LinkRefused(f"its external data location '{location}' would leave the probe's folder")
+        if target.exists():
+            continue  # the same file under two spellings of its location
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.link(source, target)
+            os.link(checked.path, target, follow_symlinks=False)
         except OSError:
-            shutil.copyfile(source, target)
+            _copy_checked(location, checked, target, notes)
+            continue
+        linked = target.stat()
+        if (linked.st_dev, linked.st_ino) != (checked.device, checked.inode):
+            target.unlink()
+            raise LinkRefused(f"its external data file '{location}' changed since it was checked")
+
+
+def _copy_checked(location: str, checked: CheckedFile, target: Path, notes: list[Note]) -> None:
+    if checked.size > COPY_AT_MOST:
+        raise LinkRefused(
+            f"its external data file '{location}' ({checked.size / 1024**2:,.0f} MB) cannot be hard-linked into "
+            f"the probe's temporary folder (another file system) and is too large to copy; set TMPDIR to a "
+            "folder on the model's file system"
+        )
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+    with os.fdopen(os.open(checked.path, flags), "rb") as source:
+        opened = os.fstat(source.fileno())
+        if (opened.st_dev, opened.st_ino) != (checked.device, checked.inode):
+            raise LinkRefused(f"its external data file '{location}' changed since it was checked")
+        with open(target, "xb") as copy:
+            shutil.copyfileobj(source, copy, 1024**2)
+    notes.append(
+        Note(
+            "info",
+            f"probe: external data '{location}' ({checked.size / 1024**2:,.1f} MB) was copied into the probe's "
+            "temporary folder, which is on another file system than the model",
+        )
+    )
