@@ -96,6 +96,7 @@ def _cli_table(options: dict[str, Any]) -> dict[str, Any]:
         "input_dist": "input-dist",
         "data": "data",
         "probe_timeout": "probe-timeout",
+        "timeout": "timeout",
         "probe_memory": "probe-memory",
         "probe_failure_status": "probe-failure-status",
         "seed": "seed",
@@ -270,6 +271,12 @@ SEVERITIES = click.Choice(["error", "warning", "note"], case_sensitive=False)
     help="Real probe inputs: a .npz (one array per input), a .npy (one-input model) or a folder of them.",
 )
 @click.option("--probe-timeout", type=float, default=None, help="Seconds the probe may run. [default: 60]")
+@click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    help="Seconds one model's loading and static analysis may take. [default: 600]",
+)
 @click.option("--probe-memory", default=None, help="Memory the probe may use, e.g. 4GB. [default: 4GB]")
 @click.option(
     "--probe-failure-status",

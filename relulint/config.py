@@ -45,6 +45,7 @@ class Config:
     input_dist: str = "normal"
     data: str | None = None
     probe_timeout: float = 60.0
+    timeout: float = 600.0  # seconds for one model's load and static analyses (a watchdog; the probe has its own)
     probe_memory: int = 4 * 1024**3
     probe_failure_status: int = 2  # exit status when a probe did not finish (timeout, memory cap, crash)
     seed: int = 0
@@ -281,6 +282,7 @@ FILE_KEYS = {
     "input-dist": ("input_dist", _input_dist),
     "data": ("data", _string),
     "probe-timeout": ("probe_timeout", _seconds),
+    "timeout": ("timeout", _seconds),
     "probe-memory": ("probe_memory", _probe_memory),
     "probe-failure-status": ("probe_failure_status", _status),
     "seed": ("seed", _whole(0, 2**32 - 1)),

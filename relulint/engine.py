@@ -20,6 +20,7 @@ from relulint.loader import LoadedModel, expected_nbytes, load_model, run_checke
 from relulint.rules import Rule, all_rules, matches
 from relulint.tensors import release_mapped_pages
 from relulint.units import Layer, find_layers
+from relulint.watchdog import AnalysisTimeout, watchdog
 
 # Analyses that rules can ask for with ``needs``: name -> "module:function(ctx) -> None", run in this
 # order after the static rules. The probe is not among them: it is started before the static rules and
@@ -42,7 +43,20 @@ def selected_rules(config: Config) -> list[Rule]:
 
 
 def analyse(path: str, config: Config) -> ModelResult:
-    """Analyse one model; a model that cannot be read gives a result with ``error`` set."""
+    """Analyse one model; a model that cannot be read, or whose analysis runs out of ``--timeout``, gives a
+    result with ``error`` set."""
+    try:
+        with watchdog(config.timeout):
+            return _analyse(path, config)
+    except AnalysisTimeout:
+        return ModelResult(
+            path=str(path),
+            error=f"loading and analysing it took more than {config.timeout:g} s of processor time (--timeout); "
+            "it was stopped",
+        )
+
+
+def _analyse(path: str, config: Config) -> ModelResult:
     try:
         loaded = load_model(path, config.max_model_size, check=False)  # checked in _analyse_loaded
     except ModelError as exc:

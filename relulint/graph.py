@@ -355,6 +355,7 @@ class _Builder:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self.used_ids: set[str] = set()
+        self.suffixes: dict[str, int] = {}  # name -> the last suffix given to a node of that name
         self.dangling: set[str] = set()
         self.duplicates: set[str] = set()
 
@@ -417,10 +418,13 @@ class _Builder:
                 self.graph.subgraph_outputs.append((node.id, [sub_env.get(o.name, "") for o in subgraph.output]))
 
     def _unique_id(self, wanted: str) -> str:
-        node_id, suffix = wanted, 1
+        # Each name remembers the last suffix it handed out, so n nodes sharing one name cost n steps, not
+        # n**2 / 2 (70,000 such nodes never finished). The loop still skips suffixes a node really has.
+        node_id, suffix = wanted, self.suffixes.get(wanted, 1)
         while node_id in self.used_ids:
             suffix += 1
             node_id = f"{wanted}#{suffix}"
+        self.suffixes[wanted] = suffix
         self.used_ids.add(node_id)
         return node_id
 

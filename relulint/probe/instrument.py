@@ -23,6 +23,7 @@ Layers inside Loop or Scan bodies are not probed.
 
 from __future__ import annotations
 
+import bisect
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -79,14 +80,31 @@ class Names:
             for node in graph.node:
                 taken.add(node.name)
                 taken.update(node.output)
-        self.prefix = "relulint_probe"
-        while any(name.startswith(self.prefix) for name in taken):
-            self.prefix += "_"
+        self.prefix = free_prefix("relulint_probe", taken)
         self.count = 0
 
     def fresh(self, stem: str) -> str:
         self.count += 1
         return f"{self.prefix}/{self.count}/{stem}"
+
+
+def free_prefix(stem: str, taken: set[str]) -> str:
+    """A short prefix P such that no name in ``taken`` starts with ``P/`` (fresh names are ``P/N/...``).
+
+    Candidates are ``stem``, ``stem_1``, ``stem_2``...: none of ``stem/``, ``stem_1/``... is a prefix of
+    another, so each taken name rules out at most one, and one of the first len(taken) + 1 is free. Each is
+    checked by bisection in the sorted names: O(n log n) in all, where growing the stem by one underscore
+    per clash took 380 s on a name followed by 1.5 million underscores (and made every fresh name that long).
+    """
+    ordered = sorted(taken)
+    count = 0
+    while True:
+        candidate = stem if count == 0 else f"{stem}_{count}"
+        marker = candidate + "/"
+        at = bisect.bisect_left(ordered, marker)
+        if at == len(ordered) or not ordered[at].startswith(marker):
+            return candidate
+        count += 1
 
 
 def default_opset(model: onnx.ModelProto) -> int:

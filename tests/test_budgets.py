@@ -1,0 +1,175 @@
+"""Budgets, not hopes (issue 15.3): each memory or time bomb of the issue ends in bounded time and memory.
+
+The bombs are built small enough here for a quick test where the full size would be slow; each test runs
+relulint as a user does, in a process capped at 1 GB of address space above its start-up, so a bomb that
+went off would fail the run instead of swapping the machine.
+"""
+
+from __future__ import annotations
+
+import os
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from test_hostile import expect_analysed, expect_error, expect_note, lint, save
+
+from relulint.modelkit import ModelBuilder, mlp
+
+GB = 1024**3
+MEMORY_CAP = 3 * GB  # address space (not resident memory): the interpreter, numpy and onnx reserve ~1.5 GB
+
+
+def relu_graph(nodes, inputs, outputs, functions=(), initializers=()):
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("local", 1)]
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
+    return helper.make_model(graph, opset_imports=opsets, functions=list(functions))
+
+
+def doubling_functions(depth: int) -> onnx.ModelProto:
+    """F0 = Relu; F(k) calls F(k-1) twice: 2**depth Relus once inlined, a few KB on disk."""
+    functions = [helper.make_function("local", "F0", ["x"], ["y"], [helper.make_node("Relu", ["x"], ["y"])], [])]
+    for level in range(1, depth + 1):
+        body = [
+            helper.make_node(f"F{level - 1}", ["x"], ["h"], domain="local"),
+            helper.make_node(f"F{level - 1}", ["h"], ["y"], domain="local"),
+        ]
+        opsets = [helper.make_opsetid("", 17), helper.make_opsetid("local", 1)]
+        functions.append(helper.make_function("local", f"F{level}", ["x"], ["y"], body, opsets))
+    value = helper.make_tensor_value_info
+    return relu_graph(
+        [helper.make_node(f"F{depth}", ["x"], ["y"], domain="local", name="call")],
+        [value("x", TensorProto.FLOAT, [1, 4])],
+        [value("y", TensorProto.FLOAT, [1, 4])],
+        functions,
+    )
+
+
+def test_inlined_node_count_is_counted_without_inlining():
+    from relulint.loader import inlined_node_count
+
+    model = doubling_functions(40)  # 2**40 nodes: counting must not walk them
+    assert inlined_node_count(doubling_functions(10), 10_000) == 2**10
+    assert inlined_node_count(model, 10**6) is None
+
+
+def test_a_function_that_calls_itself_is_not_inlined():
+    from relulint.loader import inlined_node_count
+
+    body = [helper.make_node("Again", ["x"], ["y"], domain="local")]
+    again = helper.make_function("local", "Again", ["x"], ["y"], body, [helper.make_opsetid("local", 1)])
+    value = helper.make_tensor_value_info
+    model = relu_graph(
+        [helper.make_node("Again", ["x"], ["y"], domain="local")],
+        [value("x", TensorProto.FLOAT, [4])],
+        [value("y", TensorProto.FLOAT, [4])],
+        [again],
+    )
+    assert inlined_node_count(model, 10**6) is None
+
+
+def test_function_bomb_of_2_to_the_24_nodes(tmp_path):
+    path = save(doubling_functions(24), tmp_path / "bomb.onnx")
+    assert path.stat().st_size < 5000
+    outcome = lint(str(path), report=tmp_path / "r.json", memory_limit=MEMORY_CAP)
+    expect_note(outcome, path, r"model-local functions would expand to more than 1,000,000 nodes once inlined")
+
+
+def test_small_functions_are_still_inlined(tmp_path):
+    path = save(doubling_functions(3), tmp_path / "small.onnx")
+    model = expect_analysed(lint(str(path), report=tmp_path / "r.json"))
+    assert model["nodes"] == 8
+
+
+def shared_name_model(count: int) -> onnx.ModelProto:
+    """``count`` Relu nodes in a chain, all named 'n' but the first, named 'n#2' (a suffix the others must skip)."""
+    nodes = [helper.make_node("Relu", [f"t{i}"], [f"t{i + 1}"], name="n") for i in range(count)]
+    nodes[0].name = "n#2"
+    value = helper.make_tensor_value_info
+    return relu_graph(nodes, [value("t0", TensorProto.FLOAT, [1])], [value(f"t{count}", TensorProto.FLOAT, [1])])
+
+
+def test_node_ids_stay_unique_when_names_repeat():
+    from relulint.graph import build_graph
+    from relulint.loader import LoadedModel
+
+    model = shared_name_model(7)
+    graph = build_graph(LoadedModel(path="m", model=model, digest="", file_size=0))
+    assert list(graph.nodes) == ["n#2", "n", "n#3", "n#4", "n#5", "n#6", "n#7"]
+
+
+# 20,000 nodes took 290 s to get their ids with the old suffix search, 1 s now (the issue's 70,000 never
+# finished); the per-layer rules are left out, the ids are what is measured.
+def test_20000_nodes_sharing_one_name(tmp_path):
+    path = save(shared_name_model(20_000), tmp_path / "names.onnx")
+    outcome = lint(str(path), "--select", "RL402", report=tmp_path / "r.json", memory_limit=MEMORY_CAP)
+    assert expect_analysed(outcome)["nodes"] == 20_000
+
+
+def test_20000_nodes_sharing_one_name_through_compare(tmp_path):
+    old = save(shared_name_model(20_000), tmp_path / "old.onnx")
+    new = save(shared_name_model(20_000), tmp_path / "new.onnx")
+    outcome = lint(str(new), "--compare", str(old), "--select", "RL7", report=tmp_path / "r.json")
+    expect_analysed(outcome)
+
+
+def test_fresh_probe_names_are_short_whatever_the_model_names():
+    from relulint.probe.instrument import free_prefix
+
+    taken = {"relulint_probe/1/max", "relulint_probe_1/x", "relulint_probe" + "_" * 100_000, "a"}
+    assert free_prefix("relulint_probe", taken) == "relulint_probe_2"
+    assert free_prefix("relulint_probe", {"relulint_probe_x", "relulint_probe"}) == "relulint_probe"
+
+
+def test_node_named_relulint_probe_and_a_million_underscores(tmp_path):
+    b = ModelBuilder(seed=0)
+    x = b.input("x", ["N", 8])
+    model = b.build([mlp(b, x, [8, 8, 4], bias_value=-20.0)])
+    model.graph.node[0].name = "relulint_probe" + "_" * 1_500_000
+    path = save(model, tmp_path / "long.onnx")
+    model = expect_analysed(lint(str(path), report=tmp_path / "r.json", probe=True, memory_limit=MEMORY_CAP))
+    assert model["probe"]["samples"] > 0, model["notes"]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0"])
+@pytest.mark.parametrize("option", ["--probe-timeout", "--timeout"])
+def test_limits_that_are_not_finite_and_positive_are_refused(tmp_path, option, value):
+    path = save(shared_name_model(2), tmp_path / "m.onnx")
+    outcome = lint(str(path), f"{option}={value}")
+    assert outcome.status == 2 and "must be a number of seconds above 0" in outcome.stderr, outcome.stderr
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_config_limits_that_are_not_finite_are_refused(tmp_path, value):
+    path = save(shared_name_model(2), tmp_path / "m.onnx")
+    config = tmp_path / "relulint.toml"
+    config.write_text(f"probe-timeout = {value}\n")
+    outcome = lint(str(path), "--config", str(config))
+    assert outcome.status == 2 and "'probe-timeout' must be a number of seconds" in outcome.stderr, outcome.stderr
+
+
+@pytest.mark.parametrize("size", ["0", "0MB"])
+def test_zero_sizes_are_refused(tmp_path, size):
+    path = save(shared_name_model(2), tmp_path / "m.onnx")
+    outcome = lint(str(path), f"--probe-memory={size}")
+    assert outcome.status == 2 and "must be a size such as 512MB" in outcome.stderr, outcome.stderr
+
+
+def test_config_on_a_named_pipe_is_refused_without_blocking(tmp_path):
+    path = save(shared_name_model(2), tmp_path / "m.onnx")
+    pipe = tmp_path / "relulint.toml"
+    os.mkfifo(pipe)
+    outcome = lint(str(path), "--config", str(pipe))
+    assert outcome.status == 2 and "not a regular file" in outcome.stderr, outcome.stderr
+
+
+def test_config_that_is_an_endless_device_is_refused():
+    outcome = lint("nothing.onnx", "--config", "/dev/zero")
+    assert outcome.status == 2 and "not a regular file" in outcome.stderr, outcome.stderr
+
+
+def test_the_static_watchdog_stops_a_slow_analysis(tmp_path):
+    """A graph that takes seconds to analyse, under a --timeout far below that: exit 2, one line naming it."""
+    path = save(shared_name_model(5_000), tmp_path / "slow.onnx")
+    outcome = lint(str(path), "--timeout", "0.05")
+    expect_error(outcome, path, r"took more than 0.05 s of processor time \(--timeout\); it was stopped$")
