@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -405,6 +406,72 @@ def environment() -> dict[str, str]:
     }
 
 
+RUNTIME_DEPENDENCIES = ("onnx", "onnxruntime", "numpy", "networkx", "click", "jinja2")
+
+
+def dependency_versions() -> dict[str, str]:
+    """Resolved versions of relulint's runtime dependencies and everything they require, transitively (an
+    upstream release that slows relulint down, as ml_dtypes 0.7.0 did, then shows up next to the numbers)."""
+    import importlib.metadata as metadata
+    import re
+
+    versions: dict[str, str] = {}
+    pending = list(RUNTIME_DEPENDENCIES)
+    while pending:
+        name = pending.pop()
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if key in versions:
+            continue
+        try:
+            versions[key] = metadata.version(name)
+            required = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            versions[key] = "missing"
+            continue
+        for requirement in required:
+            if "extra ==" in requirement:
+                continue
+            match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
+            if match:
+                pending.append(match.group(0))
+    return dict(sorted(versions.items()))
+
+
+# Start-up alone: each process relulint starts, as a median of fresh interpreters. The child's row is what
+# it imports before it reads its job (relulint.probe.runner.BOOT), without onnx.
+STARTUP_ROWS = (
+    ("relulint --version", [PYTHON, "-m", "relulint", "--version"]),
+    ("python -c 'import onnx'", [PYTHON, "-c", "import onnx"]),
+    ("python -c 'import ml_dtypes'", [PYTHON, "-c", "import ml_dtypes"]),
+    ("probe child imports", [PYTHON, "-I", "-c", "import relulint.probe.worker, onnxruntime"]),
+    ("python -c pass (the floor)", [PYTHON, "-c", "pass"]),
+)
+# pyproject.toml keeps ml_dtypes below 0.7: its extension took 1.3 s to import (0.6.0: 0.2 s). The bench says
+# when an ml_dtypes 0.7+ imports as fast again, i.e. when the constraint can go.
+ML_DTYPES_FAST = 0.5  # seconds
+
+
+def startup_lines(reps: int) -> list[str]:
+    lines = ["Start-up (median wall time of fresh processes; targets: --version < 0.3 s)"]
+    medians = {}
+    for label, command in STARTUP_ROWS:
+        times = []
+        for _ in range(reps):
+            began = time.perf_counter()
+            subprocess.run(command, capture_output=True, check=False, cwd=REPO)
+            times.append(time.perf_counter() - began)
+        medians[label] = statistics.median(times)
+        lines.append(f"  {label:<34}{medians[label]:>8.3f} s")
+    ml_dtypes = dependency_versions().get("ml-dtypes", "missing")
+    fast = medians["python -c 'import ml_dtypes'"] - medians["python -c pass (the floor)"] < ML_DTYPES_FAST
+    if ml_dtypes != "missing" and tuple(int(x) for x in ml_dtypes.split(".")[:2]) >= (0, 7):
+        verdict = "imports fast: the <0.7 constraint in pyproject.toml is no longer needed" if fast else "is slow"
+        lines.append(f"  ml_dtypes {ml_dtypes} {verdict}")
+    elif not fast:
+        lines.append(f"  ml_dtypes {ml_dtypes} imports slowly even below 0.7: the constraint is no longer enough")
+    return lines
+
+
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -480,6 +547,10 @@ def main(argv: list[str] | None = None) -> int:
     emit(f"  command: python bench/run.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
 
     emit(f"  {compile_relulint()}")
+    emit("  resolved dependencies: " + ", ".join(f"{k} {v}" for k, v in dependency_versions().items()))
+    emit()
+    for line in startup_lines(reps=3 if args.quick else 5):
+        emit(line)
 
     main_models = args.models or (["resnet50"] if args.quick else MAIN_MODELS)
     reps = args.reps or (3 if args.quick else 5)
