@@ -31,15 +31,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
-from onnx import AttributeProto, TensorProto, helper
+
+from relulint.findings import Note
+from relulint.lazy import onnx
+from relulint.loader import LoadedModel
+from relulint.tensors import TensorUnavailable, read_tensor, tensor_problem, tensor_shape
 
 if TYPE_CHECKING:
     import networkx as nx
-
-from relulint.findings import Note
-from relulint.loader import LoadedModel
-from relulint.tensors import TensorUnavailable, read_tensor, tensor_problem, tensor_shape
+    from onnx import TensorProto
 
 BRANCH_NAMES = {"then_branch": "then", "else_branch": "else", "body": "body"}
 # Ops whose output is a function of constant inputs only, and cheap to evaluate in numpy.
@@ -407,9 +407,9 @@ class _Builder:
 
     def _add_subgraphs(self, node: Node, node_proto: onnx.NodeProto, env: dict[str, str]) -> None:
         for attribute in node_proto.attribute:
-            if attribute.type == AttributeProto.GRAPH:
+            if attribute.type == onnx.AttributeProto.GRAPH:
                 subgraphs = [(BRANCH_NAMES.get(attribute.name, attribute.name), attribute.g)]
-            elif attribute.type == AttributeProto.GRAPHS:
+            elif attribute.type == onnx.AttributeProto.GRAPHS:
                 subgraphs = [(f"{attribute.name}{i}", g) for i, g in enumerate(attribute.graphs)]
             else:
                 continue
@@ -441,7 +441,7 @@ class _Builder:
         unreadable = [
             problem
             for tensor in graph.initializers.values()
-            if tensor.data_location != TensorProto.EXTERNAL  # the loader has noted those
+            if tensor.data_location != onnx.TensorProto.EXTERNAL  # the loader has noted those
             and (problem := tensor_problem(tensor, graph.loaded))
         ]
         for problem in unreadable[:20]:
@@ -461,14 +461,18 @@ def _declared_attribute_type(op: str, domain: str, name: str) -> int | None:
     return int(attribute.type.value) if attribute is not None else None
 
 
-_DEFAULT_TYPES: tuple[tuple[type, set[int]], ...] = (
-    (bool, {AttributeProto.INT}),
-    (int, {AttributeProto.INT}),
-    (float, {AttributeProto.FLOAT, AttributeProto.INT}),
-    (str, {AttributeProto.STRING}),
-    (bytes, {AttributeProto.STRING}),
-    ((list, tuple), {AttributeProto.INTS, AttributeProto.FLOATS, AttributeProto.STRINGS}),
-)
+@functools.cache
+def _default_types() -> tuple[tuple[type, frozenset[int]], ...]:
+    """Attribute types allowed for a default of each Python type (a function: onnx loads lazily)."""
+    kinds = onnx.AttributeProto
+    return (
+        (bool, frozenset({kinds.INT})),
+        (int, frozenset({kinds.INT})),
+        (float, frozenset({kinds.FLOAT, kinds.INT})),
+        (str, frozenset({kinds.STRING})),
+        (bytes, frozenset({kinds.STRING})),
+        ((list, tuple), frozenset({kinds.INTS, kinds.FLOATS, kinds.STRINGS})),
+    )
 
 
 def _attribute_value(op: str, domain: str, attribute: onnx.AttributeProto, default: Any) -> Any:
@@ -479,16 +483,16 @@ def _attribute_value(op: str, domain: str, attribute: onnx.AttributeProto, defau
     """
     declared = _declared_attribute_type(op, domain, attribute.name)
     if declared is not None:
-        allowed = {declared, AttributeProto.INT} if declared == AttributeProto.FLOAT else {declared}
+        allowed = {declared, onnx.AttributeProto.INT} if declared == onnx.AttributeProto.FLOAT else {declared}
     else:
-        allowed = next((types for kind, types in _DEFAULT_TYPES if isinstance(default, kind)), None)
+        allowed = next((types for kind, types in _default_types() if isinstance(default, kind)), None)
     if allowed is not None and attribute.type not in allowed:
         return default
     try:
-        value = helper.get_attribute_value(attribute)
+        value = onnx.helper.get_attribute_value(attribute)
     except Exception:  # an UNDEFINED or unknown attribute type
         return default
-    if declared == AttributeProto.FLOAT and attribute.type == AttributeProto.INT:
+    if declared == onnx.AttributeProto.FLOAT and attribute.type == onnx.AttributeProto.INT:
         return float(value)
     return value
 
@@ -525,7 +529,7 @@ def _fold(node: Node, args: list[np.ndarray | None]) -> np.ndarray | None:
     if op == "Identity":
         return x
     if op == "Cast":
-        return np.asarray(x).astype(helper.tensor_dtype_to_np_dtype(node.attr("to")))
+        return np.asarray(x).astype(onnx.helper.tensor_dtype_to_np_dtype(node.attr("to")))
     if op == "Transpose":
         perm = node.attr("perm")
         return np.transpose(x, perm if perm else None)
@@ -571,14 +575,14 @@ def _fold(node: Node, args: list[np.ndarray | None]) -> np.ndarray | None:
 def count_parameters(graph: Graph) -> int:
     """Elements of floating-point initializers (the learnable weights), from their shapes alone."""
     float_types = {
-        TensorProto.FLOAT,
-        TensorProto.FLOAT16,
-        TensorProto.BFLOAT16,
-        TensorProto.DOUBLE,
-        TensorProto.INT8,
-        TensorProto.UINT8,
-        TensorProto.INT4,
-        TensorProto.UINT4,
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.BFLOAT16,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.INT8,
+        onnx.TensorProto.UINT8,
+        onnx.TensorProto.INT4,
+        onnx.TensorProto.UINT4,
     }
     total = 0
     for tensor in graph.initializers.values():

@@ -8,6 +8,7 @@ costs little memory to lint.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import mmap
 import os
@@ -16,21 +17,24 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import onnx
-from google.protobuf.descriptor import FieldDescriptor
-from onnx import TensorProto
+from typing import TYPE_CHECKING, Any
 
 from relulint.errors import ModelError
 from relulint.findings import Note
+from relulint.lazy import onnx
 from relulint.wire import strip_large_raw_data
 
+if TYPE_CHECKING:
+    from onnx import TensorProto
+
 DEFAULT_MAX_MODEL_SIZE = 2 * 1024**3  # protobuf cannot parse a larger message anyway
-# Element types stored several to a byte: their bytes cannot be memory-mapped one element per byte group.
-PACKED_BITS = {
-    getattr(TensorProto, name): bits
-    for name, bits in (
+
+
+@functools.cache
+def packed_bits() -> dict[int, int]:
+    """Element types stored several to a byte (type -> bits per element): their bytes cannot be
+    memory-mapped one element per byte group. Those this onnx knows (a function: onnx loads lazily)."""
+    names = (
         ("INT4", 4),
         ("UINT4", 4),
         ("FLOAT4E2M1", 4),
@@ -39,9 +43,9 @@ PACKED_BITS = {
         ("FLOAT6E2M3", 6),
         ("FLOAT6E3M2", 6),
     )
-    if hasattr(TensorProto, name)
-}
-PACKED_TYPES = set(PACKED_BITS)
+    return {getattr(onnx.TensorProto, name): bits for name, bits in names if hasattr(onnx.TensorProto, name)}
+
+
 # Python's protobuf parser stops at 100 nested messages (about 33 nested subgraphs). A model nested deeper
 # is parsed again with the limit lifted, but only this deep (the parser recurses on the C stack: a file
 # nested tens of thousands deep would crash the process) and only this large (measuring costs a pass).
@@ -199,11 +203,13 @@ def repair_strings(message: Any) -> int:
     Python's protobuf hands such a field out as ``bytes`` instead of ``str`` (ONNX's .proto is proto2,
     which does not validate UTF-8), and every name would then break string formatting and JSON.
     """
+    from google.protobuf.descriptor import FieldDescriptor  # protobuf, like onnx, only once a model is read
+
     repaired = 0
     stack = [message]
     while stack:
         current = stack.pop()
-        if isinstance(current, TensorProto):
+        if isinstance(current, onnx.TensorProto):
             # Only a tensor's texts: ListFields would copy its raw_data, the bulk of the file.
             for name in ("name", "doc_string"):
                 if type(getattr(current, name)) is bytes:
@@ -428,7 +434,7 @@ def element_count(tensor: TensorProto) -> int | None:
 
 
 def expected_nbytes(tensor: TensorProto) -> int | None:
-    if tensor.data_type in PACKED_TYPES or tensor.data_type in (TensorProto.STRING, TensorProto.UNDEFINED):
+    if tensor.data_type in packed_bits() or tensor.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
         return None
     count = element_count(tensor)
     if count is None:
@@ -483,7 +489,7 @@ def _check_external_data(loaded: LoadedModel) -> None:
     real_base = loaded.base_dir.resolve()
     resolved: dict[str, tuple[str | None, Path | None]] = {}  # location -> (refusal, file): resolved once
     for tensor in iter_tensors(loaded.model):
-        if tensor.data_location != TensorProto.EXTERNAL:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         name = tensor.name or "<unnamed>"
         repeated = duplicate_external_key(tensor)
@@ -679,7 +685,7 @@ CHECK_WHOLE_MODEL_BELOW = 16 * 1024**2
 def run_checker(loaded: LoadedModel) -> list[Note]:
     """The onnx checker's complaints as a note: a model it rejects may still be worth linting."""
     model = loaded.model
-    external = any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer)
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
     try:
         if loaded.file_size < CHECK_WHOLE_MODEL_BELOW and not external:
             onnx.checker.check_model(model)

@@ -12,31 +12,39 @@ allocates what a hostile header declares.
 
 from __future__ import annotations
 
+import functools
 import mmap
 import weakref
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-from onnx import TensorProto, numpy_helper
 
-from relulint.loader import PACKED_BITS, PACKED_TYPES, LoadedModel, element_count, external_key, location_problem
+from relulint.lazy import onnx
+from relulint.loader import LoadedModel, element_count, external_key, location_problem, packed_bits
+
+if TYPE_CHECKING:
+    from onnx import TensorProto
 
 
 class TensorUnavailable(Exception):
     """The tensor's data cannot be read (missing external file, unsupported type, malformed)."""
 
 
-# The typed repeated field that holds a tensor's values when raw_data is not used, and how many
-# stored values make one element (complex numbers store two).
-_TYPED_FIELDS: dict[int, tuple[str, int]] = {
-    TensorProto.FLOAT: ("float_data", 1),
-    TensorProto.COMPLEX64: ("float_data", 2),
-    TensorProto.DOUBLE: ("double_data", 1),
-    TensorProto.COMPLEX128: ("double_data", 2),
-    TensorProto.INT64: ("int64_data", 1),
-    TensorProto.UINT32: ("uint64_data", 1),
-    TensorProto.UINT64: ("uint64_data", 1),
-}  # every other numeric type is stored in int32_data, one element per value (packed types aside)
+@functools.cache
+def typed_fields() -> dict[int, tuple[str, int]]:
+    """The typed repeated field that holds a tensor's values when raw_data is not used, and how many stored
+    values make one element (complex numbers store two). Every other numeric type is stored in int32_data,
+    one element per value (packed types aside)."""
+    types = onnx.TensorProto
+    return {
+        types.FLOAT: ("float_data", 1),
+        types.COMPLEX64: ("float_data", 2),
+        types.DOUBLE: ("double_data", 1),
+        types.COMPLEX128: ("double_data", 2),
+        types.INT64: ("int64_data", 1),
+        types.UINT32: ("uint64_data", 1),
+        types.UINT64: ("uint64_data", 1),
+    }
 
 
 def tensor_shape(tensor: TensorProto) -> tuple[int, ...]:
@@ -45,7 +53,7 @@ def tensor_shape(tensor: TensorProto) -> tuple[int, ...]:
 
 def element_dtype(data_type: int) -> np.dtype | None:
     """The numpy dtype of an ONNX element type; None for strings, UNDEFINED and unknown numbers."""
-    if data_type in (TensorProto.STRING, TensorProto.UNDEFINED):
+    if data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
         return None
     try:
         return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(data_type))
@@ -59,11 +67,11 @@ def tensor_problem(tensor: TensorProto, loaded: LoadedModel | None = None) -> st
     count = element_count(tensor)
     if count is None:
         return f"tensor '{name}' has the negative dimensions {list(tensor.dims)}"
-    if tensor.data_type in (TensorProto.STRING, TensorProto.UNDEFINED):
+    if tensor.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
         return f"tensor '{name}' holds no numbers"
     if element_dtype(tensor.data_type) is None:
         return f"tensor '{name}' has the unknown element type {tensor.data_type}"
-    if tensor.data_location == TensorProto.EXTERNAL:
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
         if loaded is None:
             return None
         key = external_key(tensor)
@@ -79,12 +87,12 @@ def tensor_problem(tensor: TensorProto, loaded: LoadedModel | None = None) -> st
 
 def _needed_and_stored(tensor: TensorProto, count: int) -> tuple[int, int, str]:
     """(needed, stored, unit): the data the dims call for against what the tensor holds."""
-    bits = PACKED_BITS.get(tensor.data_type)
+    bits = packed_bits().get(tensor.data_type)
     if tensor.HasField("raw_data"):
         itemsize = element_dtype(tensor.data_type).itemsize
         needed = (count * bits + 7) // 8 if bits else count * itemsize
         return needed, len(tensor.raw_data), "bytes"
-    field, per_element = _TYPED_FIELDS.get(tensor.data_type, ("int32_data", 1))
+    field, per_element = typed_fields().get(tensor.data_type, ("int32_data", 1))
     stored = len(getattr(tensor, field))
     if bits:  # packed types store several elements per int32 value
         per_value = 8 // bits
@@ -98,13 +106,13 @@ def read_tensor(tensor: TensorProto, loaded: LoadedModel) -> np.ndarray:
     if problem:
         raise TensorUnavailable(problem)
     shape = tensor_shape(tensor)
-    if tensor.data_location == TensorProto.EXTERNAL:
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
         return _read_external(tensor, loaded, shape)
-    if tensor.HasField("raw_data") and tensor.data_type not in PACKED_TYPES:
+    if tensor.HasField("raw_data") and tensor.data_type not in packed_bits():
         dtype = element_dtype(tensor.data_type)
         return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(shape)
     try:
-        return numpy_helper.to_array(tensor)
+        return onnx.numpy_helper.to_array(tensor)
     except Exception as exc:
         raise TensorUnavailable(f"tensor '{tensor.name}' cannot be read: {' '.join(str(exc).split())[:150]}") from None
 

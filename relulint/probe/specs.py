@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import onnx
-
 from relulint.config import Config
 from relulint.graph import Graph, Node
+from relulint.lazy import onnx
 from relulint.probe.inputs import InputSpec
 from relulint.tensors import element_dtype
 from relulint.units import LINEAR_OPS, PASS_THROUGH_OPS
