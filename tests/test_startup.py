@@ -38,8 +38,15 @@ def modules_after(tmp_path, code: str) -> set[str]:
 def test_informational_commands_import_neither_onnx_nor_onnxruntime(tmp_path, arguments):
     code = f"import sys\nsys.argv = ['relulint', *{arguments!r}]\nfrom relulint.launch import main\nmain()\n"
     loaded = modules_after(tmp_path, code)
-    assert "relulint.cli" in loaded  # the command really ran
+    assert "relulint.launch" in loaded and (arguments == ["--version"] or "relulint.cli" in loaded)  # it ran
     assert not [m for m in loaded if m.startswith(HEAVY)], sorted(m for m in loaded if m.startswith(HEAVY))
+
+
+def test_version_answers_as_click_does(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "relulint", "--version"], capture_output=True, text=True)
+    from relulint import __version__
+
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"relulint, version {__version__}\n", "")
 
 
 def test_linting_a_model_does_import_onnx(tmp_path):
