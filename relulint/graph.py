@@ -55,7 +55,13 @@ FOLDABLE_OPS = {
     "Flatten",
 }
 MAX_FOLD_DEPTH = 64  # a longer constant chain is treated as unknown (hostile models)
-MAX_FOLD_ELEMENTS = 1 << 24  # ConstantOfShape larger than this is not materialized
+MAX_FOLD_ELEMENTS = 1 << 24  # a folded tensor larger than this is not materialized (treated as unknown)
+# Folded results are kept only up to this size; a larger one is computed again when asked for. Every fold
+# that allocates spends its bytes from a per-model budget, after which folds give "unknown": one
+# ConstantOfShape fanned into 60 Casts cached 7.8 GB, and a diamond of uncached folds could recompute
+# without end; now at most the budget is ever computed.
+CACHE_FOLD_BYTES = 4 * 1024**2
+FOLD_BUDGET_BYTES = 1024**3
 CYCLE_SUFFIX = "@cycle"  # the renamed input of a node whose input closed a cycle
 MAX_CYCLE_NOTES = 5
 
@@ -96,6 +102,7 @@ class Graph:
     # (subgraph owner, subgraph output ids): data leaving a subgraph flows into its owner node
     subgraph_outputs: list[tuple[str, list[str]]] = field(default_factory=list)
     _cache: dict[str, np.ndarray | None] = field(default_factory=dict, repr=False)
+    _fold_budget: int = field(default=FOLD_BUDGET_BYTES, repr=False)  # bytes folds may still allocate
     _constant_memo: dict[str, bool] = field(default_factory=dict, repr=False)
     _nx: nx.DiGraph | None = field(default=None, repr=False)
 
@@ -148,10 +155,14 @@ class Graph:
             return self._cache[tensor]
         value = self._evaluate(tensor, 0)
         # Initializer values are views of the model's bytes or memory maps: cheap to read again,
-        # so only folded results (which cost a computation) are kept.
+        # so only folded results (which cost a computation) are kept, and only small ones.
         if tensor not in self.initializers:
-            self._cache[tensor] = value
+            self._remember(tensor, value)
         return value
+
+    def _remember(self, tensor: str, value: np.ndarray | None) -> None:
+        if value is None or value.nbytes <= CACHE_FOLD_BYTES:
+            self._cache[tensor] = value
 
     def constant_shape(self, tensor: str) -> tuple[int, ...] | None:
         if tensor in self.initializers:
@@ -179,12 +190,19 @@ class Graph:
             if not name:
                 args.append(None)
                 continue
-            if name not in self._cache and name not in self.initializers:
-                self._cache[name] = self._evaluate(name, depth + 1)  # each folded tensor is computed once
-            value = self._cache[name] if name in self._cache else self._evaluate(name, depth + 1)
+            if name in self._cache:
+                value = self._cache[name]
+            else:
+                value = self._evaluate(name, depth + 1)
+                if name not in self.initializers:
+                    self._remember(name, value)  # small folds are computed once
             if value is None:
                 return None
             args.append(value)
+        allocates = _fold_allocation(node, args)
+        if allocates is None or allocates > min(self._fold_budget, MAX_FOLD_ELEMENTS * 8):
+            return None  # too large for one tensor, or the model's folds have spent their budget
+        self._fold_budget -= allocates
         try:
             return _fold(node, args)
         except Exception:  # a malformed constant chain is simply not constant
@@ -520,6 +538,32 @@ def _axes(node: Node, args: list[np.ndarray | None]) -> list[int] | None:
         return [int(a) for a in np.asarray(args[1]).reshape(-1)]
     axes = node.attr("axes")
     return list(axes) if axes is not None else None
+
+
+def _fold_allocation(node: Node, args: list[np.ndarray | None]) -> int | None:
+    """Bytes that folding ``node`` allocates (0 for a view), known before computing it; None when the
+    result would hold more than MAX_FOLD_ELEMENTS elements or its size cannot be told."""
+    op = node.op
+    try:
+        if op == "ConstantOfShape":
+            shape = [int(d) for d in np.asarray(args[0]).reshape(-1)]
+            if any(d < 0 for d in shape):
+                return None
+            count, itemsize = math.prod(shape), 8  # the fill value's type is at most 8 bytes wide
+        elif op == "Cast":
+            count, itemsize = int(np.asarray(args[0]).size), 8
+        elif op == "DequantizeLinear":
+            shapes = [np.shape(a) for a in args if a is not None]
+            if len(shapes) > 1 and len(shapes[1]) == 1 and shapes[1][0] > 1:  # per-axis: scale runs along an axis
+                count = int(np.asarray(args[0]).size)
+            else:
+                count = math.prod(np.broadcast_shapes(*shapes))
+            itemsize = 4 * 3  # float32: the values, the shifted values, the result
+        else:
+            return 0  # Identity, Transpose, Reshape, Squeeze, Unsqueeze, Flatten: views of their input
+    except (ValueError, TypeError, IndexError, OverflowError):
+        return None
+    return None if count > MAX_FOLD_ELEMENTS else count * itemsize
 
 
 def _fold(node: Node, args: list[np.ndarray | None]) -> np.ndarray | None:

@@ -8,10 +8,13 @@ went off would fail the run instead of swapping the machine.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
+import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from test_hostile import expect_analysed, expect_error, expect_note, lint, save
 
 from relulint.modelkit import ModelBuilder, mlp
@@ -173,3 +176,108 @@ def test_the_static_watchdog_stops_a_slow_analysis(tmp_path):
     path = save(shared_name_model(5_000), tmp_path / "slow.onnx")
     outcome = lint(str(path), "--timeout", "0.05")
     expect_error(outcome, path, r"took more than 0.05 s of processor time \(--timeout\); it was stopped$")
+
+
+# ---- folded constants: a size per tensor, a budget per model, small results only cached ----------
+def fanned_casts(side: int, casts: int) -> onnx.ModelProto:
+    """One ConstantOfShape [side, side] cast into ``casts`` Gemm weights, each layer followed by a Relu."""
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [side, side])
+    fill = helper.make_tensor("fill", TensorProto.FLOAT, [1], [0.01])
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["filled"], value=fill, name="filled")]
+    previous = "x"
+    for index in range(casts):
+        nodes += [
+            helper.make_node("Cast", ["filled"], [f"w{index}"], to=TensorProto.DOUBLE, name=f"cast{index}"),
+            helper.make_node("Cast", [f"w{index}"], [f"w{index}f"], to=TensorProto.FLOAT, name=f"back{index}"),
+            helper.make_node("Gemm", [previous, f"w{index}f"], [f"h{index}"], name=f"fc{index}"),
+            helper.make_node("Relu", [f"h{index}"], [f"a{index}"], name=f"act{index}"),
+        ]
+        previous = f"a{index}"
+    value = helper.make_tensor_value_info
+    return relu_graph(
+        nodes, [value("x", TensorProto.FLOAT, [1, side])], [value(previous, TensorProto.FLOAT, [1, side])], [], [shape]
+    )
+
+
+def loaded_graph(model: onnx.ModelProto):
+    from relulint.graph import build_graph
+    from relulint.loader import LoadedModel
+
+    return build_graph(LoadedModel(path="m", model=model, digest="", file_size=0))
+
+
+def test_large_folds_are_not_cached_and_spend_a_budget():
+    from relulint import graph as graph_module
+
+    graph = loaded_graph(fanned_casts(1024, 12))  # each double cast: 8 MB, above the 4 MB cache limit
+    graph._fold_budget = 40 * 1024**2  # room for a few casts of 8 MB (and their float copies of 4 MB)
+    values = [graph.constant(f"w{i}") for i in range(12)]
+    assert values[0] is not None and values[0].dtype == np.float64 and values[0].shape == (1024, 1024)
+    assert values[-1] is None  # the budget is spent: unknown, not another 8 MB
+    cached = [v for v in graph._cache.values() if v is not None]
+    assert all(v.nbytes <= graph_module.CACHE_FOLD_BYTES for v in cached)
+    assert graph._fold_budget >= 0
+
+
+def test_a_fold_larger_than_one_tensor_may_be_is_unknown():
+    from relulint.graph import _fold_allocation
+
+    scale = numpy_helper.from_array(np.full((1, 65536), 0.5, np.float32), "scale")
+    values = numpy_helper.from_array(np.ones((65536, 1), np.int8), "q")
+    value = helper.make_tensor_value_info
+    model = relu_graph(
+        [
+            helper.make_node("DequantizeLinear", ["q", "scale"], ["w"], name="dq"),
+            helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+            helper.make_node("Relu", ["h"], ["y"], name="act"),
+        ],
+        [value("x", TensorProto.FLOAT, [1, 65536])],
+        [value("y", TensorProto.FLOAT, [1, 65536])],
+        [],
+        [scale, values],
+    )
+    graph = loaded_graph(model)
+    assert _fold_allocation(graph.nodes["dq"], [graph.constant(t) for t in ("q", "scale")]) is None
+    assert graph.constant("w") is None  # 2**32 elements once broadcast: never allocated
+
+
+def test_dequantize_broadcast_bomb(tmp_path):
+    """int8 [65536, 1] times a scale [1, 65536]: a 320 KB file that broadcast into 16 GB of weights."""
+    scale = numpy_helper.from_array(np.full((1, 65536), 0.5, np.float32), "scale")
+    values = numpy_helper.from_array(np.ones((65536, 1), np.int8), "q")
+    value = helper.make_tensor_value_info
+    model = relu_graph(
+        [
+            helper.make_node("DequantizeLinear", ["q", "scale"], ["w"], name="dq"),
+            helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+            helper.make_node("Relu", ["h"], ["y"], name="act"),
+        ],
+        [value("x", TensorProto.FLOAT, [1, 65536])],
+        [value("y", TensorProto.FLOAT, [1, 65536])],
+        [],
+        [scale, values],
+    )
+    path = save(model, tmp_path / "dq.onnx")
+    expect_analysed(lint(str(path), report=tmp_path / "r.json", memory_limit=MEMORY_CAP))
+
+
+def peak_rss_of_lint(*args: str) -> tuple[int, int]:
+    """(exit status, peak resident set in bytes) of one ``python -m relulint`` run, measured by a fresh
+    parent process whose only child it is (so no earlier test's process counts)."""
+    script = (
+        "import resource, subprocess, sys\n"
+        "done = subprocess.run([sys.executable, '-m', 'relulint', *sys.argv[1:]], capture_output=True)\n"
+        "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RELULINT_DEBUG"}
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, timeout=600)
+    status, peak = done.stdout.split()
+    return int(status), int(peak)
+
+
+def test_constant_of_shape_fanned_into_casts(tmp_path):
+    """64 MB of zeros cast 12 times to double and back (192 MB each): 2.3 GB if every fold were kept."""
+    path = save(fanned_casts(4096, 12), tmp_path / "casts.onnx")
+    status, peak = peak_rss_of_lint(str(path), "--select", "RL1", "--no-probe")
+    assert status in (0, 1)
+    assert peak < GB, f"peak resident set {peak / 2**20:.0f} MB"
