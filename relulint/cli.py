@@ -16,6 +16,7 @@ import click
 
 from relulint import INFORMATION_URI, __version__
 from relulint.config import Config, config_from_table, find_config_file, load_config_file, unknown_rule
+from relulint.discovery import Search, expand_paths
 from relulint.engine import analyse, debug, selected_rules
 from relulint.errors import UsageError
 from relulint.findings import Finding, ModelResult, Note, Severity
@@ -35,31 +36,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def expand_paths(paths: tuple[str, ...]) -> tuple[list[str], list[ModelResult]]:
-    """Files as given, folders searched recursively for *.onnx (sorted); unusable paths become errors."""
-    models: list[str] = []
-    errors: list[ModelResult] = []
-    for given in paths:
-        path = Path(given)
-        if path.is_dir():
-            found = sorted(str(p) for p in path.rglob("*.onnx") if p.is_file())
-            if not found:
-                errors.append(ModelResult(path=given, error="folder holds no .onnx files"))
-            models.extend(found)
-        elif path.suffix.lower() == ".pt2":
-            errors.append(ModelResult(path=given, error=PT2_REFUSED))
-        else:
-            models.append(given)
-    return models, errors
-
-
-# torch.export.load unpickles parts of a .pt2 (and retries with weights_only=False), which can run code.
-PT2_REFUSED = (
-    "a torch.export program (.pt2) is loaded with pickle, which can run code from the file, and relulint "
-    "never runs code from what it lints; export it to ONNX, or lint the module with relulint.torch.check"
-)
-
-
 def _cli_table(options: dict[str, Any]) -> dict[str, Any]:
     """Command-line options that were given, as a table shaped like the configuration file."""
     table: dict[str, Any] = {}
@@ -67,6 +43,9 @@ def _cli_table(options: dict[str, Any]) -> dict[str, Any]:
         table["select"] = _split(options["select"])
     if options["ignore"]:
         table["ignore"] = _split(options["ignore"])
+    for name in ("exclude", "extend_exclude"):
+        if options[name]:
+            table[name.replace("_", "-")] = [part for value in options[name] for part in value.split(",") if part]
     if options["input_shape"]:
         shapes = {}
         for item in options["input_shape"]:
@@ -102,6 +81,8 @@ def _cli_table(options: dict[str, Any]) -> dict[str, Any]:
         "seed": "seed",
         "sarif_root": "sarif-root",
         "compare": "compare",
+        "respect_gitignore": "respect-gitignore",
+        "output_format": "output-format",
     }
     for name, key in simple.items():
         if options[name] is not None:
@@ -236,6 +217,19 @@ SEVERITIES = click.Choice(["error", "warning", "note"], case_sensitive=False)
     multiple=True,
     help="Write a report to this file ('-' for stdout); repeat for several reports, each in the format its extension names (.txt .json .sarif .html).",
 )
+@click.option(
+    "--output-format",
+    type=click.Choice(["concise", "full"]),
+    default=None,
+    help="Text reports: one short line per finding, or each message in full. [default: concise]",
+)
+@click.option(
+    "--color",
+    type=click.Choice(["auto", "always", "never"]),
+    default="auto",
+    show_default=True,
+    help="Color in the terminal's text report; auto follows NO_COLOR, FORCE_COLOR and whether stdout is a terminal.",
+)
 @click.option("--select", multiple=True, help="Rule ids or prefixes to enable (RL2 = every bias rule). [default: RL]")
 @click.option("--ignore", multiple=True, help="Rule ids or prefixes to disable.")
 @click.option(
@@ -301,6 +295,22 @@ SEVERITIES = click.Choice(["error", "warning", "note"], case_sensitive=False)
     default=None,
     help="Folder SARIF paths are relative to. [default: the git top level, else the current folder]",
 )
+@click.option(
+    "--exclude",
+    multiple=True,
+    help="Patterns a folder search skips, replacing the defaults (.git, .venv, venv, node_modules, site-packages, build, dist, ...).",
+)
+@click.option("--extend-exclude", multiple=True, help="Patterns a folder search skips, besides the excluded ones.")
+@click.option(
+    "--respect-gitignore/--no-respect-gitignore",
+    default=None,
+    help="Skip files git ignores when searching folders (asks git when it is installed). [default: on]",
+)
+@click.option(
+    "--from-data",
+    is_flag=True,
+    help="PATHS may be external data files: each stands for the models that name it; others are skipped (the pre-commit hook).",
+)
 @click.option("--list-rules", is_flag=True, help="List every rule and exit.")
 @click.option("--explain", metavar="RULE", help="Print a rule's documentation and exit.")
 @click.option("-q", "--quiet", is_flag=True, help="Only findings: no notes, no summary when clean.")
@@ -347,7 +357,12 @@ def _main(options: dict[str, Any]) -> int:
         raise UsageError("no model given; usage: relulint [OPTIONS] PATH...")
     config = build_config(options)
     plan = plan_outputs(options["formats"], options["outputs"])
-    models, path_errors = expand_paths(options["paths"])
+    search = Search(
+        excludes=config.exclude + config.extend_exclude,
+        respect_gitignore=config.respect_gitignore,
+        from_data=options["from_data"],
+    )
+    models, path_errors = expand_paths(options["paths"], search)
     inputs = run_inputs(models, config)
     destinations = {dest: check_destination(dest, inputs) for _, dest in plan if dest is not None}
     if not any(dest is None for _, dest in plan) and not options["quiet"]:
@@ -372,6 +387,7 @@ def _main(options: dict[str, Any]) -> int:
         verbose=1 if options["verbose"] else (-1 if options["quiet"] else 0),
         root=root,
     )
+    color = use_color(options["color"])
     report_problems(run.results, config)
     if "github" in formats:  # inside GitHub Actions: the table of all findings on the run's page
         problem = append_step_summary(step_summary(run, root or Path.cwd()))
@@ -379,11 +395,11 @@ def _main(options: dict[str, Any]) -> int:
             click.echo(f"relulint: warning: {problem}", err=True)
     for fmt, destination in plan:
         try:
-            text = render(fmt, replace(run, color=destination is None and fmt == "text" and _color()))
+            text = render(fmt, replace(run, color=destination is None and fmt == "text" and color))
         except FormatUnavailable as exc:
             raise UsageError(str(exc)) from None
         if destination is None:
-            click.echo(text, nl=False)
+            click.echo(text, nl=False, color=color)  # click would strip the colors off a pipe
         else:
             try:
                 write_atomically(destinations[destination], text)
@@ -409,5 +425,13 @@ def _probe_will_run(config: Config, models: list[str]) -> bool:
     return any("probe" in rule.meta.needs for rule in selected_rules(config))
 
 
-def _color() -> bool:
-    return sys.stdout.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+def use_color(choice: str) -> bool:
+    """``--color``; with ``auto``, NO_COLOR and FORCE_COLOR (https://no-color.org, https://force-color.org)
+    decide before the terminal does."""
+    if choice != "auto":
+        return choice == "always"
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"

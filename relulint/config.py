@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from relulint.discovery import DEFAULT_EXCLUDES
 from relulint.errors import UsageError
 from relulint.findings import Severity
 from relulint.loader import DEFAULT_MAX_MODEL_SIZE
@@ -53,7 +54,12 @@ class Config:
     input_ranges: dict[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
     # checkpoint comparison: the older checkpoint of the same architecture
     compare: str | None = None
+    # which files a folder search finds (relulint.discovery)
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDES
+    extend_exclude: tuple[str, ...] = ()
+    respect_gitignore: bool = True
     # reports
+    output_format: str = "concise"  # text: concise (one short line per finding) or full
     sarif_root: str | None = None
     source: str | None = None  # the configuration file used, for messages
 
@@ -262,6 +268,20 @@ def _input_dist(value: Any, key: str) -> str:
     return text
 
 
+def _patterns(value: Any, key: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [part for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError(f"'{key}' must be a list of file or folder patterns such as \"data/*\", got {value!r}")
+    return tuple(v.strip() for v in value)
+
+
+def _output_format(value: Any, key: str) -> str:
+    if value not in ("concise", "full"):
+        raise ValueError(f"'{key}' must be concise or full, got {value!r}")
+    return str(value)
+
+
 def _status(value: Any, key: str) -> int:
     if isinstance(value, bool) or value not in (0, 1, 2):
         raise ValueError(f"'{key}' must be an exit status 0, 1 or 2, got {value!r}")
@@ -287,6 +307,10 @@ FILE_KEYS = {
     "probe-failure-status": ("probe_failure_status", _status),
     "seed": ("seed", _whole(0, 2**32 - 1)),
     "sarif-root": ("sarif_root", _string),
+    "exclude": ("exclude", _patterns),
+    "extend-exclude": ("extend_exclude", _patterns),
+    "respect-gitignore": ("respect_gitignore", _boolean),
+    "output-format": ("output_format", _output_format),
     "input-range": ("input_ranges", _input_ranges),
     "compare": ("compare", _string),
 }

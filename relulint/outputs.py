@@ -70,7 +70,7 @@ def check_destination(destination: str, inputs: RunInputs) -> Path:
         model_stat = _stat(model)
         if model_stat is not None and _same(model_stat, existing):
             raise UsageError(f"{destination}: refusing to overwrite an input model with a report")
-        if model_stat is not None and _may_be_external_data(Path(model), path, existing):
+        if model_stat is not None and may_name_as_external_data(Path(model), path, existing):
             raise UsageError(
                 f"{destination}: refusing to overwrite a file that model '{model}' may read as external data"
             )
@@ -81,7 +81,7 @@ def check_destination(destination: str, inputs: RunInputs) -> Path:
     return path
 
 
-def _may_be_external_data(model: Path, destination: Path, existing: os.stat_result) -> bool:
+def may_name_as_external_data(model: Path, destination: Path, existing: os.stat_result) -> bool:
     """Whether ``model`` may name ``destination`` as external data.
 
     The loader only reads external data from below the model's folder, so a file elsewhere is safe.

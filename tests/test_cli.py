@@ -185,3 +185,71 @@ def test_list_rules_and_version():
     assert result.returncode == 0 and result.stdout.startswith("relulint, version ")
     result = run("--list-rules")
     assert result.returncode == 0
+
+
+# ---- ruff-like conventions (issue 15, item 6) ------------------------------------------------
+def invoke(*args: str, env: dict | None = None) -> tuple[int, str, str]:
+    from click.testing import CliRunner
+
+    from relulint.cli import main
+
+    result = CliRunner().invoke(main, list(args), env=env)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def found(*args: str) -> list[str]:
+    status, stdout, stderr = invoke(*args, "--no-probe", "--format", "json")
+    assert status in (0, 1), stderr
+    return [Path(m["path"]).as_posix() for m in json.loads(stdout)["models"]]
+
+
+def test_folder_search_skips_environments_excludes_and_what_git_ignores(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for folder in ("models", ".venv/lib/site-packages/pkg", "node_modules/x", "models/scratch", "models/data"):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        healthy(tmp_path / folder, "m.onnx")
+    assert found(".") == ["models/data/m.onnx", "models/m.onnx", "models/scratch/m.onnx"]
+    assert found(".", "--extend-exclude", "scratch,models/data") == ["models/m.onnx"]
+    assert "node_modules/x/m.onnx" in found(".", "--exclude", ".venv")  # replaces the defaults
+    assert found(".venv/lib/site-packages/pkg/m.onnx") == [".venv/lib/site-packages/pkg/m.onnx"]  # named: linted
+    (tmp_path / "relulint.toml").write_text('extend-exclude = ["scratch"]\n')
+    assert found(".") == ["models/data/m.onnx", "models/m.onnx"]
+    (tmp_path / "relulint.toml").unlink()
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    subprocess.run(["git", "init", "-q"], check=True)
+    (tmp_path / ".gitignore").write_text("scratch/\n")
+    assert found(".") == ["models/data/m.onnx", "models/m.onnx"]
+    assert found(".", "--no-respect-gitignore") == ["models/data/m.onnx", "models/m.onnx", "models/scratch/m.onnx"]
+
+
+def test_a_data_file_stands_for_the_model_that_names_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "net" / "weights").mkdir(parents=True)
+    b = ModelBuilder(seed=3)
+    model = b.build([b.gemm(b.relu(b.gemm(b.input("x", [1, 4]), 4, 8, name="fc1"), "act1"), 8, 2, name="fc2")])
+    onnx.save(model, "net/model.onnx", save_as_external_data=True, location="weights/w.bin", size_threshold=0)
+    healthy(tmp_path / "net", "other.onnx")
+    assert found("net/weights/w.bin") == ["net/model.onnx"]
+    assert found("net/weights/w.bin", "net/model.onnx", "--from-data") == ["net/model.onnx"]  # once
+    (tmp_path / "stray.bin").write_bytes(b"\0" * 8)
+    assert found("stray.bin", "--from-data") == []
+
+
+def test_color_follows_the_option_and_the_environment():
+    args = (str(EXAMPLES / "dying_mlp.onnx"), "--no-probe")
+    assert "\x1b[" not in invoke(*args)[1]  # not a terminal
+    assert "\x1b[1m" in invoke(*args, "--color", "always")[1]
+    assert "\x1b[" not in invoke(*args, "--color", "never", env={"FORCE_COLOR": "1"})[1]
+    assert "\x1b[1m" in invoke(*args, env={"FORCE_COLOR": "1"})[1]
+    assert "\x1b[" not in invoke(*args, env={"FORCE_COLOR": "1", "NO_COLOR": "1"})[1]
+
+
+def test_concise_lines_are_short_and_full_keeps_the_whole_message():
+    dying = str(EXAMPLES / "dying_mlp.onnx")
+    _, concise, _ = invoke(dying, "--select", "RL2,RL5")
+    _, full, _ = invoke(dying, "--select", "RL2,RL5", "--output-format", "full")
+    assert len(concise.splitlines()) == len(full.splitlines())
+    assert max(len(line) for line in concise.splitlines()) < 250 < max(len(line) for line in full.splitlines())
+    assert concise.count("synthetic inputs, which can make healthy units look dead") <= 1
+    assert "fc2_relu [RL201] error: 128 of 128 units (100%)" in concise

@@ -1,4 +1,9 @@
-"""``--format text``: one line per finding, ``path: node [RLxxx] severity: message``, as ruff does."""
+"""``--format text``: one line per finding, ``path: node [RLxxx] severity: message``, as ruff does.
+
+``--output-format concise`` (the default) keeps a finding's line short: its message up to the first
+``; `` (what was found; the rest is detail, such as the worst units or the synthetic-input caveat that
+RL504 states once per model), clipped at ``CONCISE_CHARS``. ``full`` prints each message whole.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,19 @@ from relulint.report.escape import clean, shown_path
 
 __all__ = ["clean", "model_lines", "render", "summary"]
 
+CONCISE_CHARS = 160
 COLORS = {Severity.ERROR: "31", Severity.WARNING: "33", Severity.NOTE: "36"}
 
 
 def _paint(text: str, code: str, color: bool) -> str:
     return f"\x1b[{code}m{text}\x1b[0m" if color else text
+
+
+def headline(message: str) -> str:
+    first = message.split("; ", 1)[0]
+    if len(first) <= CONCISE_CHARS:
+        return first
+    return first[: CONCISE_CHARS - 1].rsplit(" ", 1)[0] + "…"
 
 
 def model_lines(result: ModelResult, run: Run) -> list[str]:
@@ -25,7 +38,8 @@ def model_lines(result: ModelResult, run: Run) -> list[str]:
         where = f" {clean(finding.node)}" if finding.node else ""
         rule = _paint(f"[{finding.rule}]", COLORS[finding.severity] + ";1", color)
         severity = _paint(str(finding.severity), COLORS[finding.severity], color)
-        lines.append(f"{path}:{where} {rule} {severity}: {clean(finding.message)}")
+        message = finding.message if run.config.output_format == "full" else headline(finding.message)
+        lines.append(f"{path}:{where} {rule} {severity}: {clean(message)}")
         if run.verbose > 0 and finding.fix:
             lines.append(f"  help: {clean(finding.fix)}")
     for note in result.notes:
