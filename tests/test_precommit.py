@@ -65,6 +65,7 @@ def save_with_external_data(folder: Path, bias: float) -> None:
     from relulint.modelkit import ModelBuilder, mlp
 
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.onnx.data").unlink(missing_ok=True)  # onnx appends to an existing data file
     b = ModelBuilder(seed=1)
     onnx.save(
         b.build([mlp(b, b.input("x", [1, 8]), [8, 16, 16, 2], bias_value=bias)]),
@@ -104,7 +105,7 @@ def test_hook_fails_on_a_dying_model_and_passes_on_a_healthy_one(repository, hoo
 def test_a_weights_only_change_runs_the_hook_on_the_model(repository):
     """Only model.onnx.data changed (retrained weights that now kill every unit): the hook still runs."""
     repo, _ = repository
-    save_with_external_data(repo / "models" / "external", bias=0.0)
+    save_with_external_data(repo / "models" / "external", bias=0.1)
     clean = try_repo(repository, "relulint-static", "external/model.onnx.data")
     assert clean.returncode == 0, clean.stdout + clean.stderr
     before = (repo / "models" / "external" / "model.onnx").read_bytes()
