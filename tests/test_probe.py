@@ -131,7 +131,8 @@ def negative_bias_mlp(dead_units: int, units: int = 64):
 def test_strongly_negative_biases_give_rl501_with_the_count(tmp_path):
     result = probe(save(tmp_path, negative_bias_mlp(30)))
     (finding,) = rule_findings(result, "RL501")
-    assert finding.node == "relu1" and finding.severity == Severity.ERROR
+    # synthetic inputs only: a suspicion, one level below RL501's error
+    assert finding.node == "relu1" and finding.severity == Severity.WARNING
     assert (finding.units.count, finding.units.total) == (30, 64)
     assert set(finding.units.worst) <= set(range(30))
     assert "synthetic" in finding.message and "--data" in finding.message
@@ -139,10 +140,15 @@ def test_strongly_negative_biases_give_rl501_with_the_count(tmp_path):
 
 
 def test_rl502_between_thresholds_and_rl503_sums_up(tmp_path):
-    result = probe(save(tmp_path, negative_bias_mlp(10)))
+    path = save(tmp_path, negative_bias_mlp(10))
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32))
+    result = probe(path, data=str(tmp_path / "x.npy"), samples=300)
     assert not rule_findings(result, "RL501")
     (warning,) = rule_findings(result, "RL502")
     assert warning.units.count == 10 and warning.severity == Severity.WARNING
+    # on synthetic inputs alone the same layer is a note: a suspicion
+    (suspicion,) = rule_findings(probe(path), "RL502")
+    assert suspicion.severity == Severity.NOTE and "suspicion" in suspicion.message
     (summary,) = rule_findings(result, "RL503")
     assert summary.units.count == 10 and summary.severity == Severity.NOTE
 

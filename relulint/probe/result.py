@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,34 @@ import numpy as np
 from relulint.probe.protocol import InputTotals, TapTotals
 
 RARE = 0.01  # "rarely active": positive on fewer than 1% of the values
+CONFIDENCE = 0.95  # of the upper bound on a never-positive unit's firing rate
+SYNTHETIC = "synthetic"
+DATA = "data"
+PROVEN = "proven"
+
+
+def firing_rate_bound(samples: int, confidence: float = CONFIDENCE) -> float:
+    """One-sided upper bound on the rate at which a unit fires, when it never fired on ``samples`` samples.
+
+    Exact binomial (Clopper-Pearson) for zero positives in N independent samples: the rate p with
+    (1 - p)^N = 1 - confidence. Samples, not positions, are counted: the positions of one sample are
+    correlated, so they are not independent trials.
+    """
+    if samples <= 0:
+        return 1.0
+    return 1.0 - (1.0 - confidence) ** (1.0 / samples)
+
+
+def samples_for_bound(rate: float, confidence: float = CONFIDENCE) -> int:
+    """The fewest samples with which never-positive means "fires on under ``rate``" at that confidence."""
+    if not 0.0 < rate < 1.0:
+        return 1
+    return math.ceil(math.log(1.0 - confidence) / math.log1p(-rate))
+
+
+def rate_text(rate: float) -> str:
+    """A firing rate bound as people read it: 0.17%, 4.6%, 1%."""
+    return f"{100 * rate:.2g}%"
 
 
 @dataclass
@@ -24,9 +53,13 @@ class LayerMeasure:
     maximum: np.ndarray
     mean: np.ndarray
     std: np.ndarray
+    # The activation outputs a constant 0, with no gradient, on its whole negative side (ReLU, ReLU6,
+    # ThresholdedRelu). For the variants (LeakyRelu, Elu, HardSwish, ...) a unit that is never positive
+    # still passes a gradient: it is dead only where its output is exactly 0 on every value.
+    zero_below: bool = True
 
     @classmethod
-    def from_totals(cls, name: str, totals: TapTotals) -> LayerMeasure:
+    def from_totals(cls, name: str, totals: TapTotals, zero_below: bool = True) -> LayerMeasure:
         count = max(totals.positions, 1)
         mean = totals.total / count
         variance = np.maximum(totals.total_sq / count - mean**2, 0.0)
@@ -39,6 +72,7 @@ class LayerMeasure:
             maximum=totals.maximum,
             mean=mean,
             std=np.sqrt(variance),
+            zero_below=zero_below,
         )
 
     @property
@@ -50,9 +84,25 @@ class LayerMeasure:
         return self.positive / max(self.positions, 1)
 
     @property
-    def dead_mask(self) -> np.ndarray:
+    def never_positive_mask(self) -> np.ndarray:
         """Never > 0 on any sample at any position (NaN outputs count as not positive)."""
         return ~(self.positive > 0)
+
+    @property
+    def dead_mask(self) -> np.ndarray:
+        """Never positive and so passing no gradient: for a variant, an output of exactly 0 everywhere."""
+        if self.zero_below:
+            return self.never_positive_mask
+        return self.never_positive_mask & (self.maximum == 0) & (self.mean == 0)
+
+    @property
+    def never_positive(self) -> int:
+        return int(self.never_positive_mask.sum()) if self.ran else 0
+
+    @property
+    def firing_rate_bound(self) -> float:
+        """95% upper bound on the firing rate of each unit that never fired here."""
+        return firing_rate_bound(self.samples)
 
     @property
     def rarely_active_mask(self) -> np.ndarray:
@@ -72,11 +122,14 @@ class LayerMeasure:
         indices = np.flatnonzero(self.dead_mask)
         return [int(i) for i in indices[np.argsort(self.maximum[indices], kind="stable")]]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, evidence: str) -> dict[str, Any]:
         return {
             "units": self.units,
             "samples": self.samples,
+            "evidence": evidence,
+            "firing_rate_bound": self.firing_rate_bound,
             "dead": self.dead,
+            "never_positive": self.never_positive,
             "rarely_active": self.rarely_active,
             "positive_rate": self.positive_rate,
             "max": self.maximum,
@@ -119,13 +172,14 @@ class ProbeResult:
 
     @property
     def synthetic(self) -> bool:
-        return self.inputs == "synthetic"
+        return self.inputs == SYNTHETIC
 
-    def describe_inputs(self) -> str:
-        """How the samples were made, for finding messages."""
+    def describe_inputs(self, samples: int | None = None) -> str:
+        """How the samples were made, for finding messages (``samples``: those that reached a layer)."""
+        count = self.samples if samples is None else samples
         if self.synthetic:
-            return f"{self.samples} synthetic samples ({self.distribution})"
-        return f"{self.samples} samples of real data"
+            return f"{count:,} synthetic samples ({self.distribution})"
+        return f"{count:,} samples of real data"
 
     def caveat(self) -> str:
         """What every finding made on synthetic inputs adds to its message."""
@@ -139,7 +193,8 @@ class ProbeResult:
             data["distribution"] = self.distribution
         if self.data:
             data["data"] = self.data
-        data["layers"] = {name: measure.to_json() for name, measure in self.layers.items()}
+        data["confidence"] = CONFIDENCE
+        data["layers"] = {name: measure.to_json(self.inputs) for name, measure in self.layers.items()}
         if self.skipped:
             data["skipped"] = dict(self.skipped)
         # seconds and peak_rss stay out: reports must be the same on every run of the same model

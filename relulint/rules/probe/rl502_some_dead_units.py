@@ -7,7 +7,7 @@ from typing import Any
 
 from relulint.context import Context
 from relulint.findings import Finding, Severity
-from relulint.probe.wording import dead_units_finding, measured_layers, probe_result
+from relulint.probe.wording import MAX_FIRING_RATE, dead_evidence, dead_units_finding, measured_layers, probe_result
 from relulint.rules import Option, RuleMeta, matches
 
 META = RuleMeta(
@@ -22,7 +22,9 @@ units out of their working range, and the share tends to grow with further train
 
 This is the milder companion of RL501: it reports layers whose dead fraction is above `warning_fraction`
 (default 10%) but not above RL501's `error_fraction` (when RL501 is selected, so that a layer is not reported
-twice). How the probe counts, and why synthetic inputs can exaggerate, is explained under RL501.
+twice). How the probe counts, why synthetic inputs can exaggerate, and how the evidence sets the severity
+(a warning when confirmed, else a note saying it is a suspicion) is explained under RL501; ReLU variants are
+judged as there.
 """,
     fix="""
 Watch the layer while training (the dead fraction should not grow), lower the learning rate, check the biases
@@ -37,6 +39,7 @@ layer.bias.data[:20] = -10.0   # 20 of 128 units (16%) never activate
     options=(
         Option("warning_fraction", float, 0.1, "Report a layer when more than this fraction of its units are dead."),
         Option("worst", int, 5, "How many dead units to list."),
+        MAX_FIRING_RATE,
     ),
     needs=("probe",),
     tags=("probe", "dead"),
@@ -54,4 +57,5 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
     for layer, measure in measured_layers(ctx, result):
         fraction = measure.dead / measure.units
         if threshold < fraction and not (rl501_selected and fraction > ceiling):
-            yield dead_units_finding(META.id, META.severity, layer, measure, result, options, threshold)
+            evidence = dead_evidence(ctx, layer, measure, result, options["max_firing_rate"])
+            yield dead_units_finding(META.id, META.severity, layer, measure, result, options, threshold, evidence)
