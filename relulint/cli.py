@@ -252,7 +252,12 @@ SEVERITIES = click.Choice(["error", "warning", "note"], case_sensitive=False)
 @click.option("--jobs", "-j", type=int, default=None, help="Models analysed in parallel processes. [default: 1]")
 @click.option("--max-model-size", default=None, help="Largest model file to read, e.g. 512MB. [default: 2GB]")
 @click.option("--batch", type=int, default=None, help="Probe batch size. [default: 8]")
-@click.option("--samples", type=int, default=None, help="Probe samples in all. [default: 32]")
+@click.option(
+    "--samples",
+    default=None,
+    help="Probe samples in all, or auto: draw until the dead units stop changing and their firing-rate bound "
+    "is under 1%, within --probe-timeout. [default: every sample of --data, else auto]",
+)
 @click.option("--input-shape", multiple=True, help="Shape of a model input for the probe: NAME=1x3x224x224.")
 @click.option(
     "--input-dist",

@@ -41,7 +41,7 @@ class Config:
     severities: dict[str, Severity] = field(default_factory=dict)  # rule id -> overriding severity
     # probe
     batch: int = 8
-    samples: int = 32
+    samples: int | str | None = None  # N, "auto", or None: every sample of --data, else "auto"
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     input_dist: str = "normal"
     data: str | None = None
@@ -222,6 +222,18 @@ def _seconds(value: Any, key: str) -> float:
 MAX_SECONDS = 7 * 24 * 3600
 
 
+def _samples(value: Any, key: str) -> int | str:
+    """A whole number of samples, or "auto" (the command line gives both as text)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return "auto"
+        if not text.isdigit():
+            raise ValueError(f"'{key}' must be a whole number of samples or auto, got {value!r}")
+        value = int(text)
+    return _whole(1, 100_000_000)(value, key)
+
+
 def _boolean(value: Any, key: str) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"'{key}' must be true or false")
@@ -297,7 +309,7 @@ FILE_KEYS = {
     "jobs": ("jobs", _whole(1, 256)),
     "max-model-size": ("max_model_size", parse_size),
     "batch": ("batch", _whole(1, 65_536)),
-    "samples": ("samples", _whole(1, 100_000_000)),
+    "samples": ("samples", _samples),
     "input-shape": ("input_shapes", _input_shapes),
     "input-dist": ("input_dist", _input_dist),
     "data": ("data", _string),

@@ -9,7 +9,7 @@ The static rules and the probe both work on this view; ``weight_matrix`` and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypedDict
 
 import numpy as np
@@ -121,13 +121,88 @@ def _scalar(graph: Graph, tensor: str) -> float | None:
 
 
 def find_layers(graph: Graph) -> list[Layer]:
+    # Activations exported as several ops (hard-swish as x * Clip(x + 3, 0, 6) / 6) are one variant
+    # layer, named after their last op; their inner Clip is not a ReLU6 of its own.
+    decomposed = {}
+    inner: set[str] = set()
+    for node in graph:
+        if node.op in ("Mul", "Div"):
+            found = decomposed_activation(graph, node)
+            if found is not None:
+                decomposed[node.id] = found[:2]
+                inner.update(found[2])
     layers = []
     for node in graph:
-        kind = activation_family(graph, node)
+        if node.id in decomposed and node.outputs and node.outputs[0]:
+            op, x = decomposed[node.id]
+            layers.append(replace(_layer_for(graph, node, VARIANT, x), activation_op=op))
+            continue
+        kind = activation_family(graph, node) if node.id not in inner else None
         if kind is None or not node.outputs or not node.outputs[0]:
             continue
         layers.append(_layer_for(graph, node, *kind))
     return layers
+
+
+def decomposed_activation(graph: Graph, node: Node) -> tuple[str, str, list[str]] | None:
+    """(variant, its input x, ids of its inner nodes) when ``node`` is the last op of x * gate(x):
+    hard-swish x * Clip(x + 3, 0, 6) / 6 (the division also as a Mul by 1/6, before or after the product,
+    or the gate as HardSigmoid(x) with alpha 1/6, beta 0.5), and SiLU x * Sigmoid(x)."""
+
+    def scaled(tensor: str) -> tuple[Node | None, float]:
+        """The producer of ``tensor`` through one Mul/Div by a constant scalar, and that factor."""
+        producer = graph.producer(tensor)
+        if producer is not None and producer.op in ("Mul", "Div") and len(producer.inputs) == 2:
+            factor = _scalar(graph, producer.inputs[1]) if graph.is_constant(producer.inputs[1]) else None
+            if factor:
+                return graph.producer(producer.inputs[0]), (1.0 / factor if producer.op == "Div" else factor)
+        return producer, 1.0
+
+    def close(a: float, b: float) -> bool:
+        return abs(a - b) <= 1e-3 * abs(b)
+
+    if node.domain not in ("", "ai.onnx") or len(node.inputs) != 2:
+        return None
+    if node.op == "Div" or (graph.is_constant(node.inputs[1]) and not graph.is_constant(node.inputs[0])):
+        factor = _scalar(graph, node.inputs[1]) if graph.is_constant(node.inputs[1]) else None
+        product = graph.producer(node.inputs[0])
+        if not factor or product is None or product.op != "Mul" or len(product.inputs) != 2:
+            return None
+        outer = 1.0 / factor if node.op == "Div" else factor
+    else:
+        product, outer = node, 1.0
+    inner = [] if product is node else [product.id]
+    for x, gate in ((product.inputs[0], product.inputs[1]), (product.inputs[1], product.inputs[0])):
+        if graph.is_constant(x):
+            continue
+        op, scale = scaled(gate)
+        if op is None or not op.inputs:
+            continue
+        gate_node = graph.producer(gate)
+        ids = [*inner, op.id] + ([gate_node.id] if gate_node is not None and gate_node is not op else [])
+        total = outer * scale
+        if op.op == "Sigmoid" and op.inputs[0] == x and close(total, 1.0):
+            return "SiLU (decomposed)", x, ids
+        if op.op == "HardSigmoid" and op.inputs[0] == x and close(total, 1.0):
+            if close(float(op.attr("alpha", 0.2)), 1 / 6) and close(float(op.attr("beta", 0.5)), 0.5):
+                return "HardSwish (decomposed)", x, ids
+        if op.op == "Clip" and close(total, 1 / 6) and _clip_limits(graph, op) == (0.0, 6.0):
+            shifted = graph.producer(op.inputs[0])
+            if shifted is not None and shifted.op == "Add" and len(shifted.inputs) == 2:
+                a, b = shifted.inputs
+                three = b if a == x else a if b == x else None
+                if three is not None and graph.is_constant(three) and _scalar(graph, three) == 3.0:
+                    return "HardSwish (decomposed)", x, [*ids, shifted.id]
+    return None
+
+
+def _clip_limits(graph: Graph, clip: Node) -> tuple[float | None, float | None]:
+    """A Clip's min and max, from its attributes (opset < 11) or constant inputs."""
+    if len(clip.inputs) < 2 and clip.attr("min") is not None:
+        return float(clip.attr("min")), float(clip.attr("max", np.inf))
+    low = _scalar(graph, clip.inputs[1]) if len(clip.inputs) > 1 and clip.inputs[1] else None
+    high = _scalar(graph, clip.inputs[2]) if len(clip.inputs) > 2 and clip.inputs[2] else None
+    return low, high
 
 
 @dataclass

@@ -156,3 +156,61 @@ def test_hardswish_units_stuck_at_zero_are_dead_and_no_switch_is_suggested(tmp_p
     assert finding.units.count == 10 and "flat part of HardSwish" in finding.message
     assert "LeakyReLU" not in finding.fix
     assert result.extra["probe"]["layers"]["act1"]["never_positive"] == 12
+
+
+def decomposed_model(form):
+    """A Gemm followed by hard-swish or SiLU written out in elementary ops, as exporters do."""
+    b = ModelBuilder(seed=2)
+    x = b.input("x", ["N", 4])
+    bias = np.zeros(8, np.float32)
+    bias[:5] = -100.0  # hard-swish outputs 0 below -3: these 5 units are dead
+    z = b.gemm(x, 4, 8, bias=bias, name="fc1")
+    if form == "clip-div":  # PaddleOCR: x * Clip(x + 3, 0, 6) / 6
+        gate = b.node(
+            "Clip", [b.node("Add", [z, b.const(np.float32(3))]), b.const(np.float32(0)), b.const(np.float32(6))]
+        )
+        y = b.node("Div", [b.node("Mul", [z, gate]), b.const(np.float32(6))], name="hswish")
+    elif form == "clip-mul-sixth":  # x * (Clip(x + 3, 0, 6) * (1/6))
+        gate = b.node(
+            "Clip", [b.node("Add", [b.const(np.float32(3)), z]), b.const(np.float32(0)), b.const(np.float32(6))]
+        )
+        y = b.node("Mul", [z, b.node("Mul", [gate, b.const(np.float32(1 / 6))])], name="hswish")
+    elif form == "hardsigmoid":
+        y = b.node("Mul", [b.node("HardSigmoid", [z], alpha=1 / 6, beta=0.5), z], name="hswish")
+    else:  # SiLU
+        y = b.node("Mul", [z, b.node("Sigmoid", [z])], name="hswish")
+    return b.build([b.gemm(y, 8, 2, name="head")])
+
+
+@pytest.mark.parametrize("form", ["clip-div", "clip-mul-sixth", "hardsigmoid", "silu"])
+def test_decomposed_activations_are_one_variant_layer(tmp_path, form):
+    from relulint.graph import build_graph
+    from relulint.loader import load_model
+    from relulint.units import find_layers
+
+    path = tmp_path / "m.onnx"
+    onnx.save(decomposed_model(form), path)
+    (layer,) = find_layers(build_graph(load_model(str(path))))
+    expected = "SiLU (decomposed)" if form == "silu" else "HardSwish (decomposed)"
+    assert (layer.name, layer.activation_op, layer.family) == ("hswish", expected, "variant")
+    assert layer.linear == "fc1" and layer.units == 8
+    result = run(path, samples=64)
+    layer_probe = result.extra["probe"]["layers"]["hswish"]
+    # at x = -100 hard-swish is exactly 0, and SiLU's x * sigmoid(x) underflows to 0 in float32: dead
+    assert layer_probe["never_positive"] == 5 and layer_probe["dead"] == 5
+
+
+def test_a_plain_relu6_stays_a_relu6(tmp_path):
+    from relulint.graph import build_graph
+    from relulint.loader import load_model
+    from relulint.units import find_layers
+
+    b = ModelBuilder(seed=2)
+    x = b.input("x", ["N", 4])
+    z = b.gemm(x, 4, 8, name="fc1")
+    y = b.node("Clip", [z, b.const(np.float32(0)), b.const(np.float32(6))], name="relu6")
+    y = b.node("Div", [b.node("Mul", [z, y]), b.const(np.float32(6))], name="not_hswish")  # no + 3: not hard-swish
+    path = tmp_path / "m.onnx"
+    onnx.save(b.build([y]), path)
+    (layer,) = find_layers(build_graph(load_model(str(path))))
+    assert (layer.name, layer.activation_op, layer.family) == ("relu6", "Clip", "plain")

@@ -6,6 +6,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from relulint.config import Config
 from relulint.context import Context
 from relulint.findings import Note
 from relulint.loader import expected_nbytes
@@ -48,6 +49,7 @@ class PendingProbe:
             return _skip(ctx, outcome.problem, unfinished="out of memory" in outcome.problem)
         if not outcome.samples:
             return _skip(ctx, "the data held no samples")
+        _stopping_note(ctx, outcome, sampling(ctx.config)[1])
         result = _result(ctx, self.instrumentation, outcome)
         ctx.analyses["probe"] = result
         _set_metrics(ctx, result)
@@ -119,6 +121,7 @@ def _prepare_and_send(ctx: Context, child: Child) -> PendingProbe | None:
     if not instrumentation.taps:
         return _skip(ctx, "no layer could be instrumented")
     fed = _with_data_axes(ctx, specs.specs) if config.data else specs.specs
+    cap, auto = sampling(config)
     # Cleanup errors are ignored: where open files cannot be removed, the child may still hold it.
     folder = tempfile.TemporaryDirectory(prefix="relulint-probe-", ignore_cleanup_errors=True)
     try:
@@ -135,14 +138,55 @@ def _prepare_and_send(ctx: Context, child: Child) -> PendingProbe | None:
             specs=fed,
             taps=instrumentation.taps,
             batch=batch,
-            samples=config.samples,
+            samples=cap,
             distribution=config.input_dist,
             data=config.data,
             seed=config.seed,
             memory_limit=config.probe_memory,
+            auto=auto,
+            stop_after=stop_after(config.probe_timeout),
         )
     )
     return PendingProbe(ctx, child, instrumentation, folder)
+
+
+def sampling(config: Config) -> tuple[int, bool]:
+    """(cap, auto): --samples N caps; auto (the default without --data) stops once the dead units settle;
+    with --data the default is every sample it holds (cap 0), within the time limit."""
+    if isinstance(config.samples, int):
+        return config.samples, False
+    return 0, config.samples == "auto" or config.data is None
+
+
+# The child stops drawing batches this long before --probe-timeout, to send what it measured in time.
+TIMEOUT_SHARE = 0.8
+
+
+def stop_after(timeout: float) -> float:
+    return max(timeout * TIMEOUT_SHARE - 1.0, timeout / 2)
+
+
+STOP_REASONS = {
+    "settled": "the dead units had not changed for {stable} batches and their firing-rate bound was under {rate}",
+    "time": "its time budget ended (--probe-timeout)",
+    "auto-limit": "it reached {limit:,} samples",
+}
+
+
+def _stopping_note(ctx: Context, outcome: Outcome, auto: bool) -> None:
+    """Where sampling stopped, when that was not simply the cap or the end of the data."""
+    if outcome.stopped not in STOP_REASONS:
+        return
+    from relulint.probe.inputs import AUTO_MAX_SAMPLES, AUTO_STABLE_BATCHES, AUTO_TARGET_RATE
+
+    why = STOP_REASONS[outcome.stopped].format(
+        stable=AUTO_STABLE_BATCHES, rate=f"{AUTO_TARGET_RATE:.0%}", limit=AUTO_MAX_SAMPLES
+    )
+    what = "--samples auto" if auto else "the probe"
+    used = f"{outcome.samples:,} samples"
+    if ctx.config.data and outcome.available:
+        used = f"{outcome.samples:,} of the {outcome.available:,} samples of --data (in file order)"
+    ctx.notes.append(Note("info", f"{what} stopped after {used}: {why}"))
 
 
 def _result(ctx: Context, instrumentation: Instrumentation, outcome: Outcome) -> ProbeResult:
@@ -155,6 +199,8 @@ def _result(ctx: Context, instrumentation: Instrumentation, outcome: Outcome) ->
         distribution=parse_distribution(config.input_dist).describe() if synthetic else None,
         data=config.data,
         skipped=dict(instrumentation.skipped),
+        stopped=outcome.stopped,
+        available=outcome.available,
         seconds=outcome.session_seconds + outcome.run_seconds,
         peak_rss=outcome.peak_rss,
     )

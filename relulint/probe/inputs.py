@@ -7,6 +7,7 @@ turns specs into batches with ``synthetic_batches`` or ``data_batches``.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -98,14 +99,60 @@ def batch_rows(specs: list[InputSpec], batch: int) -> int:
 def synthetic_batches(
     specs: list[InputSpec], batch: int, samples: int, dist: Distribution, seed: int
 ) -> Iterator[dict[str, np.ndarray]]:
+    """``samples`` samples in batches; ``samples`` 0: without end (the caller stops, see ``SamplingStop``)."""
     rng = np.random.default_rng(seed)
     rows = batch_rows(specs, batch)
     batched = any(spec.batched for spec in specs)
     done = 0
-    while done < samples:
-        size = min(rows, samples - done) if batched else rows
+    while not samples or done < samples:
+        size = min(rows, samples - done) if batched and samples else rows
         yield synthetic_batch(specs, size, dist, rng)
         done += size
+
+
+# --samples auto: the dead set must be unchanged over this many batches, and the firing-rate bound of
+# a never-positive unit at most AUTO_TARGET_RATE (299 samples at 1%, the rules' default max_firing_rate).
+AUTO_STABLE_BATCHES = 4
+AUTO_TARGET_RATE = 0.01
+AUTO_CONFIDENCE = 0.95
+AUTO_RUN_SECONDS = 15.0  # auto never runs batches for longer than this (a sample cap by time)
+AUTO_MAX_SAMPLES = 65536  # nor beyond this many samples: on a tiny model the time limit is far away
+
+
+def auto_min_samples() -> int:
+    """The fewest samples --samples auto draws: those that bring the bound down to its target."""
+    return math.ceil(math.log(1.0 - AUTO_CONFIDENCE) / math.log1p(-AUTO_TARGET_RATE))
+
+
+class SamplingStop:
+    """Decides after each batch whether to draw another: the time budget, and --samples auto's rule."""
+
+    def __init__(self, auto: bool, deadline: float | None, started: float) -> None:
+        self.auto = auto
+        self.deadline = deadline  # time.monotonic() after which no batch starts
+        if auto:
+            run_deadline = started + AUTO_RUN_SECONDS
+            self.deadline = run_deadline if deadline is None else min(deadline, run_deadline)
+        self.last_dead: int | None = None
+        self.unchanged = 0
+        self.longest_batch = 0.0
+        self.batch_started = started
+
+    def after_batch(self, samples: int, dead: int, now: float) -> str:
+        """Empty to go on, else why to stop: "settled", "time" or "auto-limit"."""
+        self.longest_batch = max(self.longest_batch, now - self.batch_started)
+        self.batch_started = now
+        self.unchanged = self.unchanged + 1 if dead == self.last_dead else 0
+        self.last_dead = dead
+        if self.auto:
+            bound = 1.0 - (1.0 - AUTO_CONFIDENCE) ** (1.0 / max(samples, 1))
+            if self.unchanged >= AUTO_STABLE_BATCHES and bound <= AUTO_TARGET_RATE:
+                return "settled"
+            if samples >= AUTO_MAX_SAMPLES:
+                return "auto-limit"
+        if self.deadline is not None and now + self.longest_batch > self.deadline:
+            return "time"  # the next batch would likely end after the deadline
+        return ""
 
 
 def data_files(path: str) -> list[Path]:
@@ -175,26 +222,62 @@ def _dims(spec: InputSpec) -> str:
     return "x".join(["N", *map(str, spec.shape[1:])]) if spec.batched else "x".join(map(str, spec.shape))
 
 
-def data_batches(specs: list[InputSpec], path: str, batch: int, samples: int) -> Iterator[dict[str, np.ndarray]]:
-    """Batches of real data, streamed file by file; at most ``samples`` samples in all."""
+def data_sample_counts(specs: list[InputSpec], path: str) -> list[int] | None:
+    """Samples in each data file, from the array headers only; None when a file does not say."""
+    counts = []
+    for file in data_files(path):
+        shape = _file_shapes(file, [specs[0].name]).get(specs[0].name) if specs else None
+        if not shape:
+            return None
+        counts.append(int(shape[0]))
+    return counts
+
+
+def chosen_samples(counts: list[int] | None, samples: int, seed: int) -> list[np.ndarray | None]:
+    """Per file, the sample indices to use: ``samples`` of them spread at random over every file
+    (not the first ones: one recording, one class), in file order; None: every sample of the file."""
+    if not samples or counts is None or samples >= sum(counts):
+        return [None] * (len(counts) if counts is not None else 0)
+    picked = np.sort(np.random.default_rng(seed).choice(sum(counts), size=samples, replace=False))
+    starts = np.cumsum([0, *counts])
+    return [picked[(picked >= lo) & (picked < hi)] - lo for lo, hi in zip(starts[:-1], starts[1:])]
+
+
+def data_batches(
+    specs: list[InputSpec], path: str, batch: int, samples: int, seed: int = 0
+) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of real data, streamed file by file: every sample (``samples`` 0), or ``samples`` of them
+    spread over the whole source when the headers say how many each file holds."""
     rows = batch_rows(specs, batch)
     pending: list[dict[str, np.ndarray]] = []
     pending_rows = 0
     done = 0
-    for file in data_files(path):
+    files = data_files(path)
+    chosen = chosen_samples(data_sample_counts(specs, path) if samples else None, samples, seed)
+    limit = samples or None
+    for index, file in enumerate(files):
         arrays = _arrays(file, specs)
         count = _check_file(file, arrays, specs)
+        picks = chosen[index] if index < len(chosen) else None
+        if picks is not None:
+            picks = picks[picks < count]
+        available = count if picks is None else picks.size
         start = 0
-        while start < count and done + pending_rows < samples:
-            take = min(count - start, rows - pending_rows, samples - done - pending_rows)
-            pending.append({n: a[start : start + take] for n, a in arrays.items()})
+        while start < available and (limit is None or done + pending_rows < limit):
+            take = min(available - start, rows - pending_rows)
+            if limit is not None:
+                take = min(take, limit - done - pending_rows)
+            if picks is None:
+                pending.append({n: a[start : start + take] for n, a in arrays.items()})
+            else:
+                pending.append({n: a[picks[start : start + take]] for n, a in arrays.items()})
             pending_rows += take
             start += take
             if pending_rows == rows:
                 yield _feed(pending, specs)
                 done += pending_rows
                 pending, pending_rows = [], 0
-        if done >= samples:
+        if limit is not None and done >= limit:
             return
     if pending_rows:
         if not any(spec.batched for spec in specs):
@@ -213,14 +296,17 @@ def _feed(parts: list[dict[str, np.ndarray]], specs: list[InputSpec]) -> dict[st
 
 def sample_shapes(path: str, names: list[str]) -> dict[str, tuple[int, ...]]:
     """Each input's array shape in the first data file, read from the array headers only."""
-    file = data_files(path)[0]
-    if file.suffix.lower() == ".npy":
-        with open(file, "rb") as stream:
-            return {names[0]: _header_shape(stream)} if len(names) == 1 else {}
+    return _file_shapes(data_files(path)[0], names)
+
+
+def _file_shapes(file: Path, names: list[str]) -> dict[str, tuple[int, ...]]:
     import zipfile
 
     shapes = {}
     try:
+        if file.suffix.lower() == ".npy":
+            with open(file, "rb") as stream:
+                return {names[0]: _header_shape(stream)} if len(names) == 1 else {}
         with zipfile.ZipFile(file) as archive:
             members = {Path(m).stem: m for m in archive.namelist() if m.endswith(".npy")}
             if len(names) == 1 and names[0] not in members and len(members) == 1:

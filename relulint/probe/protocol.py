@@ -69,13 +69,15 @@ class Job:
     specs: list[InputSpec]
     taps: list[LayerTap]
     batch: int
-    samples: int
+    samples: int  # at most this many; 0: no cap (every sample of the data, or until ``auto`` stops)
     distribution: str  # --input-dist
     data: str | None
     seed: int
     memory_limit: int  # bytes of address space
     threads: int = 0  # onnxruntime intra-op threads; 0: its default
     arena: bool = True  # onnxruntime's memory arena
+    auto: bool = False  # --samples auto: stop once the dead units settle (see inputs.SamplingStop)
+    stop_after: float = 0.0  # seconds from the job's arrival after which no new batch starts; 0: no limit
 
 
 @dataclass
@@ -163,6 +165,8 @@ class Outcome:
     samples: int = 0
     batch: int = 0  # rows per run actually used
     problem: str | None = None  # why the probe stopped, None when it ran to the end
+    stopped: str = ""  # why sampling ended: "cap", "data" (all used), "settled", "time", "auto-limit"
+    available: int = 0  # samples the --data source holds (0: synthetic, or not known)
     session_seconds: float = 0.0
     run_seconds: float = 0.0
     peak_rss: int = 0  # bytes, the child's own high-water mark

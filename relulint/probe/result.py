@@ -167,6 +167,8 @@ class ProbeResult:
     data: str | None = None  # the --data path
     data_inputs: dict[str, InputMeasure] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # layer -> why it was not probed
+    stopped: str = ""  # why sampling ended: "cap", "data", "settled" (--samples auto), "time", "auto-limit"
+    available: int = 0  # samples the --data source holds (0: synthetic inputs, or not known)
     seconds: float = 0.0  # the child's session creation and runs
     peak_rss: int = 0  # bytes, the probe process's high-water mark (for benchmarks; not in the JSON)
 
@@ -193,6 +195,10 @@ class ProbeResult:
             data["distribution"] = self.distribution
         if self.data:
             data["data"] = self.data
+            if self.available:
+                data["available"] = self.available
+        if self.stopped:
+            data["stopped"] = self.stopped
         data["confidence"] = CONFIDENCE
         data["layers"] = {name: measure.to_json(self.inputs) for name, measure in self.layers.items()}
         if self.skipped:

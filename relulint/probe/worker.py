@@ -23,7 +23,16 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from relulint.probe.inputs import DataError, batch_rows, data_batches, parse_distribution, synthetic_batches
+from relulint.probe.inputs import (
+    DataError,
+    SamplingStop,
+    auto_min_samples,
+    batch_rows,
+    data_batches,
+    data_sample_counts,
+    parse_distribution,
+    synthetic_batches,
+)
 from relulint.probe.protocol import OUT_OF_MEMORY, InputTotals, Job, LayerTap, Outcome, TapTotals, out_of_memory
 
 try:
@@ -120,11 +129,16 @@ class Prefetched:
 
 
 def run(job: Job, out: BinaryIO) -> Outcome:
+    arrived = time.monotonic()
     outcome = Outcome()
     rows = batch_rows(job.specs, job.batch)
     if job.data:
-        batches = data_batches(job.specs, job.data, job.batch, job.samples)
+        batches = data_batches(job.specs, job.data, job.batch, job.samples, job.seed)
         outcome.inputs = {s.name: InputTotals(s.channel_axis) for s in job.specs if s.channel_axis is not None}
+        try:
+            outcome.available = sum(data_sample_counts(job.specs, job.data) or [])
+        except DataError:
+            pass  # the batches say what is wrong with the data
     else:
         batches = synthetic_batches(job.specs, job.batch, job.samples, parse_distribution(job.distribution), job.seed)
     prefetched = Prefetched(batches)  # the first batch is made while the session is created
@@ -149,9 +163,11 @@ def run(job: Job, out: BinaryIO) -> Outcome:
     shared = {tap.outputs: tap for tap in job.taps}
     sums = {key: TapTotals(tap.width or tap.units) for key, tap in shared.items()}
     outcome.batch = rows
-    total_batches = -(-job.samples // rows)
+    total_batches = -(-_expected_samples(job, outcome.available) // rows)
     run_started = time.perf_counter()
     done = 0
+    deadline = arrived + job.stop_after if job.stop_after > 0 else None
+    stop = SamplingStop(job.auto, deadline, time.monotonic())
     send(out, ("progress", 0, total_batches))  # the session exists: the bar shows batches from here
     try:
         for feed in prefetched:
@@ -165,6 +181,12 @@ def run(job: Job, out: BinaryIO) -> Outcome:
             outcome.samples += size
             done += 1
             send(out, ("progress", done, max(total_batches, done)))
+            dead = sum(int(np.count_nonzero(totals.positive == 0)) for totals in sums.values())
+            outcome.stopped = stop.after_batch(outcome.samples, dead, time.monotonic())
+            if outcome.stopped:
+                break
+        else:
+            outcome.stopped = "cap" if job.samples and outcome.samples >= job.samples else "data"
     except DataError as exc:
         outcome.problem = str(exc)
     except Exception as exc:  # noqa: BLE001  (any failure of a run ends the probe with a reason)
@@ -172,6 +194,15 @@ def run(job: Job, out: BinaryIO) -> Outcome:
     outcome.run_seconds = time.perf_counter() - run_started
     outcome.totals = {tap.layer: _layer_totals(sums[tap.outputs], tap) for tap in job.taps}
     return outcome
+
+
+def _expected_samples(job: Job, available: int) -> int:
+    """For the progress bar: the cap, the data's size, or what --samples auto needs at least."""
+    if job.samples:
+        return job.samples if not available else min(job.samples, available)
+    if available:
+        return available
+    return auto_min_samples()  # --samples auto on synthetic inputs; the bar grows past it if needed
 
 
 def _layer_totals(sums: TapTotals, tap: LayerTap) -> TapTotals:

@@ -23,9 +23,10 @@ that is dead on real data can fire on noise. The counts on synthetic inputs are 
 verdict: every probe finding made on them says so.
 """,
     fix="""
-Pass a few batches of real inputs: `relulint model.onnx --data samples.npz` with one array per model input,
+Pass real inputs, a few hundred samples or more (299 bound a dead unit's firing rate under 1%):
+`relulint model.onnx --data samples.npz` with one array per model input,
 named after the input and with the samples on axis 0 (a `.npy` file works for a model with one input, and a
-folder of such files is read in name order). `--samples` caps how many are used (default 32). Preprocess the
+folder of such files is read in name order). Every sample is used unless `--samples N` caps them. Preprocess the
 samples exactly as the model sees them in production.
 """,
     example="""

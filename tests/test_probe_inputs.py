@@ -1,0 +1,101 @@
+"""What the probe feeds the model: every sample of --data, samples spread over the whole source, --samples auto."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from relulint.config import Config, config_from_table
+from relulint.engine import analyse
+from relulint.modelkit import ModelBuilder
+from relulint.probe.inputs import (
+    AUTO_STABLE_BATCHES,
+    SamplingStop,
+    auto_min_samples,
+    chosen_samples,
+)
+
+
+def run(path, select=("RL5",), **config):
+    result = analyse(str(path), Config(select=select, **config))
+    assert result.error is None, result.error
+    return result
+
+
+def threshold_model(thresholds):
+    """One input feature; unit i is relu(x - thresholds[i])."""
+    units = len(thresholds)
+    b = ModelBuilder(seed=0)
+    x = b.input("x", ["N", 1])
+    z = b.node(
+        "Add", [b.node("MatMul", [x, b.const(np.ones((1, units), np.float32))]), b.const(-np.float32(thresholds))]
+    )
+    h = b.node("Relu", [z], name="act")
+    return b.build([b.node("MatMul", [h, b.const(np.ones((units, 1), np.float32))], name="head")])
+
+
+@pytest.fixture
+def model(tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(threshold_model([0.5, 0.0, 100.0]), path)  # unit 2 is dead on every input below 100
+    return path
+
+
+def test_with_data_every_sample_is_used_by_default(tmp_path, model):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((1000, 1), dtype=np.float32))
+    probe = run(model, data=str(tmp_path / "x.npy")).extra["probe"]
+    assert probe["samples"] == 1000 and probe["available"] == 1000 and probe["stopped"] == "data"
+    assert probe["layers"]["act"]["dead"] == 1
+
+
+def test_a_sample_cap_draws_across_the_whole_file(tmp_path, model):
+    # Sorted data: the first half never switches unit 0 (x - 0.5) on; first-N sampling would call it dead.
+    x = np.sort(np.random.default_rng(1).random(2000, dtype=np.float32)).reshape(-1, 1)
+    np.save(tmp_path / "x.npy", x)
+    probe = run(model, data=str(tmp_path / "x.npy"), samples=64).extra["probe"]
+    assert probe["samples"] == 64 and probe["stopped"] == "cap"
+    assert probe["layers"]["act"]["dead"] == 1  # only unit 2
+    positive = np.asarray(probe["layers"]["act"]["positive_rate"])
+    assert 0.3 < positive[0] < 0.7  # about half the drawn samples lie above 0.5
+
+
+def test_chosen_samples_spread_over_every_file():
+    chosen = chosen_samples([100, 300, 600], 100, seed=0)
+    sizes = [c.size for c in chosen]
+    assert sum(sizes) == 100 and all(size > 0 for size in sizes)
+    assert all(np.all(np.diff(c) > 0) and c.max() < n for c, n in zip(chosen, [100, 300, 600]))
+    assert sizes[2] > sizes[1] > sizes[0]  # in proportion to each file's size, at random
+    assert chosen_samples([10, 20], 30, seed=0) == [None, None]  # a cap at or above the size: every sample
+    assert chosen_samples([10, 20], 0, seed=0) == [None, None]
+
+
+def test_samples_auto_stops_once_the_dead_units_settle(model):
+    probe_run = run(model, input_dist="uniform:0,1")  # synthetic inputs: --samples auto by default
+    probe = probe_run.extra["probe"]
+    assert probe["stopped"] == "settled"
+    assert auto_min_samples() == 299 and probe["samples"] >= 299
+    assert probe["samples"] < 299 + (AUTO_STABLE_BATCHES + 2) * probe["batch"]  # dead set fixed from the start
+    (note,) = [n.message for n in probe_run.notes if "--samples auto stopped" in n.message]
+    assert f"{probe['samples']:,} samples" in note and "had not changed" in note
+    assert probe["layers"]["act"]["dead"] == 1
+
+
+def test_sampling_stop_rules():
+    stop = SamplingStop(auto=True, deadline=None, started=0.0)
+    reasons = [stop.after_batch(samples, dead=5, now=0.001 * samples) for samples in range(50, 400, 50)]
+    # the bound reaches 1% at 299 samples; the dead count was stable long before
+    assert reasons[:5] == [""] * 5 and reasons[5] == "settled"
+    changing = SamplingStop(auto=True, deadline=None, started=0.0)
+    assert all(changing.after_batch(s, dead=1000 - s, now=0.0) == "" for s in range(100, 1000, 100))
+    timed = SamplingStop(auto=False, deadline=10.0, started=0.0)
+    assert timed.after_batch(8, dead=1, now=4.0) == ""  # batches take 4 s: the next ends at 8 s
+    assert timed.after_batch(16, dead=1, now=8.0) == "time"  # the next would end after the deadline
+
+
+def test_samples_option_takes_auto_or_a_count():
+    assert config_from_table({"samples": "auto"}, Config()).samples == "auto"
+    assert config_from_table({"samples": 64}, Config()).samples == 64
+    for bad in (0, -3, "many", True):
+        with pytest.raises(ValueError):
+            config_from_table({"samples": bad}, Config())
