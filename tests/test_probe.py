@@ -228,7 +228,7 @@ def if_model(condition_true: bool):
 
 
 def test_relu_inside_an_if_branch_is_probed_when_the_branch_runs(tmp_path):
-    result = probe(save(tmp_path, if_model(True)))
+    result = probe(save(tmp_path, if_model(True)), samples=32)
     layer = result.extra["probe"]["layers"]["If_0/then/t_relu"]
     assert layer["samples"] == 32 and layer["dead"] == 12
     (finding,) = rule_findings(result, "RL501")
@@ -305,7 +305,7 @@ def embedding_model(vocab=7):
 
 def test_integer_inputs_stay_below_the_vocabulary(tmp_path):
     # onnxruntime rejects an index >= vocab, so a finished probe shows every id was in range
-    result = probe(save(tmp_path, embedding_model(vocab=3)), select=("RL5",), batch=4)
+    result = probe(save(tmp_path, embedding_model(vocab=3)), select=("RL5",), batch=4, samples=32)
     layer = result.extra["probe"]["layers"]["relu"]
     assert layer["units"] == 16 and layer["samples"] == 32
     assert any("dim 1 = 32" in n.message for n in result.notes)  # T was dynamic
@@ -378,7 +378,9 @@ def test_a_model_that_normalizes_its_input_is_left_alone(tmp_path):
 
 def test_json_output_carries_the_probe(tmp_path):
     path = save(tmp_path, negative_bias_mlp(30))
-    outcome = CliRunner().invoke(main, [str(path), "--format", "json", "--select", "RL5", "--exit-zero"])
+    outcome = CliRunner().invoke(
+        main, [str(path), "--format", "json", "--select", "RL5", "--exit-zero", "--samples", "32"]
+    )
     assert outcome.exit_code == 0
     model = json.loads(outcome.output)["models"][0]
     layer = model["probe"]["layers"]["relu1"]

@@ -99,3 +99,59 @@ def test_samples_option_takes_auto_or_a_count():
     for bad in (0, -3, "many", True):
         with pytest.raises(ValueError):
             config_from_table({"samples": bad}, Config())
+
+
+def test_default_dims_onnxruntime_rejects_are_retried_with_other_sizes(tmp_path):
+    # The image is flattened to a fixed width that only a 256 x 256 side gives: 224 (the default) fails.
+    b = ModelBuilder(seed=0)
+    x = b.input("x", ["N", 1, "H", "W"])
+    flat = b.node("Reshape", [x, b.const(np.array([-1, 256 * 256], np.int64))])
+    h = b.relu(b.gemm(flat, 256 * 256, 4, name="fc1"), "relu1")
+    path = tmp_path / "m.onnx"
+    onnx.save(b.build([b.gemm(h, 4, 2, name="head")]), path)
+    result = run(path, samples=16)
+    probe = result.extra["probe"]
+    assert probe["samples"] == 16 and probe["layers"]["relu1"]["samples"] == 16
+    notes = [n.message for n in result.notes]
+    assert any("rejected the default dims ('x' dim 2 = 224, dim 3 = 224)" in n for n in notes), notes
+    assert any("dynamic dims set by default ('x' dim 2 = 256, dim 3 = 256)" in n for n in notes), notes
+    assert not any("dim 2 = 224" in n and "set by default" in n for n in notes)  # the failed try's note is gone
+    assert not any("did not run" in n for n in notes)
+
+
+def voice_like_model():
+    """Inputs as a voice-activity detector has them: samples [N, 4], a recurrent state [2, N, 3] with its
+    batch on axis 1, and a scalar sample rate given once for every sample."""
+    from onnx import TensorProto, helper
+
+    b = ModelBuilder(seed=3)
+    x = b.input("input", ["batch", 4])
+    b.inputs.append(helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, None, 3]))
+    b.inputs.append(helper.make_tensor_value_info("sr", TensorProto.INT64, []))
+    pooled = b.node("ReduceSum", ["state", b.const(np.array([0], np.int64))], keepdims=0)  # [N, 3]
+    rate = b.node("Cast", [b.node("Div", ["sr", b.const(np.array(16000, np.int64))])], to=TensorProto.FLOAT)
+    z = b.node("Add", [b.node("MatMul", [x, b.const(np.array(WEIGHTS, np.float32))]), pooled])
+    z = b.node("Add", [b.node("Mul", [z, rate]), b.const(np.array([0.0, -50.0, 0.5], np.float32))], name="fc")
+    h = b.node("Relu", [z], name="act")
+    return b.build([h, b.node("Identity", ["state"])])
+
+
+WEIGHTS = [[1.0, 0.5, -1.0], [0.2, 0.1, 0.3], [-0.5, 0.4, 0.1], [0.3, -0.2, 0.2]]
+
+
+def test_a_scalar_input_and_a_state_batched_on_axis_1_from_real_data(tmp_path):
+    model = voice_like_model()
+    path = tmp_path / "vad.onnx"
+    onnx.save(model, path)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((100, 4)).astype(np.float32)
+    state = rng.standard_normal((2, 100, 3)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", input=x, state=state, sr=np.array(16000, np.int64))
+    probe = run(path, data=str(tmp_path / "d.npz"), batch=16).extra["probe"]
+    assert probe["samples"] == 100 and probe["inputs"] == "data"
+    z = x @ np.array(WEIGHTS, np.float32) + state.sum(axis=0) + np.array([0.0, -50.0, 0.5], np.float32)
+    layer = probe["layers"]["act"]
+    assert layer["dead"] == int(np.sum(~(z > 0).any(axis=0))) == 1
+    assert np.allclose(layer["positive_rate"], (z > 0).mean(axis=0))
+    # synthetic inputs fill the same layout: the state's batch follows --batch on axis 1
+    assert run(path, samples=16, batch=8).extra["probe"]["samples"] == 16

@@ -55,7 +55,12 @@ def test_data_batches_stream_across_files(tmp_path):
     batches = list(data_batches(spec, str(tmp_path), 3, 9))
     assert [b["x"].shape[0] for b in batches] == [3, 3, 3]
     assert batches[1]["x"].dtype == np.float32
-    assert np.array_equal(np.concatenate([b["x"] for b in batches]).ravel(), np.arange(18))
+    rows = np.concatenate([b["x"] for b in batches])
+    # 9 of the 10 samples, drawn across both files, in file order, each whole
+    assert np.all(rows[:, 1] == rows[:, 0] + 1) and np.all(np.diff(rows[:, 0]) > 0)
+    assert len(set(rows[:, 0] // 10)) == 2
+    every = np.concatenate([b["x"] for b in data_batches(spec, str(tmp_path), 3, 0)])
+    assert np.array_equal(every.ravel(), np.arange(20))
     fixed = [InputSpec("x", "float32", (4, 2), batched=False)]
     assert [b["x"].shape[0] for b in data_batches(fixed, str(tmp_path), 3, 100)] == [4, 4]  # a partial batch is dropped
 

@@ -16,7 +16,7 @@ from relulint.probe.protocol import Job, Outcome
 from relulint.probe.result import InputMeasure, LayerMeasure, ProbeResult
 from relulint.probe.runner import Child, Progress, take_child
 from relulint.probe.shapes import TensorInfo, infer_shapes
-from relulint.probe.specs import first_linear, input_specs
+from relulint.probe.specs import ATTEMPTS, first_linear, input_specs
 from relulint.units import PLAIN, Layer
 
 # Address space of the child before any tensor: interpreter, numpy, onnxruntime, thread stacks.
@@ -29,12 +29,22 @@ class PendingProbe:
     """A probe whose job was sent: the child creates its session and runs while the parent works."""
 
     def __init__(
-        self, ctx: Context, child: Child, instrumentation: Instrumentation, folder: tempfile.TemporaryDirectory
+        self,
+        ctx: Context,
+        child: Child,
+        instrumentation: Instrumentation,
+        folder: tempfile.TemporaryDirectory,
+        defaulted: list[str],
+        attempt: int,
+        notes: list[Note],
     ) -> None:
         self.ctx = ctx
         self.child = child
         self.instrumentation = instrumentation
         self.folder = folder  # holds the instrumented model until the child has read it
+        self.defaulted = defaulted  # dynamic dims the probe chose itself ("'x' dim 2 = 224")
+        self.attempt = attempt  # which default sizes (specs.IMAGE_SIDES, OTHER_DIMS) were tried
+        self.notes = notes  # the notes its preparation added, replaced when it is retried
 
     def finish(self) -> None:
         """Wait for the child and store the result in ``ctx.analyses["probe"]``, or a note saying why not."""
@@ -46,6 +56,8 @@ class PendingProbe:
         if isinstance(outcome, str):  # stopped: a timeout, the memory cap, a crash
             return _skip(ctx, outcome, unfinished=True)
         if outcome.problem:
+            if self.defaulted and outcome.problem.startswith(SHAPE_FAILURES) and self.attempt + 1 < ATTEMPTS:
+                return self._retry(outcome.problem)
             return _skip(ctx, outcome.problem, unfinished="out of memory" in outcome.problem)
         if not outcome.samples:
             return _skip(ctx, "the data held no samples")
@@ -53,6 +65,26 @@ class PendingProbe:
         result = _result(ctx, self.instrumentation, outcome)
         ctx.analyses["probe"] = result
         _set_metrics(ctx, result)
+
+    def _retry(self, problem: str) -> None:
+        """onnxruntime rejected the dims the probe chose: try the next plausible sizes, saying so."""
+        ctx = self.ctx
+        ctx.notes[:] = [note for note in ctx.notes if not any(note is mine for mine in self.notes)]
+        rejected = "; ".join(self.defaulted)
+        child = take_child()
+        try:
+            pending = _prepare_and_send(ctx, child, self.attempt + 1)
+        except BaseException:
+            child.stop()
+            raise
+        if pending is None:
+            child.stop()
+            return None
+        why = problem.partition(": ")[2].partition(" Status Message:")[0].removeprefix("1 : FAIL : ")[:160]
+        retry_note = Note("info", f"probe inputs: onnxruntime rejected the default dims ({rejected}): {why}")
+        ctx.notes.append(retry_note)
+        pending.notes.append(retry_note)
+        return pending.finish()
 
     def cancel(self) -> None:
         self.child.stop()
@@ -84,8 +116,13 @@ def _skip(ctx: Context, why: str, unfinished: bool = False) -> None:
     ctx.notes.append(Note("skipped", f"the probe did not run: {why}; static findings only", unfinished=unfinished))
 
 
-def _prepare_and_send(ctx: Context, child: Child) -> PendingProbe | None:
+# Failures that different input dims may cure (shape mismatches surface at load or at the first run).
+SHAPE_FAILURES = ("onnxruntime cannot load", "onnxruntime failed while running")
+
+
+def _prepare_and_send(ctx: Context, child: Child, attempt: int = 0) -> PendingProbe | None:
     config = ctx.config
+    first_note = len(ctx.notes)
     data_shapes = None
     if config.data:
         try:
@@ -94,7 +131,7 @@ def _prepare_and_send(ctx: Context, child: Child) -> PendingProbe | None:
             return _skip(ctx, str(exc))
         names = [i.name for i in ctx.loaded.model.graph.input if i.name not in ctx.graph.initializers]
         data_shapes = sample_shapes(config.data, names)
-    specs = input_specs(ctx.graph, config, config.batch, data_shapes)
+    specs = input_specs(ctx.graph, config, config.batch, data_shapes, attempt)
     if specs.problem:
         return _skip(ctx, specs.problem)
     if specs.defaulted:
@@ -115,7 +152,7 @@ def _prepare_and_send(ctx: Context, child: Child) -> PendingProbe | None:
                 f"probe batch lowered from {config.batch} to {batch} to fit --probe-memory {_size(config.probe_memory)}",
             )
         )
-        specs = input_specs(ctx.graph, config, batch, data_shapes)
+        specs = input_specs(ctx.graph, config, batch, data_shapes, attempt)
     instrumentation = plan(ctx.graph, ctx.layers, shapes)
     _note_skipped_layers(ctx, instrumentation)
     if not instrumentation.taps:
@@ -147,7 +184,7 @@ def _prepare_and_send(ctx: Context, child: Child) -> PendingProbe | None:
             stop_after=stop_after(config.probe_timeout),
         )
     )
-    return PendingProbe(ctx, child, instrumentation, folder)
+    return PendingProbe(ctx, child, instrumentation, folder, specs.defaulted, attempt, ctx.notes[first_note:])
 
 
 def sampling(config: Config) -> tuple[int, bool]:

@@ -29,9 +29,10 @@ class InputSpec:
     name: str
     dtype: str  # numpy dtype name, e.g. "float32", "int64", "bool"
     shape: tuple[int, ...]  # one batch, every dim concrete
-    batched: bool  # dim 0 follows the probe's batch size (it is dynamic in the model)
+    batched: bool  # dim ``batch_axis`` follows the probe's batch size (it is dynamic in the model)
     int_high: int = 2  # integers are drawn from [0, int_high): a Gather's table size when it feeds one
     channel_axis: int | None = None  # axis whose per-channel statistics RL505 reads, None: not collected
+    batch_axis: int = 0  # where the samples are: 1 for a recurrent state [layers, batch, hidden]
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def synthetic_batch(
     """One batch of ``rows`` samples (inputs whose dim 0 is fixed keep their own size)."""
     feed = {}
     for spec in specs:
-        shape = (rows, *spec.shape[1:]) if spec.batched else spec.shape
+        shape = with_rows(spec, rows)
         dtype = np.dtype(spec.dtype)
         if dtype == np.bool_:
             feed[spec.name] = rng.random(shape) < 0.5
@@ -72,6 +73,13 @@ def synthetic_batch(
         else:
             feed[spec.name] = _floats(shape, dtype, dist, rng)
     return feed
+
+
+def with_rows(spec: InputSpec, rows: int) -> tuple[int, ...]:
+    """The spec's shape with ``rows`` samples on its batch axis (unchanged when it is given once)."""
+    if not spec.batched:
+        return spec.shape
+    return (*spec.shape[: spec.batch_axis], rows, *spec.shape[spec.batch_axis + 1 :])
 
 
 def _floats(shape: tuple[int, ...], dtype: np.dtype, dist: Distribution, rng: np.random.Generator) -> np.ndarray:
@@ -196,40 +204,63 @@ def _arrays(file: Path, specs: list[InputSpec]) -> dict[str, np.ndarray]:
         raise DataError(f"cannot read {file.name}: {' '.join(str(exc).split())[:200]}") from None
 
 
-def _check_file(file: Path, arrays: dict[str, np.ndarray], specs: list[InputSpec]) -> int:
-    """Samples in the file; raise DataError when the arrays do not fit the inputs."""
+def given_once(spec: InputSpec, array: np.ndarray, specs: list[InputSpec]) -> bool:
+    """An array fed whole with every batch: a scalar (a sample rate), or an input that does not follow
+    the batch size stored with exactly its shape beside inputs that do."""
+    if spec.batched:
+        return False
+    return array.ndim == 0 or (tuple(array.shape) == spec.shape and any(s.batched for s in specs))
+
+
+def _sample_axis(spec: InputSpec) -> int:
+    return spec.batch_axis if spec.batched else 0  # a model with a fixed batch takes its samples in rows
+
+
+def _check_file(file: Path, arrays: dict[str, np.ndarray], specs: list[InputSpec]) -> tuple[int, set[str]]:
+    """Samples in the file and the inputs given once; raise DataError when the arrays do not fit the inputs."""
     counts = set()
+    once = set()
     for spec in specs:
         array = arrays[spec.name]
         if array.ndim != len(spec.shape):
             raise DataError(
                 f"{file.name}: array '{spec.name}' has shape {list(array.shape)}, the input needs rank {len(spec.shape)} ({_dims(spec)})"
             )
-        wanted = spec.shape[1:]
-        if spec.batched and any(w != a for w, a in zip(wanted, array.shape[1:]) if w > 0):
+        if array.dtype.kind not in "biuf":
+            raise DataError(f"{file.name}: array '{spec.name}' holds {array.dtype}, not numbers")
+        if given_once(spec, array, specs):
+            once.add(spec.name)
+            continue
+        axis = _sample_axis(spec)
+        others = [(w, a) for i, (w, a) in enumerate(zip(spec.shape, array.shape)) if i != axis]
+        if spec.batched and any(w != a for w, a in others if w > 0):
             raise DataError(
                 f"{file.name}: array '{spec.name}' has shape {list(array.shape)}, the input needs {_dims(spec)}"
             )
-        if array.dtype.kind not in "biuf":
-            raise DataError(f"{file.name}: array '{spec.name}' holds {array.dtype}, not numbers")
-        counts.add(array.shape[0])
+        counts.add(array.shape[axis])
     if len(counts) > 1:
         raise DataError(f"{file.name}: the arrays hold different numbers of samples ({sorted(counts)})")
-    return counts.pop() if counts else 0
+    return (counts.pop() if counts else 0), once
 
 
 def _dims(spec: InputSpec) -> str:
-    return "x".join(["N", *map(str, spec.shape[1:])]) if spec.batched else "x".join(map(str, spec.shape))
+    dims = [str(d) for d in spec.shape]
+    if spec.batched:
+        dims[spec.batch_axis] = "N"
+    return "x".join(dims) or "a scalar"
 
 
 def data_sample_counts(specs: list[InputSpec], path: str) -> list[int] | None:
     """Samples in each data file, from the array headers only; None when a file does not say."""
+    spec = next((spec for spec in specs if spec.batched), None)
+    if spec is None:
+        return None
     counts = []
     for file in data_files(path):
-        shape = _file_shapes(file, [specs[0].name]).get(specs[0].name) if specs else None
-        if not shape:
+        shape = _file_shapes(file, [s.name for s in specs]).get(spec.name)
+        if not shape or len(shape) <= spec.batch_axis:
             return None
-        counts.append(int(shape[0]))
+        counts.append(int(shape[spec.batch_axis]))
     return counts
 
 
@@ -255,9 +286,10 @@ def data_batches(
     files = data_files(path)
     chosen = chosen_samples(data_sample_counts(specs, path) if samples else None, samples, seed)
     limit = samples or None
+    once: set[str] = set()
     for index, file in enumerate(files):
         arrays = _arrays(file, specs)
-        count = _check_file(file, arrays, specs)
+        count, once = _check_file(file, arrays, specs)
         picks = chosen[index] if index < len(chosen) else None
         if picks is not None:
             picks = picks[picks < count]
@@ -267,14 +299,12 @@ def data_batches(
             take = min(available - start, rows - pending_rows)
             if limit is not None:
                 take = min(take, limit - done - pending_rows)
-            if picks is None:
-                pending.append({n: a[start : start + take] for n, a in arrays.items()})
-            else:
-                pending.append({n: a[picks[start : start + take]] for n, a in arrays.items()})
+            rows_taken = slice(start, start + take) if picks is None else picks[start : start + take]
+            pending.append({s.name: _take(arrays[s.name], s, rows_taken, s.name in once) for s in specs})
             pending_rows += take
             start += take
             if pending_rows == rows:
-                yield _feed(pending, specs)
+                yield _feed(pending, specs, once)
                 done += pending_rows
                 pending, pending_rows = [], 0
         if limit is not None and done >= limit:
@@ -282,14 +312,25 @@ def data_batches(
     if pending_rows:
         if not any(spec.batched for spec in specs):
             return  # a model with a fixed batch cannot take a partial one
-        yield _feed(pending, specs)
+        yield _feed(pending, specs, once)
 
 
-def _feed(parts: list[dict[str, np.ndarray]], specs: list[InputSpec]) -> dict[str, np.ndarray]:
+def _take(array: np.ndarray, spec: InputSpec, rows: slice | np.ndarray, once: bool) -> np.ndarray:
+    """The chosen samples of one input's array (all of it for an input given once)."""
+    if once:
+        return array
+    index = [slice(None)] * array.ndim
+    index[_sample_axis(spec)] = rows
+    return array[tuple(index)]
+
+
+def _feed(parts: list[dict[str, np.ndarray]], specs: list[InputSpec], once: set[str]) -> dict[str, np.ndarray]:
     feed = {}
     for spec in specs:
         chunks = [part[spec.name] for part in parts]
-        joined = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=0)
+        if spec.name in once:
+            chunks = chunks[:1]  # given once: the same array for every sample
+        joined = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=_sample_axis(spec))
         feed[spec.name] = np.ascontiguousarray(joined, dtype=np.dtype(spec.dtype))
     return feed
 

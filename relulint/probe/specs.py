@@ -19,6 +19,12 @@ from relulint.units import LINEAR_OPS, PASS_THROUGH_OPS
 
 IMAGE_SIDE = 224
 OTHER_DIM = 32
+# When onnxruntime rejects the default dims (a Concat whose widths must agree, a reflect Pad that needs a
+# longer input, a Reshape to a fixed size), the probe retries with the next sizes: image sides in
+# multiples of 32, longer sequences.
+IMAGE_SIDES = (IMAGE_SIDE, 256, 320, 640)
+OTHER_DIMS = (OTHER_DIM, 64, 128, 256)
+ATTEMPTS = len(IMAGE_SIDES)
 DEFAULT_INT_HIGH = 2  # integers that index nothing relulint can see: 0 and 1 (masks, flags, type ids)
 # Ops through which an integer tensor keeps being the same indices.
 INDEX_PASS_OPS = PASS_THROUGH_OPS | {"Expand", "Tile", "Concat", "Slice", "Gather", "Transpose"}
@@ -32,9 +38,10 @@ class Specs:
 
 
 def input_specs(
-    graph: Graph, config: Config, batch: int, data_shapes: dict[str, tuple[int, ...]] | None = None
+    graph: Graph, config: Config, batch: int, data_shapes: dict[str, tuple[int, ...]] | None = None, attempt: int = 0
 ) -> Specs:
-    """Specs for every model input; with real data, dynamic dims take the first data file's sizes."""
+    """Specs for every model input; with real data, dynamic dims take the first data file's sizes.
+    ``attempt`` picks the default size of other dynamic dims (see IMAGE_SIDES, OTHER_DIMS)."""
     result = Specs()
     main = graph.loaded.model.graph
     initializers = {t.name for t in main.initializer}
@@ -43,10 +50,12 @@ def input_specs(
         names = ", ".join(i.name for i in main.input if i.name not in initializers)
         result.problem = f"--input-shape names no model input: {', '.join(unknown_shapes)} (inputs: {names})"
         return result
-    for value in main.input:
-        if value.name in initializers:
-            continue
-        spec, problem, defaulted = _spec(graph, value, config, batch, (data_shapes or {}).get(value.name))
+    fed = [value for value in main.input if value.name not in initializers]
+    batch_names = {_dims_of(value)[0][1] for value in fed if _dims_of(value) and _dims_of(value)[0][0] is None}
+    for value in fed:
+        axis = _batch_axis(_dims_of(value), batch_names)
+        shape = (data_shapes or {}).get(value.name)
+        spec, problem, defaulted = _spec(graph, value, config, batch, shape, attempt, axis)
         if problem:
             result.problem = problem
             return result
@@ -58,8 +67,40 @@ def input_specs(
     return result
 
 
+def _dims_of(value: onnx.ValueInfoProto) -> list[tuple[int | None, str]]:
+    """(size or None when dynamic, symbolic name or "") per dim; [] when the input declares no shape."""
+    if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
+        return []
+    return [
+        (d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None, d.dim_param)
+        for d in value.type.tensor_type.shape.dim
+    ]
+
+
+def _batch_axis(dims: list[tuple[int | None, str]], batch_names: set[str]) -> int | None:
+    """Where an input's samples are: dim 0 when it is dynamic; else a dynamic dim named like another
+    input's batch dim, or dim 1 of a rank-3 input with a fixed dim 0 beside batched inputs (the
+    [layers x directions, batch, hidden] state of ONNX's LSTM/GRU/RNN); None: given once for all."""
+    if not dims:
+        return None
+    if dims[0][0] is None:
+        return 0
+    named = [i for i, (size, name) in enumerate(dims) if size is None and name and name in batch_names]
+    if named:
+        return named[0]
+    if len(dims) == 3 and dims[1][0] is None and batch_names:
+        return 1
+    return None
+
+
 def _spec(
-    graph: Graph, value: onnx.ValueInfoProto, config: Config, batch: int, data_shape: tuple[int, ...] | None
+    graph: Graph,
+    value: onnx.ValueInfoProto,
+    config: Config,
+    batch: int,
+    data_shape: tuple[int, ...] | None,
+    attempt: int = 0,
+    batch_axis: int | None = 0,
 ) -> tuple[InputSpec | None, str | None, str]:
     name = value.name
     if not value.type.HasField("tensor_type"):
@@ -78,44 +119,47 @@ def _spec(
         if declared is not None and len(given) != len(declared):
             return None, f"--input-shape {name} has rank {len(given)} but the input has rank {len(declared)}", ""
         dims = list(given)
-        batched = declared is None or not declared or declared[0] is None
-        if batched and dims:
-            dims[0] = batch
+        axis = 0 if declared is None or not declared else batch_axis
+        batched = axis is not None and bool(dims)
+        if batched:
+            dims[axis] = batch
         for index, fixed in enumerate(declared or []):
-            if fixed is not None and index > 0 and dims[index] != fixed:
+            if fixed is not None and index != axis and dims[index] != fixed:
                 return None, f"--input-shape {name}: dim {index} is {dims[index]} but the model fixes it to {fixed}", ""
-        return _finish(graph, name, dtype.name, tuple(dims), batched), None, ""
+        return _finish(graph, name, dtype.name, tuple(dims), batched, axis or 0), None, ""
     if declared is None:
         return None, f"input '{name}' declares no shape; give one with --input-shape {name}=...", ""
     dims: list[int] = []
     defaulted: list[str] = []
-    batched = bool(declared) and declared[0] is None
+    batched = batch_axis is not None
     for index, dim in enumerate(declared):
         if dim is not None:
             dims.append(dim)
-        elif index == 0:
+        elif index == batch_axis:
             dims.append(batch)
         elif data_shape is not None and len(data_shape) == len(declared):
             dims.append(data_shape[index])
         else:
-            size = _default_dim(declared, index)
+            size = _default_dim(declared, index, attempt)
             dims.append(size)
             defaulted.append(f"dim {index} = {size}")
     note = f"'{name}' {', '.join(defaulted)}" if defaulted else ""
-    return _finish(graph, name, dtype.name, tuple(dims), batched), None, note
+    return _finish(graph, name, dtype.name, tuple(dims), batched, batch_axis or 0), None, note
 
 
-def _default_dim(declared: list[int | None], index: int) -> int:
+def _default_dim(declared: list[int | None], index: int, attempt: int = 0) -> int:
     image_like = len(declared) == 4 and declared[1] is not None and declared[1] <= 4
-    return IMAGE_SIDE if image_like and index >= 2 else OTHER_DIM
+    return IMAGE_SIDES[attempt] if image_like and index >= 2 else OTHER_DIMS[attempt]
 
 
-def _finish(graph: Graph, name: str, dtype: str, shape: tuple[int, ...], batched: bool) -> InputSpec:
+def _finish(
+    graph: Graph, name: str, dtype: str, shape: tuple[int, ...], batched: bool, batch_axis: int = 0
+) -> InputSpec:
     int_high = DEFAULT_INT_HIGH
     if dtype.startswith(("int", "uint")):
         sizes = gather_table_sizes(graph, name)
         int_high = min(sizes) if sizes else DEFAULT_INT_HIGH
-    return InputSpec(name=name, dtype=dtype, shape=shape, batched=batched, int_high=int_high)
+    return InputSpec(name=name, dtype=dtype, shape=shape, batched=batched, int_high=int_high, batch_axis=batch_axis)
 
 
 def gather_table_sizes(graph: Graph, tensor: str) -> list[int]:

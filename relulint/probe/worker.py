@@ -212,8 +212,8 @@ def _layer_totals(sums: TapTotals, tap: LayerTap) -> TapTotals:
 def _rows(feed: dict[str, np.ndarray], job: Job, default: int) -> int:
     """Samples in this batch: dim 0 of an input that follows the batch size."""
     for spec in job.specs:
-        if spec.batched and feed[spec.name].ndim:
-            return int(feed[spec.name].shape[0])
+        if spec.batched and feed[spec.name].ndim > spec.batch_axis:
+            return int(feed[spec.name].shape[spec.batch_axis])
     return default
 
 
