@@ -17,7 +17,6 @@ from relulint.probe.result import InputMeasure, LayerMeasure, ProbeResult
 from relulint.probe.runner import Child, Progress, take_child
 from relulint.probe.shapes import TensorInfo, infer_shapes
 from relulint.probe.specs import ATTEMPTS, first_linear, input_specs
-from relulint.units import PLAIN, Layer
 
 # Address space of the child before any tensor: interpreter, numpy, onnxruntime, thread stacks.
 BASELINE_MEMORY = 512 * 1024**2
@@ -243,7 +242,7 @@ def _result(ctx: Context, instrumentation: Instrumentation, outcome: Outcome) ->
     )
     by_name = {layer.name: layer for layer in ctx.layers}
     for tap in instrumentation.taps:
-        zero_below = zero_output_below(by_name[tap.layer])
+        zero_below = not by_name[tap.layer].keeps_gradient_below_zero
         result.layers[tap.layer] = LayerMeasure.from_totals(tap.layer, outcome.totals[tap.layer], zero_below)
     for name, totals in outcome.inputs.items():
         measure = InputMeasure.from_totals(name, totals)
@@ -268,11 +267,6 @@ def _set_metrics(ctx: Context, result: ProbeResult) -> None:
             probe_evidence=result.inputs,
             firing_rate_bound=measure.firing_rate_bound,
         )
-
-
-def zero_output_below(layer: Layer) -> bool:
-    """The activation is a constant 0 with no gradient on its negative side, so never positive is dead."""
-    return layer.family == PLAIN or layer.activation_op == "ThresholdedRelu"
 
 
 def _note_skipped_layers(ctx: Context, instrumentation: Instrumentation) -> None:
