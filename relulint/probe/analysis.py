@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,6 +37,7 @@ class PendingProbe:
         defaulted: list[str],
         attempt: int,
         notes: list[Note],
+        budget: float,
     ) -> None:
         self.ctx = ctx
         self.child = child
@@ -44,19 +46,22 @@ class PendingProbe:
         self.defaulted = defaulted  # dynamic dims the probe chose itself ("'x' dim 2 = 224")
         self.attempt = attempt  # which default sizes (specs.IMAGE_SIDES, OTHER_DIMS) were tried
         self.notes = notes  # the notes its preparation added, replaced when it is retried
+        self.budget = budget  # seconds this attempt may take: --probe-timeout, shared by the retries
 
     def finish(self) -> None:
         """Wait for the child and store the result in ``ctx.analyses["probe"]``, or a note saying why not."""
         ctx = self.ctx
         try:
-            outcome = self.child.wait(ctx.config.probe_timeout, Progress(ctx.path))  # stops the child
+            outcome = self.child.wait(self.budget, Progress(ctx.path))  # stops the child
         finally:
             self.folder.cleanup()
         if isinstance(outcome, str):  # stopped: a timeout, the memory cap, a crash
             return _skip(ctx, outcome, unfinished=True)
         if outcome.problem:
-            if self.defaulted and outcome.problem.startswith(SHAPE_FAILURES) and self.attempt + 1 < ATTEMPTS:
-                return self._retry(outcome.problem)
+            left = self.budget - (time.monotonic() - self.child.started)
+            retry = self.defaulted and self.attempt + 1 < ATTEMPTS and left > MIN_RETRY_SECONDS
+            if retry and outcome.problem.startswith(SHAPE_FAILURES):
+                return self._retry(outcome.problem, left)
             return _skip(ctx, outcome.problem, unfinished="out of memory" in outcome.problem)
         if not outcome.samples:
             return _skip(ctx, "the data held no samples")
@@ -65,14 +70,14 @@ class PendingProbe:
         ctx.analyses["probe"] = result
         _set_metrics(ctx, result)
 
-    def _retry(self, problem: str) -> None:
+    def _retry(self, problem: str, budget: float) -> None:
         """onnxruntime rejected the dims the probe chose: try the next plausible sizes, saying so."""
         ctx = self.ctx
         ctx.notes[:] = [note for note in ctx.notes if not any(note is mine for mine in self.notes)]
         rejected = "; ".join(self.defaulted)
         child = take_child()
         try:
-            pending = _prepare_and_send(ctx, child, self.attempt + 1)
+            pending = _prepare_and_send(ctx, child, self.attempt + 1, budget)
         except BaseException:
             child.stop()
             raise
@@ -116,11 +121,13 @@ def _skip(ctx: Context, why: str, unfinished: bool = False) -> None:
 
 
 # Failures that different input dims may cure (shape mismatches surface at load or at the first run).
+MIN_RETRY_SECONDS = 5.0  # of --probe-timeout left, below which a retry could not finish anyway
 SHAPE_FAILURES = ("onnxruntime cannot load", "onnxruntime failed while running")
 
 
-def _prepare_and_send(ctx: Context, child: Child, attempt: int = 0) -> PendingProbe | None:
+def _prepare_and_send(ctx: Context, child: Child, attempt: int = 0, budget: float | None = None) -> PendingProbe | None:
     config = ctx.config
+    budget = config.probe_timeout if budget is None else budget
     first_note = len(ctx.notes)
     data_shapes = None
     if config.data:
@@ -180,10 +187,10 @@ def _prepare_and_send(ctx: Context, child: Child, attempt: int = 0) -> PendingPr
             seed=config.seed,
             memory_limit=config.probe_memory,
             auto=auto,
-            stop_after=stop_after(config.probe_timeout),
+            stop_after=stop_after(budget),
         )
     )
-    return PendingProbe(ctx, child, instrumentation, folder, specs.defaulted, attempt, ctx.notes[first_note:])
+    return PendingProbe(ctx, child, instrumentation, folder, specs.defaulted, attempt, ctx.notes[first_note:], budget)
 
 
 def sampling(config: Config) -> tuple[int, bool]:
