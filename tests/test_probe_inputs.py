@@ -155,3 +155,37 @@ def test_a_scalar_input_and_a_state_batched_on_axis_1_from_real_data(tmp_path):
     assert np.allclose(layer["positive_rate"], (z > 0).mean(axis=0))
     # synthetic inputs fill the same layout: the state's batch follows --batch on axis 1
     assert run(path, samples=16, batch=8).extra["probe"]["samples"] == 16
+
+
+def test_an_input_range_aware_probe_finds_units_dead_on_the_domain_that_normal_noise_misses(tmp_path):
+    # What training on inputs in [0, 1] can leave: units whose weights are all negative and whose bias is
+    # below zero never fire on the domain; normal noise, half of it negative, switches them on.
+    rng = np.random.default_rng(4)
+    weight = rng.uniform(0.2, 1.0, (8, 16)).astype(np.float32)
+    weight[:, :6] *= -1  # units 0-5: w <= 0 on every feature
+    bias = np.where(np.arange(16) < 6, -0.05, 0.1).astype(np.float32)
+    b = ModelBuilder(seed=0)
+    x = b.input("x", ["N", 8])
+    h = b.relu(b.node("Add", [b.node("MatMul", [x, b.const(weight)], name="fc1"), b.const(bias)]), "relu1")
+    path = tmp_path / "m.onnx"
+    onnx.save(b.build([b.node("MatMul", [h, b.const(np.ones((16, 1), np.float32))], name="head")]), path)
+    inputs = rng.random((2000, 8), dtype=np.float32)  # the domain's inputs: the truth
+    truth = int(np.sum(~((inputs @ weight + bias) > 0).any(axis=0)))
+    assert truth == 6
+    noise = run(path).extra["probe"]
+    assert noise["layers"]["relu1"]["dead"] == 0  # N(0, 1) misses every one of them
+    aware = run(path, input_ranges={"x": ((0.0, 1.0),)}).extra["probe"]
+    assert aware["layers"]["relu1"]["dead"] == truth
+    assert aware["distribution"].startswith("x uniform over [0, 1]")
+
+
+def test_synthetic_values_stay_in_each_channels_domain():
+    from relulint.probe.inputs import InputSpec, parse_distribution, synthetic_batch
+
+    domain = ((0.0, 1.0), (-2.0, -1.0), (10.0, 20.0))
+    spec = InputSpec("x", "float32", (4, 3, 5, 5), batched=True, domain=domain)
+    values = synthetic_batch([spec], 64, parse_distribution("normal"), np.random.default_rng(0))["x"]
+    assert values.shape == (64, 3, 5, 5) and values.dtype == np.float32
+    for channel, (lo, hi) in enumerate(domain):
+        part = values[:, channel]
+        assert lo <= part.min() and part.max() <= hi and part.max() - part.min() > 0.9 * (hi - lo)

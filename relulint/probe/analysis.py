@@ -163,7 +163,7 @@ def _prepare_and_send(ctx: Context, child: Child, attempt: int = 0, budget: floa
     _note_skipped_layers(ctx, instrumentation)
     if not instrumentation.taps:
         return _skip(ctx, "no layer could be instrumented")
-    fed = _with_data_axes(ctx, specs.specs) if config.data else specs.specs
+    fed = _with_data_axes(ctx, specs.specs) if config.data else _with_domains(specs.specs, config)
     cap, auto = sampling(config)
     # Cleanup errors are ignored: where open files cannot be removed, the child may still hold it.
     folder = tempfile.TemporaryDirectory(prefix="relulint-probe-", ignore_cleanup_errors=True)
@@ -239,7 +239,7 @@ def _result(ctx: Context, instrumentation: Instrumentation, outcome: Outcome) ->
         inputs="synthetic" if synthetic else "data",
         samples=outcome.samples,
         batch=outcome.batch,
-        distribution=parse_distribution(config.input_dist).describe() if synthetic else None,
+        distribution=describe_synthetic(config) if synthetic else None,
         data=config.data,
         skipped=dict(instrumentation.skipped),
         stopped=outcome.stopped,
@@ -288,6 +288,29 @@ def _note_skipped_layers(ctx: Context, instrumentation: Instrumentation) -> None
             + (f"; and {more} more" if more > 0 else ""),
         )
     )
+
+
+def _with_domains(specs: list[InputSpec], config: Config) -> list[InputSpec]:
+    """Float inputs with an --input-range are drawn uniformly from it: a model trained on [0, 1] never
+    sees the negative values of normal noise, which switch on units real data never does."""
+    return [
+        replace(spec, domain=config.input_ranges[spec.name])
+        if spec.name in config.input_ranges and spec.dtype.startswith(("float", "bfloat"))
+        else spec
+        for spec in specs
+    ]
+
+
+def describe_synthetic(config: Config) -> str:
+    """How synthetic inputs were drawn, for messages: the distribution, and the inputs drawn from their domain."""
+    text = parse_distribution(config.input_dist).describe()
+    if not config.input_ranges:
+        return text
+    domains = ", ".join(
+        f"{name} uniform over {'/'.join(f'[{lo:g}, {hi:g}]' for lo, hi in pairs)}"
+        for name, pairs in config.input_ranges.items()
+    )
+    return f"{domains}; any other float input {text}"
 
 
 def _with_data_axes(ctx: Context, specs: list[InputSpec]) -> list[InputSpec]:

@@ -33,6 +33,9 @@ class InputSpec:
     int_high: int = 2  # integers are drawn from [0, int_high): a Gather's table size when it feeds one
     channel_axis: int | None = None  # axis whose per-channel statistics RL505 reads, None: not collected
     batch_axis: int = 0  # where the samples are: 1 for a recurrent state [layers, batch, hidden]
+    # The input's domain (--input-range): synthetic values are drawn uniformly from it instead of the
+    # --input-dist (one (lo, hi) for every element, or one per channel on axis 1).
+    domain: tuple[tuple[float, float], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ def synthetic_batch(
             feed[spec.name] = rng.random(shape) < 0.5
         elif np.issubdtype(dtype, np.integer):
             feed[spec.name] = rng.integers(0, max(spec.int_high, 1), size=shape).astype(dtype)
+        elif spec.domain:
+            feed[spec.name] = _in_domain(shape, dtype, spec.domain, rng)
         else:
             feed[spec.name] = _floats(shape, dtype, dist, rng)
     return feed
@@ -80,6 +85,23 @@ def with_rows(spec: InputSpec, rows: int) -> tuple[int, ...]:
     if not spec.batched:
         return spec.shape
     return (*spec.shape[: spec.batch_axis], rows, *spec.shape[spec.batch_axis + 1 :])
+
+
+def _in_domain(
+    shape: tuple[int, ...], dtype: np.dtype, domain: tuple[tuple[float, float], ...], rng: np.random.Generator
+) -> np.ndarray:
+    """Uniform over the input's domain: per channel (axis 1) when it gives one range per channel."""
+    values = rng.random(shape, dtype=np.float64 if dtype == np.float64 else np.float32)
+    low = np.array([lo for lo, _ in domain], values.dtype)
+    high = np.array([hi for _, hi in domain], values.dtype)
+    if len(domain) > 1 and len(shape) > 1 and shape[1] == len(domain):
+        view = (1, len(domain)) + (1,) * (len(shape) - 2)
+        low, high = low.reshape(view), high.reshape(view)
+    else:
+        low, high = low[:1], high[:1]
+    values *= high - low
+    values += low
+    return values if values.dtype == dtype else values.astype(dtype)
 
 
 def _floats(shape: tuple[int, ...], dtype: np.dtype, dist: Distribution, rng: np.random.Generator) -> np.ndarray:
