@@ -126,7 +126,20 @@ def test_the_evidence_reaches_sarif_and_text(tmp_path):
     onnx.save(dead_layer_model(), path)
     np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((1797, 16)).astype(np.float32))
     runner = CliRunner()
-    out = runner.invoke(main, [str(path), "--data", str(tmp_path / "x.npy"), "--samples", "1797", "--format", "sarif"])
+    out = runner.invoke(
+        main,
+        [
+            str(path),
+            "--data",
+            str(tmp_path / "x.npy"),
+            "--samples",
+            "1797",
+            "--format",
+            "sarif",
+            "--sarif-root",
+            str(tmp_path),
+        ],
+    )
     assert out.exit_code == 1, out.output
     sarif = json.loads(out.output)
     (result,) = [r for r in sarif["runs"][0]["results"] if r["ruleId"] == "RL501"]
