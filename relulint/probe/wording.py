@@ -112,11 +112,11 @@ class DeadEvidence:
         if self.inputs == DATA:
             needed = samples_for_bound(self.max_rate)
             return (
-                f"{proven}; a suspicion: this only shows each fires on under {rate} of inputs (95% confidence), "
-                f"and calling it dead takes under {rate_text(self.max_rate)}: pass at least {needed:,} samples "
-                "with --data (and --samples)"
+                f", a suspicion: each fires on under {rate} of inputs (95% confidence), and calling it dead takes "
+                f"under {rate_text(self.max_rate)}: pass at least {needed:,} samples with --data (and --samples)"
+                f"{proven}"
             )
-        return f"{proven}; a suspicion (each fires on under {rate} of such inputs, 95% confidence){result.caveat()}"
+        return f", a suspicion: each fires on under {rate} of such inputs (95% confidence){proven}{result.caveat()}"
 
     def to_json(self) -> dict[str, Any]:
         return {
