@@ -26,14 +26,7 @@ NORM_OPS = {"BatchNormalization", "LayerNormalization", "GroupNormalization", "I
 # Ops that move data without changing which unit a value belongs to.
 PASS_THROUGH_OPS = {"Identity", "Dropout", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"}
 # Ops whose output is their one computed input moved, pooled, padded or selected.
-MOVING_OPS = {
-    "Identity",
-    "Dropout",
-    "Reshape",
-    "Flatten",
-    "Squeeze",
-    "Unsqueeze",
-    "Cast",
+MOVING_OPS = PASS_THROUGH_OPS | {
     "Transpose",
     "Pad",
     "MaxPool",
@@ -77,19 +70,7 @@ SCALE_KEEPING_OPS = PASS_THROUGH_OPS | {
 }
 
 # Ops whose output holds their input's values (some of them, rearranged): a ReLU's zeros survive them.
-VALUE_MOVING_OPS = {
-    "Identity",
-    "Dropout",
-    "Reshape",
-    "Flatten",
-    "Squeeze",
-    "Unsqueeze",
-    "Cast",
-    "Transpose",
-    "Concat",
-    "Split",
-    "Slice",
-}
+VALUE_MOVING_OPS = PASS_THROUGH_OPS | {"Transpose", "Concat", "Split", "Slice"}
 # Ops that read only a tensor's shape: using a ReLU output there does not make it intermediate.
 SHAPE_ONLY_OPS = {"Shape", "Size"}
 # Exporters fold an inference-mode BatchNormalization that directly follows a Conv into the Conv's weight
