@@ -8,6 +8,8 @@
 - Files git ignores (``.gitignore``, ``.git/info/exclude``, the global excludes file) are skipped
   when folders are searched (``--no-respect-gitignore`` keeps them), asked of ``git check-ignore``
   when git is installed and the folder is in a work tree: relulint does not reimplement gitignore.
+  A folder given by name that git itself ignores is searched whole, as ruff and ripgrep do: naming
+  it is the request (``relulint models/`` when ``models/`` is in ``.gitignore``).
 - A file that is not a model but a model's external data (``model.onnx.data``) stands for the
   models beside or above it that name it, so a commit that changes only the weights is linted.
 """
@@ -70,18 +72,30 @@ def excluded(relative: PurePosixPath, patterns: Iterable[str]) -> bool:
     return False
 
 
-def search_folder(folder: Path, search: Search) -> list[str]:
+def search_folder(folder: Path, search: Search) -> tuple[list[str], int]:
+    """The models below ``folder``, and how many paths (folders, ``.onnx`` files) excludes and gitignore skipped."""
     found: list[str] = []
+    skipped = 0
     for root, dirs, files in os.walk(folder):
         here = PurePosixPath(Path(root).relative_to(folder).as_posix())
+        dirs_before = list(dirs)
         dirs[:] = sorted(d for d in dirs if not excluded(here / d, search.excludes))
+        skipped += sum(1 for d in dirs_before if d not in dirs)
         for name in files:
-            if name.endswith(MODEL_SUFFIX) and not excluded(here / name, search.excludes):
-                path = Path(root) / name
-                if path.is_file():
-                    found.append(str(path))
+            if not name.endswith(MODEL_SUFFIX):
+                continue
+            if excluded(here / name, search.excludes):
+                skipped += 1
+                continue
+            path = Path(root) / name
+            if path.is_file():
+                found.append(str(path))
     found.sort()
-    return git_unignored(found) if search.respect_gitignore else found
+    if search.respect_gitignore and git_unignored([str(folder)]):  # a named, ignored folder is searched whole
+        kept = git_unignored(found)
+        skipped += len(found) - len(kept)
+        found = kept
+    return found, skipped
 
 
 def git_unignored(paths: list[str]) -> list[str]:
@@ -147,9 +161,12 @@ def expand_paths(paths: Iterable[str], search: Search) -> tuple[list[str], list[
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            found = search_folder(path, search)
+            found, skipped = search_folder(path, search)
             if not found:
-                errors.append(ModelResult(path=given, error="folder holds no .onnx files"))
+                why = "folder holds no .onnx files"
+                if skipped:
+                    why += f" that are not excluded or git-ignored ({skipped} excluded or ignored paths skipped)"
+                errors.append(ModelResult(path=given, error=why))
             models.extend(found)
         elif path.suffix.lower() == ".pt2":
             errors.append(ModelResult(path=given, error=PT2_REFUSED))

@@ -253,3 +253,19 @@ def test_concise_lines_are_short_and_full_keeps_the_whole_message():
     assert max(len(line) for line in concise.splitlines()) < 250 < max(len(line) for line in full.splitlines())
     assert concise.count("synthetic inputs, which can make healthy units look dead") <= 1
     assert "fc2_relu [RL201] error: 128 of 128 units (100%)" in concise
+
+
+def test_a_folder_named_on_the_command_line_is_searched_even_when_git_ignores_it(tmp_path, monkeypatch):
+    # ruff and ripgrep search a folder the user names; only what git ignores *inside* a searched folder is skipped.
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cache" / "sub").mkdir(parents=True)
+    healthy(tmp_path / "cache", "a.onnx")
+    healthy(tmp_path / "cache" / "sub", "b.onnx")
+    subprocess.run(["git", "init", "-q"], check=True)
+    (tmp_path / ".gitignore").write_text("cache/\n")
+    assert found("cache") == ["cache/a.onnx", "cache/sub/b.onnx"]
+    status, _, stderr = invoke(".", "--no-probe")
+    assert status == 2
+    assert "folder holds no .onnx files that are not excluded or git-ignored" in stderr
