@@ -29,7 +29,6 @@ from corpus import inputs, lint, models, truth  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 OUT_DIR = BENCH_DIR / "out"
-DEFAULT_SAMPLES = 32  # relulint's default --samples: a --data file with more gets a run with all of them
 INPUTS_VERSION = "1"  # bump when a recipe in inputs.py changes, so cached .npz files are rebuilt
 
 
@@ -52,30 +51,48 @@ def realistic_inputs(model: models.CorpusModel, path: Path) -> tuple[Path, input
     return data_path, data
 
 
-def runs_for(model: models.CorpusModel, data_path: Path, main_input: str, samples: int) -> list[tuple[str, list[str]]]:
-    """The default run, two data-free runs told the input's domain (and shape), --data, and --data on every sample."""
+# The run families, in table order: the totals add up each family over the models.
+FAMILIES = (
+    "default",
+    "--input-dist normal (no domain)",
+    "--input-dist smooth (no domain)",
+    "--input-dist strokes / harmonic (no domain)",
+    "uniform over the domain",
+    "--input-range of the domain",
+    "--data",
+    "--data, every sample, long timeout",
+)
+
+
+def runs_for(
+    model: models.CorpusModel, data_path: Path, main_input: str, rank: int
+) -> list[tuple[str, str, list[str]]]:
+    """(family, label, flags): the default run, data-free runs (structured ones, and two told the input's
+    domain and shape), and --data, once in its default run and once with every sample and a long timeout."""
     low, high = model.domain
     told = [f"--input-shape={shape}" for shape in model.shapes] + list(model.told)
     more = " + shape" if model.shapes else ""
     more += " + " + " ".join(model.told) if model.told else ""
     runs = [
-        ("default", []),
-        (f"uniform:{low:g},{high:g}{more}", [f"--input-dist=uniform:{low:g},{high:g}", *told]),
-        (f"input-range {low:g},{high:g}{more}", [f"--input-range={main_input}={low:g},{high:g}", *told]),
-        ("--data", ["--data", str(data_path)]),
+        (FAMILIES[0], "default", []),
+        # (FAMILIES[1], the former default N(0, 1), is run when the default is another distribution)
+        (FAMILIES[2], "--input-dist smooth", ["--input-dist=smooth"]),
     ]
-    if samples > DEFAULT_SAMPLES:
+    if rank == 4:
+        runs.append((FAMILIES[3], "--input-dist strokes", ["--input-dist=strokes"]))
+    elif rank in (2, 3) and model.domain[1] - model.domain[0] <= 2.5 and "audio" in model.what.lower():
+        runs.append((FAMILIES[3], "--input-dist harmonic", ["--input-dist=harmonic"]))
+    runs += [
+        (FAMILIES[4], f"uniform:{low:g},{high:g}{more}", [f"--input-dist=uniform:{low:g},{high:g}", *told]),
+        (FAMILIES[5], f"input-range {low:g},{high:g}{more}", [f"--input-range={main_input}={low:g},{high:g}", *told]),
+        (FAMILIES[6], "--data", ["--data", str(data_path)]),
         # A long timeout: this row asks whether the verdicts are exact on every sample, not how fast they come.
-        runs.append(
-            (
-                f"--data --samples {samples} --probe-timeout 900",
-                ["--data", str(data_path), f"--samples={samples}", "--probe-timeout=900"],
-            )
-        )
+        (FAMILIES[7], "--data --probe-timeout 900", ["--data", str(data_path), "--probe-timeout=900"]),
+    ]
     return runs
 
 
-def measure_model(model: models.CorpusModel, verbose: bool) -> dict:
+def measure_model(model: models.CorpusModel, verbose: bool, only: list[str]) -> dict:
     path = models.fetch(model)
     data_path, data = realistic_inputs(model, path)
     start = time.perf_counter()
@@ -86,9 +103,13 @@ def measure_model(model: models.CorpusModel, verbose: bool) -> dict:
     main_input = next(name for name, axis in data.batch_axes.items() if axis is not None)
     samples = data.samples if not data.whole else int(data.arrays[main_input].shape[0])
     verdicts = []
-    for run, flags in runs_for(model, data_path, main_input, samples):
+    rank = data.arrays[main_input].ndim
+    for family, run, flags in runs_for(model, data_path, main_input, rank):
+        if only and not any(word in run for word in only):
+            continue
         result = lint.run_relulint(path, flags)
         verdict = lint.compare(run, flags, result, true_layers)
+        verdict.family = family
         verdicts.append(verdict)
         if verbose:
             print(
@@ -172,15 +193,8 @@ def table(results: list[dict]) -> str:
 def totals(results: list[dict]) -> str:
     by_run: dict[str, dict] = {}
     for result in results:
-        runs = result["runs"] + result["runs"][3:4] * (len(result["runs"]) == 4)  # <= 32 samples: --data used all
-        for index, run in enumerate(runs):
-            key = [
-                "default",
-                "uniform over the domain",
-                "--input-range of the domain",
-                "--data",
-                "--data, every sample",
-            ][index]
+        for run in result["runs"]:
+            key = run["family"]
             row = by_run.setdefault(
                 key, {"false_dead": 0, "missed": 0, "error": 0, "false_error": 0, "warning": 0, "no_probe": 0}
             )
@@ -194,10 +208,11 @@ def totals(results: list[dict]) -> str:
         "| run | false-dead units | missed dead units | errors | of them refuted | warnings | probe did not run |",
         "|---|---|---|---|---|---|---|",
     ]
-    for key, row in by_run.items():
+    for key, row in sorted(by_run.items(), key=lambda item: FAMILIES.index(item[0])):
+        models_in = sum(1 for r in results if any(run["family"] == key for run in r["runs"]))
         lines.append(
             f"| {key} | {row['false_dead']} | {row['missed']} | {row['error']} | {row['false_error']} | "
-            f"{row['warning']} | {row['no_probe']} of {len(results)} |"
+            f"{row['warning']} | {row['no_probe']} of {models_in} |"
         )
     return "\n".join(lines)
 
@@ -221,6 +236,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="only the models marked quick (small and fast)")
     parser.add_argument("--models", nargs="+", help="names of corpus models to measure")
     parser.add_argument("-v", "--verbose", action="store_true", help="print each relulint run as it ends")
+    parser.add_argument("--runs", nargs="+", default=[], help="only the runs whose label contains one of these words")
     args = parser.parse_args()
     chosen = [m for m in models.MODELS if (not args.quick or m.quick) and (not args.models or m.name in args.models)]
     if args.models and len(chosen) != len(args.models):
@@ -230,7 +246,7 @@ def main() -> int:
     results = []
     for model in chosen:
         print(f"{model.name} ({model.origin})", flush=True)
-        results.append(measure_model(model, args.verbose))
+        results.append(measure_model(model, args.verbose, args.runs))
     text = "\n\n".join(
         [
             f"False alarms on {len(results)} corpus models; {header()}",

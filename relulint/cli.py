@@ -262,7 +262,8 @@ SEVERITIES = click.Choice(["error", "warning", "note"], case_sensitive=False)
 @click.option(
     "--input-dist",
     default=None,
-    help="Synthetic probe inputs: normal, normal:MEAN,STD or uniform:LOW,HIGH. [default: normal]",
+    help="Synthetic probe inputs: normal, normal:MEAN,STD, uniform:LOW,HIGH, or structured samples over the "
+    "input's domain: smooth (smooth noise), strokes (pages with strokes), harmonic (voiced sound). [default: normal]",
 )
 @click.option(
     "--data",

@@ -24,6 +24,10 @@ from relulint.findings import Severity
 from relulint.loader import DEFAULT_MAX_MODEL_SIZE
 from relulint.rules import all_rules, rule_by_id
 
+# The structured synthetic inputs of relulint/probe/structured.py (named here too: that module imports numpy,
+# which --version and --help do not load; a test keeps the two lists equal).
+STRUCTURED_KINDS = ("smooth", "strokes", "harmonic")
+
 SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "M": 1024**2, "MB": 1024**2, "G": 1024**3, "GB": 1024**3}
 
 
@@ -258,9 +262,12 @@ def _string(value: Any, key: str) -> str:
 def _input_dist(value: Any, key: str) -> str:
     text = _string(value, key)
     kind, _, arguments = text.partition(":")
-    if text == "normal":
+    if text == "normal" or text in STRUCTURED_KINDS:
         return text
-    problem = f"'{key}' must be normal, normal:MEAN,STD (STD > 0) or uniform:LOW,HIGH (LOW < HIGH), got {text!r}"
+    problem = (
+        f"'{key}' must be normal, normal:MEAN,STD (STD > 0), uniform:LOW,HIGH (LOW < HIGH), "
+        f"{', '.join(STRUCTURED_KINDS)}, got {text!r}"
+    )
     try:
         first, second = (float(part) for part in arguments.split(","))
     except ValueError:

@@ -49,6 +49,7 @@ class Verdict:
     false_findings: Counter = field(default_factory=Counter)  # severity -> probe findings the truth refutes
     false_rules: Counter = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
+    family: str = ""  # the row of the totals it counts in (bench/corpus.py FAMILIES)
 
 
 def run_relulint(model: Path, flags: list[str], timeout: float = 900.0) -> tuple[int, dict | None, str, float]:

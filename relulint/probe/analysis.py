@@ -11,13 +11,20 @@ from relulint.config import Config
 from relulint.context import Context
 from relulint.findings import Note
 from relulint.loader import expected_nbytes
-from relulint.probe.inputs import DataError, InputSpec, data_files, parse_distribution, sample_shapes
+from relulint.probe.inputs import (
+    STRUCTURED_KINDS,
+    DataError,
+    InputSpec,
+    data_files,
+    parse_distribution,
+    sample_shapes,
+)
 from relulint.probe.instrument import Instrumentation, LinkRefused, plan, write_model
 from relulint.probe.protocol import Job, Outcome
 from relulint.probe.result import InputMeasure, LayerMeasure, ProbeResult
 from relulint.probe.runner import Child, Progress, take_child
 from relulint.probe.shapes import TensorInfo, infer_shapes
-from relulint.probe.specs import ATTEMPTS, first_linear, input_specs
+from relulint.probe.specs import ATTEMPTS, Specs, first_linear, input_specs
 
 # Address space of the child before any tensor: interpreter, numpy, onnxruntime, thread stacks.
 BASELINE_MEMORY = 512 * 1024**2
@@ -44,9 +51,11 @@ class PendingProbe:
         self.instrumentation = instrumentation
         self.folder = folder  # holds the instrumented model until the child has read it
         self.defaulted = defaulted  # dynamic dims the probe chose itself ("'x' dim 2 = 224")
-        self.attempt = attempt  # which default sizes (specs.IMAGE_SIDES, OTHER_DIMS) were tried
+        self.attempt = attempt  # which default sizes (specs.IMAGE_SIZES, OTHER_DIMS) were tried
         self.notes = notes  # the notes its preparation added, replaced when it is retried
         self.budget = budget  # seconds this attempt may take: --probe-timeout, shared by the retries
+        self.tried: frozenset = frozenset()  # the input shapes tried so far (one tuple of shapes each)
+        self.rejected: list[str] = []  # the default dims onnxruntime rejected before this attempt, for the note
 
     def finish(self) -> None:
         """Wait for the child and store the result in ``ctx.analyses["probe"]``, or a note saying why not."""
@@ -74,10 +83,10 @@ class PendingProbe:
         """onnxruntime rejected the dims the probe chose: try the next plausible sizes, saying so."""
         ctx = self.ctx
         ctx.notes[:] = [note for note in ctx.notes if not any(note is mine for mine in self.notes)]
-        rejected = "; ".join(self.defaulted)
+        rejected = [*self.rejected, "; ".join(self.defaulted)]
         child = take_child()
         try:
-            pending = _prepare_and_send(ctx, child, self.attempt + 1, budget)
+            pending = _prepare_and_send(ctx, child, self.attempt + 1, budget, self.tried)
         except BaseException:
             child.stop()
             raise
@@ -85,7 +94,10 @@ class PendingProbe:
             child.stop()
             return None
         why = problem.partition(": ")[2].partition(" Status Message:")[0].removeprefix("1 : FAIL : ")[:160]
-        retry_note = Note("info", f"probe inputs: onnxruntime rejected the default dims ({rejected}): {why}")
+        pending.rejected = rejected
+        retry_note = Note(
+            "info", f"probe inputs: onnxruntime rejected the default dims ({', then '.join(rejected)}): {why}"
+        )
         ctx.notes.append(retry_note)
         pending.notes.append(retry_note)
         return pending.finish()
@@ -125,7 +137,13 @@ MIN_RETRY_SECONDS = 5.0  # of --probe-timeout left, below which a retry could no
 SHAPE_FAILURES = ("onnxruntime cannot load", "onnxruntime failed while running")
 
 
-def _prepare_and_send(ctx: Context, child: Child, attempt: int = 0, budget: float | None = None) -> PendingProbe | None:
+def _shapes(specs: Specs) -> tuple[tuple[int, ...], ...]:
+    return tuple(spec.shape for spec in specs.specs)
+
+
+def _prepare_and_send(
+    ctx: Context, child: Child, attempt: int = 0, budget: float | None = None, tried: frozenset = frozenset()
+) -> PendingProbe | None:
     config = ctx.config
     budget = config.probe_timeout if budget is None else budget
     first_note = len(ctx.notes)
@@ -138,6 +156,9 @@ def _prepare_and_send(ctx: Context, child: Child, attempt: int = 0, budget: floa
         names = [i.name for i in ctx.loaded.model.graph.input if i.name not in ctx.graph.initializers]
         data_shapes = sample_shapes(config.data, names)
     specs = input_specs(ctx.graph, config, config.batch, data_shapes, attempt)
+    while specs.defaulted and _shapes(specs) in tried and attempt + 1 < ATTEMPTS:
+        attempt += 1  # a fixed dim can make two default sizes the same: try each shape once
+        specs = input_specs(ctx.graph, config, config.batch, data_shapes, attempt)
     if specs.problem:
         return _skip(ctx, specs.problem)
     if specs.defaulted:
@@ -188,9 +209,14 @@ def _prepare_and_send(ctx: Context, child: Child, attempt: int = 0, budget: floa
             memory_limit=config.probe_memory,
             auto=auto,
             stop_after=stop_after(budget),
+            trial_run=bool(specs.defaulted),
         )
     )
-    return PendingProbe(ctx, child, instrumentation, folder, specs.defaulted, attempt, ctx.notes[first_note:], budget)
+    pending = PendingProbe(
+        ctx, child, instrumentation, folder, specs.defaulted, attempt, ctx.notes[first_note:], budget
+    )
+    pending.tried = tried | {_shapes(specs)}
+    return pending
 
 
 def sampling(config: Config) -> tuple[int, bool]:
@@ -303,11 +329,13 @@ def _with_domains(specs: list[InputSpec], config: Config) -> list[InputSpec]:
 
 def describe_synthetic(config: Config) -> str:
     """How synthetic inputs were drawn, for messages: the distribution, and the inputs drawn from their domain."""
-    text = parse_distribution(config.input_dist).describe()
+    dist = parse_distribution(config.input_dist)
+    text = dist.describe()
     if not config.input_ranges:
         return text
+    how = f"{dist.kind} samples" if dist.kind in STRUCTURED_KINDS else "uniform"
     domains = ", ".join(
-        f"{name} uniform over {'/'.join(f'[{lo:g}, {hi:g}]' for lo, hi in pairs)}"
+        f"{name} {how} over {'/'.join(f'[{lo:g}, {hi:g}]' for lo, hi in pairs)}"
         for name, pairs in config.input_ranges.items()
     )
     return f"{domains}; any other float input {text}"

@@ -15,6 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from relulint.probe.structured import DEFAULT_DOMAIN as STRUCTURED_DOMAIN
+from relulint.probe.structured import KINDS as STRUCTURED_KINDS
+from relulint.probe.structured import unit_samples
+
 DATA_SUFFIXES = (".npz", ".npy")
 
 
@@ -40,21 +44,25 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class Distribution:
-    kind: str  # "normal" or "uniform"
-    a: float  # mean or low
+    kind: str  # "normal", "uniform" or one of structured.KINDS
+    a: float  # mean or low (structured kinds: unused)
     b: float  # std or high
 
     def describe(self) -> str:
         if self.kind == "normal":
             return f"normal(mean {self.a:g}, std {self.b:g})"
+        if self.kind in STRUCTURED_KINDS:
+            return f"{self.kind} (structured samples over the input's domain, else [-1, 1])"
         return f"uniform({self.a:g}, {self.b:g})"
 
 
 def parse_distribution(text: str) -> Distribution:
-    """``normal``, ``normal:MEAN,STD`` or ``uniform:LOW,HIGH`` (the config has checked the form)."""
+    """``normal``, ``normal:MEAN,STD``, ``uniform:LOW,HIGH`` or a structured kind (the config has checked it)."""
     kind, _, args = text.partition(":")
     if kind == "normal" and not args:
         return Distribution("normal", 0.0, 1.0)
+    if kind in STRUCTURED_KINDS and not args:
+        return Distribution(kind, 0.0, 1.0)
     numbers = [float(v) for v in re.split(r",", args)] if args else []
     if kind not in ("normal", "uniform") or len(numbers) != 2:
         raise ValueError(f"input distribution must be normal, normal:MEAN,STD or uniform:LOW,HIGH, got {text!r}")
@@ -73,6 +81,9 @@ def synthetic_batch(
             feed[spec.name] = rng.random(shape) < 0.5
         elif np.issubdtype(dtype, np.integer):
             feed[spec.name] = rng.integers(0, max(spec.int_high, 1), size=shape).astype(dtype)
+        elif dist.kind in STRUCTURED_KINDS:
+            samples = unit_samples(dist.kind, shape, rng)
+            feed[spec.name] = _into_domain(samples, dtype, spec.domain or STRUCTURED_DOMAIN)
         elif spec.domain:
             feed[spec.name] = _in_domain(shape, dtype, spec.domain, rng)
         else:
@@ -91,7 +102,12 @@ def _in_domain(
     shape: tuple[int, ...], dtype: np.dtype, domain: tuple[tuple[float, float], ...], rng: np.random.Generator
 ) -> np.ndarray:
     """Uniform over the input's domain: per channel (axis 1) when it gives one range per channel."""
-    values = rng.random(shape, dtype=np.float64 if dtype == np.float64 else np.float32)
+    return _into_domain(rng.random(shape, dtype=np.float64 if dtype == np.float64 else np.float32), dtype, domain)
+
+
+def _into_domain(values: np.ndarray, dtype: np.dtype, domain: tuple[tuple[float, float], ...]) -> np.ndarray:
+    """``values`` in [0, 1] mapped onto the domain, in place: per channel (axis 1) when it has one range each."""
+    shape = values.shape
     low = np.array([lo for lo, _ in domain], values.dtype)
     high = np.array([hi for _, hi in domain], values.dtype)
     if len(domain) > 1 and len(shape) > 1 and shape[1] == len(domain):

@@ -78,6 +78,9 @@ class Job:
     arena: bool = True  # onnxruntime's memory arena
     auto: bool = False  # --samples auto: stop once the dead units settle (see inputs.SamplingStop)
     stop_after: float = 0.0  # seconds from the job's arrival after which no new batch starts; 0: no limit
+    # The probe chose some dims itself: one sample is run first, so that a size onnxruntime rejects is
+    # told after one cheap run, not after a whole batch (the parent then retries other sizes).
+    trial_run: bool = False
 
 
 @dataclass

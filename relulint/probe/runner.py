@@ -155,7 +155,7 @@ class Child:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return f"the probe did not finish within {timeout:g} s (--probe-timeout); it was stopped"
+                    return f"the probe did not finish within {timeout:.3g} s (--probe-timeout); it was stopped"
                 try:
                     message = self.messages.get(timeout=min(remaining, 0.2))
                 except queue.Empty:

@@ -20,11 +20,13 @@ from relulint.units import LINEAR_OPS, PASS_THROUGH_OPS
 IMAGE_SIDE = 224
 OTHER_DIM = 32
 # When onnxruntime rejects the default dims (a Concat whose widths must agree, a reflect Pad that needs a
-# longer input, a Reshape to a fixed size), the probe retries with the next sizes: image sides in
-# multiples of 32, longer sequences.
-IMAGE_SIDES = (IMAGE_SIDE, 256, 320, 640)
-OTHER_DIMS = (OTHER_DIM, 64, 128, 256)
-ATTEMPTS = len(IMAGE_SIDES)
+# longer input, a Reshape to a fixed size), the probe retries with the next sizes: image (height, width) in
+# multiples of 32 and the text-line shapes of OCR recognizers (height 48 or 32, width 320: their backbone
+# must bring the height down to one row), longer sequences for other dims. Smaller sizes first: each try
+# costs a session, and the first run of one sample (see worker.run) tells a rejected size quickly.
+IMAGE_SIZES = ((IMAGE_SIDE, IMAGE_SIDE), (48, 320), (32, 320), (256, 256), (320, 320), (640, 640))
+OTHER_DIMS = (OTHER_DIM, 64, 128, 256, 512, 1024)
+ATTEMPTS = len(IMAGE_SIZES)
 DEFAULT_INT_HIGH = 2  # integers that index nothing relulint can see: 0 and 1 (masks, flags, type ids)
 # Ops through which an integer tensor keeps being the same indices.
 INDEX_PASS_OPS = PASS_THROUGH_OPS | {"Expand", "Tile", "Concat", "Slice", "Gather", "Transpose"}
@@ -41,7 +43,7 @@ def input_specs(
     graph: Graph, config: Config, batch: int, data_shapes: dict[str, tuple[int, ...]] | None = None, attempt: int = 0
 ) -> Specs:
     """Specs for every model input; with real data, dynamic dims take the first data file's sizes.
-    ``attempt`` picks the default size of other dynamic dims (see IMAGE_SIDES, OTHER_DIMS)."""
+    ``attempt`` picks the default size of other dynamic dims (see IMAGE_SIZES, OTHER_DIMS)."""
     result = Specs()
     main = graph.loaded.model.graph
     initializers = {t.name for t in main.initializer}
@@ -149,7 +151,9 @@ def _spec(
 
 def _default_dim(declared: list[int | None], index: int, attempt: int = 0) -> int:
     image_like = len(declared) == 4 and declared[1] is not None and declared[1] <= 4
-    return IMAGE_SIDES[attempt] if image_like and index >= 2 else OTHER_DIMS[attempt]
+    if image_like and index >= 2:
+        return IMAGE_SIZES[attempt][0 if index == 2 else 1]
+    return OTHER_DIMS[attempt]
 
 
 def _finish(

@@ -31,6 +31,7 @@ from relulint.probe.inputs import (
     data_batches,
     data_sample_counts,
     parse_distribution,
+    synthetic_batch,
     synthetic_batches,
 )
 from relulint.probe.protocol import OUT_OF_MEMORY, InputTotals, Job, LayerTap, Outcome, TapTotals, out_of_memory
@@ -159,6 +160,13 @@ def run(job: Job, out: BinaryIO) -> Outcome:
     if missing:
         outcome.problem = f"onnxruntime dropped {len(missing)} probe outputs"
         return outcome
+    if job.trial_run and not job.data:
+        trial = synthetic_batch(job.specs, 1, parse_distribution(job.distribution), np.random.default_rng(job.seed))
+        try:
+            session.run(wanted, trial)
+        except Exception as exc:  # noqa: BLE001  (the dims the probe chose do not fit this model)
+            outcome.problem = describe_failure("onnxruntime failed while running the model", exc)
+            return outcome
     # Grouped layers share their outputs: add each output set up once per batch, split at the end.
     shared = {tap.outputs: tap for tap in job.taps}
     sums = {key: TapTotals(tap.width or tap.units) for key, tap in shared.items()}

@@ -1,0 +1,163 @@
+"""Structured synthetic inputs: data-free samples that vary between samples the way real ones do.
+
+Independent noise per element is the wrong null model for a network with global pooling: the mean of
+50,000 i.i.d. values is almost the same for every sample, so a squeeze-excitation gate after the pool sees
+one value and each of its units looks permanently on or off. Real images and sounds differ between
+samples in their *global* statistics (brightness, contrast, loudness, pitch) and are correlated in space
+or time. These generators give each sample its own global statistics and a correlated structure:
+
+- ``smooth``: spatially (or temporally) smooth noise, a Gaussian low-pass of white noise whose
+  correlation length, brightness and contrast are drawn per sample;
+- ``strokes``: a page: a bright background with dark strokes, lines and text-like marks, sparse
+  and of random count, thickness and ink (what OCR and document models see);
+- ``harmonic``: audio: a few harmonics of a random pitch under an on/off envelope, with a little noise
+  (what speech and voice-activity models see).
+
+Each maps into the input's domain [low, high] (``--input-range``, or -1..1). Images are taken as
+NCHW when axis 1 is 1, 3 or 4 channels, else NHWC when the last axis is; a 2-D [batch, time] or 3-D
+[batch, channels, time] input at least MIN_SIGNAL long is a signal. An input of another shape gets ``smooth`` along its last axes.
+numpy only: this runs in the probe's child, which imports nothing else.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+KINDS = ("smooth", "strokes", "harmonic")
+DEFAULT_DOMAIN = ((-1.0, 1.0),)  # when the input's domain is not known
+MIN_SIGNAL = 256  # a 2-D input this long or longer is a signal; shorter ones are feature vectors
+AUDIO_RATE = 16000.0  # assumed sample rate for pitch: speech models run at 8-16 kHz
+
+
+def unit_samples(kind: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """``shape``'s samples of ``kind`` as float32 in [0, 1] (axis 0 is the sample axis); the caller maps
+    them into the input's domain."""
+    layout = _layout(shape)
+    if kind == "harmonic" and layout == "signal":
+        return _harmonic(shape, rng)
+    if kind == "strokes" and layout in ("nchw", "nhwc"):
+        return _in_layout(_strokes, shape, layout, rng)
+    if layout in ("nchw", "nhwc"):
+        return _in_layout(_smooth_images, shape, layout, rng)
+    return _smooth_last_axes(shape, rng)
+
+
+def _layout(shape: tuple[int, ...]) -> str:
+    if len(shape) == 4 and shape[1] in (1, 3, 4):
+        return "nchw"
+    if len(shape) == 4 and shape[3] in (1, 3, 4):
+        return "nhwc"
+    if (len(shape) == 2 or (len(shape) == 3 and shape[1] <= 2)) and shape[-1] >= MIN_SIGNAL:
+        return "signal"
+    return "other"
+
+
+def _in_layout(make, shape: tuple[int, ...], layout: str, rng: np.random.Generator) -> np.ndarray:
+    """``make`` draws [batch, channels, height, width]; NHWC inputs get it transposed."""
+    if layout == "nchw":
+        return make(shape, rng)
+    batch, height, width, channels = shape
+    return np.ascontiguousarray(make((batch, channels, height, width), rng).transpose(0, 2, 3, 1))
+
+
+def _per_sample(rng: np.random.Generator, batch: int, low: float, high: float, dims: int) -> np.ndarray:
+    return rng.uniform(low, high, size=(batch,) + (1,) * dims).astype(np.float32)
+
+
+def _lowpass(noise: np.ndarray, axes: tuple[int, ...], lengths: np.ndarray) -> np.ndarray:
+    """Gaussian low-pass along ``axes`` with a per-sample correlation length (in elements)."""
+    spectrum = np.fft.rfftn(noise, axes=axes)
+    gain = np.ones(spectrum.shape, np.float32)
+    view = (noise.shape[0],) + (1,) * (noise.ndim - 1)
+    for position, axis in enumerate(axes):
+        size = noise.shape[axis]
+        freqs = np.fft.rfftfreq(size) if position == len(axes) - 1 else np.fft.fftfreq(size)
+        shape = [1] * noise.ndim
+        shape[axis] = freqs.size
+        # exp(-2 (pi f L)^2) is the spectrum of a Gaussian kernel of std L elements.
+        gain = gain * np.exp(-2.0 * (np.pi * freqs.reshape(shape) * lengths.reshape(view)) ** 2)
+    smooth = np.fft.irfftn(spectrum * gain, s=[noise.shape[a] for a in axes], axes=axes).astype(np.float32)
+    flat = smooth.reshape(noise.shape[0], -1)
+    flat -= flat.mean(axis=1, keepdims=True)
+    flat /= flat.std(axis=1, keepdims=True) + 1e-12
+    return flat.reshape(noise.shape)
+
+
+def _smooth_images(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    batch, channels, height, width = shape
+    lengths = rng.uniform(1.0, max(2.0, min(height, width) / 8.0), size=batch).astype(np.float32)
+    field = _lowpass(rng.standard_normal(shape, dtype=np.float32), (2, 3), lengths)
+    # Channels share most of their structure, as colour channels of a photo do.
+    shared = field.mean(axis=1, keepdims=True)
+    field = 0.7 * shared + 0.3 * field
+    brightness = _per_sample(rng, batch, 0.2, 0.8, 3)
+    contrast = _per_sample(rng, batch, 0.05, 0.3, 3)
+    return np.clip(brightness + contrast * field, 0.0, 1.0)
+
+
+def _smooth_last_axes(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    if len(shape) < 2:
+        return rng.random(shape, dtype=np.float32)
+    axes = tuple(range(max(1, len(shape) - 2), len(shape)))
+    lengths = rng.uniform(1.0, max(2.0, min(shape[a] for a in axes) / 8.0), size=shape[0]).astype(np.float32)
+    field = _lowpass(rng.standard_normal(shape, dtype=np.float32), axes, lengths)
+    dims = len(shape) - 1
+    brightness = _per_sample(rng, shape[0], 0.2, 0.8, dims)
+    contrast = _per_sample(rng, shape[0], 0.05, 0.3, dims)
+    return np.clip(brightness + contrast * field, 0.0, 1.0)
+
+
+def _strokes(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Pages: a bright background, dark strokes (lines of random length, angle and width) and text-like rows."""
+    batch, channels, height, width = shape
+    pages = np.empty((batch, height, width), np.float32)
+    rows = np.arange(height, dtype=np.float32)[:, None]
+    cols = np.arange(width, dtype=np.float32)[None, :]
+    for index in range(batch):
+        paper = rng.uniform(0.75, 1.0)
+        ink = rng.uniform(0.0, 0.35)
+        page = np.full((height, width), paper, np.float32)
+        count = int(rng.integers(2, 40))
+        for _ in range(count):
+            if rng.random() < 0.5:  # a run of text-like marks along one line
+                top = rng.uniform(0, height)
+                size = rng.uniform(2.0, max(3.0, height / 6.0))
+                start = rng.uniform(0, width)
+                length = rng.uniform(size * 2, max(size * 3, width / 2.0))
+                marks = (np.sin(cols * (np.pi / max(size * 0.6, 1.0)) + rng.uniform(0, 6.3)) > 0.2) & (
+                    (cols >= start) & (cols <= start + length)
+                )
+                inside = (rows >= top) & (rows <= top + size)
+                page[inside & marks] = ink
+            else:  # a line segment of random width
+                y0, y1 = rng.uniform(0, height, 2)
+                x0, x1 = rng.uniform(0, width, 2)
+                thickness = rng.uniform(0.5, max(1.0, min(height, width) / 30.0))
+                dy, dx = y1 - y0, x1 - x0
+                span = dy * dy + dx * dx + 1e-6
+                along = np.clip(((rows - y0) * dy + (cols - x0) * dx) / span, 0.0, 1.0)
+                distance = np.hypot(rows - (y0 + along * dy), cols - (x0 + along * dx))
+                page[distance <= thickness] = ink
+        pages[index] = page
+    noise = rng.standard_normal(shape, dtype=np.float32) * 0.02
+    tint = rng.uniform(-0.05, 0.05, size=(batch, channels, 1, 1)).astype(np.float32)
+    return np.clip(pages[:, None, :, :] + tint + noise, 0.0, 1.0)
+
+
+def _harmonic(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Voiced sound: harmonics of a random pitch, gated on and off, plus a little noise, centred on 0.5."""
+    batch, length = shape[0], shape[-1]
+    time = np.arange(length, dtype=np.float32) / AUDIO_RATE
+    out = np.empty((batch, length), np.float32)
+    for index in range(batch):
+        pitch = rng.uniform(80.0, 400.0)
+        signal = np.zeros(length, np.float32)
+        for harmonic in range(1, int(rng.integers(2, 8)) + 1):
+            signal += np.sin(2 * np.pi * pitch * harmonic * time + rng.uniform(0, 6.3)) / harmonic
+        segment = max(1, int(length / rng.uniform(1.0, 8.0)))
+        gate = np.repeat(rng.random(length // segment + 1) < 0.6, segment)[:length].astype(np.float32)
+        signal *= gate * rng.uniform(0.05, 0.5) / (np.abs(signal).max() + 1e-6)
+        signal += rng.standard_normal(length).astype(np.float32) * rng.uniform(0.0, 0.02)
+        out[index] = signal
+    out = np.clip(0.5 + out, 0.0, 1.0)
+    return np.broadcast_to(out.reshape(batch, *(1,) * (len(shape) - 2), length), shape).copy()
