@@ -18,7 +18,7 @@ error for this model: a ``ModelError`` naming the first differences.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -237,6 +237,10 @@ def _compare_probe(ctx: Context, old_ctx: Context, result: CompareResult) -> Non
     new = ctx.analyses.get("probe")
     if new is None:
         return  # the probe's note says why
+    # The old checkpoint sees exactly the new one's samples: the same count (--samples auto stops where the
+    # dead set of *this* model settles), batch and seed, so a unit alive in the old one only on samples the
+    # new one never saw does not count as "died".
+    old_ctx.config = replace(old_ctx.config, samples=max(new.samples, 1), batch=new.batch or old_ctx.config.batch)
     run_probe_analysis(old_ctx)
     old = old_ctx.analyses.get("probe")
     if old is None:

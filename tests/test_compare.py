@@ -301,3 +301,17 @@ def test_cli_compare_reaches_the_json_report(tmp_path):
     assert model["compare"]["old"]["path"] == str(tmp_path / "old.onnx")
     assert set(model["compare"]["layers"]["act"]) >= {"units", "relative_update", "bias_shift_min", "margins"}
     assert model["units"][0]["metrics"]["relative_update"] == 0
+
+
+def test_the_old_checkpoint_is_probed_on_exactly_the_new_ones_samples(tmp_path):
+    # --samples auto stops when *a* model's dead set settles. Old: a unit at -2.6 fires on 0.5% of N(0, 1)
+    # inputs, first on sample 286 with seed 7, so its dead set changes late and auto draws more samples
+    # than for the new checkpoint, whose units are plainly alive or dead; a unit alive in the old one only
+    # on samples the new one never saw would then count as "died". Both must see the same samples.
+    onnx.save(_one_layer([-2.6, 0.0]), tmp_path / "old.onnx")
+    onnx.save(_one_layer([-50.0, 0.0]), tmp_path / "new.onnx")
+    result = compare(tmp_path / "new.onnx", tmp_path / "old.onnx", probe=True, seed=7)
+    probe = result.extra["compare"]["probe"]
+    assert probe["samples"] == probe["old_samples"] > 0
+    alone = analyse(str(tmp_path / "old.onnx"), Config(select=("RL5",), seed=7)).extra["probe"]
+    assert alone["samples"] > probe["samples"]  # on its own the old checkpoint needs more: the test can fail
