@@ -192,32 +192,32 @@ def test_synthetic_values_stay_in_each_channels_domain():
         assert lo <= part.min() and part.max() <= hi and part.max() - part.min() > 0.9 * (hi - lo)
 
 
+def probed_notes(tmp_path, dims, reshape_to, features, samples):
+    """Probe a model that reshapes its image input ``[N, 1, *dims]`` to ``reshape_to`` before a ReLU layer
+    of ``features`` inputs (onnxruntime rejects the dims the reshape does not fit); the probe's notes."""
+    b = ModelBuilder(seed=0)
+    x = b.input("x", ["N", 1, *dims])
+    flat = b.node("Reshape", [x, b.const(np.array(reshape_to, np.int64))])
+    if len(reshape_to) == 3:  # [N, rows, -1]: one value per row
+        flat = b.node("ReduceMean", [flat], axes=[2], keepdims=0)
+    h = b.relu(b.gemm(flat, features, 4, name="fc1"), "relu1")
+    path = tmp_path / "m.onnx"
+    onnx.save(b.build([b.gemm(h, 4, 2, name="head")]), path)
+    result = run(path, samples=samples)
+    notes = [n.message for n in result.notes]
+    assert result.extra.get("probe", {}).get("samples") == samples, notes
+    assert not any("did not run" in n for n in notes)
+    return notes
+
+
 def test_a_text_line_recognizer_gets_a_line_shape(tmp_path):
     # An OCR recognizer's backbone must bring the height to one row (here: a Reshape that needs H == 48);
     # its width is free. Square sides all fail; the line shape 48 x 320 is among the tries.
-    b = ModelBuilder(seed=0)
-    x = b.input("x", ["N", 1, "H", "W"])
-    rows = b.node("Reshape", [x, b.const(np.array([0, 48, -1], np.int64))])  # [N, 48, W]: fails unless H == 48
-    pooled = b.node("ReduceMean", [rows], axes=[2], keepdims=0)  # [N, 48]
-    h = b.relu(b.gemm(pooled, 48, 4, name="fc1"), "relu1")
-    path = tmp_path / "rec.onnx"
-    onnx.save(b.build([b.gemm(h, 4, 2, name="head")]), path)
-    result = run(path, samples=16)
-    notes = [n.message for n in result.notes]
-    assert result.extra.get("probe", {}).get("samples") == 16, notes
+    notes = probed_notes(tmp_path, ["H", "W"], [0, 48, -1], 48, samples=16)
     assert any("dynamic dims set by default ('x' dim 2 = 48, dim 3 = 320)" in n for n in notes), notes
-    assert not any("did not run" in n for n in notes)
 
 
 def test_a_default_size_that_a_fixed_dim_makes_equal_to_an_earlier_try_is_not_tried_again(tmp_path):
     # Height fixed to 48, width free but flattened to 48 * 256: widths 224, 320 (twice in the size list) fail.
-    b = ModelBuilder(seed=0)
-    x = b.input("x", ["N", 1, 48, "W"])
-    flat = b.node("Reshape", [x, b.const(np.array([-1, 48 * 256], np.int64))])
-    h = b.relu(b.gemm(flat, 48 * 256, 4, name="fc1"), "relu1")
-    path = tmp_path / "m.onnx"
-    onnx.save(b.build([b.gemm(h, 4, 2, name="head")]), path)
-    result = run(path, samples=8)
-    notes = [n.message for n in result.notes]
-    assert result.extra.get("probe", {}).get("samples") == 8, notes
+    notes = probed_notes(tmp_path, [48, "W"], [-1, 48 * 256], 48 * 256, samples=8)
     assert any("rejected the default dims ('x' dim 3 = 224, then 'x' dim 3 = 320)" in n for n in notes), notes
