@@ -13,6 +13,7 @@ from relulint.findings import Note
 from relulint.loader import expected_nbytes
 from relulint.probe.inputs import (
     STRUCTURED_KINDS,
+    STRUCTURED_NAMES,
     DataError,
     InputSpec,
     data_files,
@@ -333,7 +334,7 @@ def describe_synthetic(config: Config) -> str:
     text = dist.describe()
     if not config.input_ranges:
         return text
-    how = f"{dist.kind} samples" if dist.kind in STRUCTURED_KINDS else "uniform"
+    how = STRUCTURED_NAMES[dist.kind] if dist.kind in STRUCTURED_KINDS else "uniform"
     domains = ", ".join(
         f"{name} {how} over {'/'.join(f'[{lo:g}, {hi:g}]' for lo, hi in pairs)}"
         for name, pairs in config.input_ranges.items()

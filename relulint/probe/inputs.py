@@ -17,6 +17,7 @@ import numpy as np
 
 from relulint.probe.structured import DEFAULT_DOMAIN as STRUCTURED_DOMAIN
 from relulint.probe.structured import KINDS as STRUCTURED_KINDS
+from relulint.probe.structured import NAMES as STRUCTURED_NAMES
 from relulint.probe.structured import unit_samples
 
 DATA_SUFFIXES = (".npz", ".npy")
@@ -52,7 +53,7 @@ class Distribution:
         if self.kind == "normal":
             return f"normal(mean {self.a:g}, std {self.b:g})"
         if self.kind in STRUCTURED_KINDS:
-            return f"{self.kind} (structured samples over the input's domain, else [-1, 1])"
+            return f"{STRUCTURED_NAMES[self.kind]} in [-1, 1]"
         return f"uniform({self.a:g}, {self.b:g})"
 
 

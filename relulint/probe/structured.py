@@ -6,7 +6,7 @@ one value and each of its units looks permanently on or off. Real images and sou
 samples in their *global* statistics (brightness, contrast, loudness, pitch) and are correlated in space
 or time. These generators give each sample its own global statistics and a correlated structure:
 
-- ``smooth``: spatially (or temporally) smooth noise, a Gaussian low-pass of white noise whose
+- ``smooth``: spatially (or temporally) smooth noise, coarse Gaussian noise upsampled bilinearly, whose
   correlation length, brightness and contrast are drawn per sample;
 - ``strokes``: a page: a bright background with dark strokes, lines and text-like marks, sparse
   and of random count, thickness and ink (what OCR and document models see);
@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 KINDS = ("smooth", "strokes", "harmonic")
+NAMES = {"smooth": "smooth noise", "strokes": "pages with strokes", "harmonic": "harmonic sound"}  # for messages
 DEFAULT_DOMAIN = ((-1.0, 1.0),)  # when the input's domain is not known
 MIN_SIGNAL = 256  # a 2-D input this long or longer is a signal; shorter ones are feature vectors
 AUDIO_RATE = 16000.0  # assumed sample rate for pitch: speech models run at 8-16 kHz
@@ -64,43 +65,45 @@ def _per_sample(rng: np.random.Generator, batch: int, low: float, high: float, d
     return rng.uniform(low, high, size=(batch,) + (1,) * dims).astype(np.float32)
 
 
-def _lowpass(noise: np.ndarray, axes: tuple[int, ...], lengths: np.ndarray) -> np.ndarray:
-    """Gaussian low-pass along ``axes`` with a per-sample correlation length (in elements)."""
-    spectrum = np.fft.rfftn(noise, axes=axes)
-    gain = np.ones(spectrum.shape, np.float32)
-    view = (noise.shape[0],) + (1,) * (noise.ndim - 1)
-    for position, axis in enumerate(axes):
-        size = noise.shape[axis]
-        freqs = np.fft.rfftfreq(size) if position == len(axes) - 1 else np.fft.fftfreq(size)
-        shape = [1] * noise.ndim
-        shape[axis] = freqs.size
-        # exp(-2 (pi f L)^2) is the spectrum of a Gaussian kernel of std L elements.
-        gain = gain * np.exp(-2.0 * (np.pi * freqs.reshape(shape) * lengths.reshape(view)) ** 2)
-    smooth = np.fft.irfftn(spectrum * gain, s=[noise.shape[a] for a in axes], axes=axes).astype(np.float32)
-    flat = smooth.reshape(noise.shape[0], -1)
-    flat -= flat.mean(axis=1, keepdims=True)
-    flat /= flat.std(axis=1, keepdims=True) + 1e-12
-    return flat.reshape(noise.shape)
+def _coarse_field(batch: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """[batch, height, width] smooth fields of zero mean and unit std: coarse Gaussian noise, upsampled
+    bilinearly, with a per-sample correlation length of 2 to 1/4 of the shorter side."""
+    out = np.empty((batch, height, width), np.float32)
+    longest = max(2.0, min(height, width) / 4.0)
+    for index in range(batch):
+        step = float(np.exp(rng.uniform(np.log(2.0), np.log(longest))))  # log-uniform: fine and coarse alike
+        coarse = rng.standard_normal((int(height / step) + 2, int(width / step) + 2), dtype=np.float32)
+        # Bilinear upsampling is separable: rows first (on the small grid), then columns.
+        y = np.arange(height, dtype=np.float32) / step
+        x = np.arange(width, dtype=np.float32) / step
+        y0, x0 = y.astype(np.int64), x.astype(np.int64)
+        wy, wx = (y - y0)[:, None], x - x0
+        tall = coarse[y0] * (1 - wy) + coarse[y0 + 1] * wy
+        field = tall[:, x0] * (1 - wx) + tall[:, x0 + 1] * wx
+        field -= field.mean()
+        field /= field.std() + 1e-6
+        out[index] = field
+    return out
 
 
 def _smooth_images(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     batch, channels, height, width = shape
-    lengths = rng.uniform(1.0, max(2.0, min(height, width) / 8.0), size=batch).astype(np.float32)
-    field = _lowpass(rng.standard_normal(shape, dtype=np.float32), (2, 3), lengths)
+    shared = _coarse_field(batch, height, width, rng)[:, None]
     # Channels share most of their structure, as colour channels of a photo do.
-    shared = field.mean(axis=1, keepdims=True)
-    field = 0.7 * shared + 0.3 * field
+    own = _coarse_field(batch * channels, height, width, rng).reshape(shape) if channels > 1 else 0.0
+    field = 0.8 * shared + 0.2 * own
     brightness = _per_sample(rng, batch, 0.2, 0.8, 3)
     contrast = _per_sample(rng, batch, 0.05, 0.3, 3)
     return np.clip(brightness + contrast * field, 0.0, 1.0)
 
 
 def _smooth_last_axes(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Smooth along the last axis (the last two for rank 4 and up), per sample and leading index."""
     if len(shape) < 2:
         return rng.random(shape, dtype=np.float32)
-    axes = tuple(range(max(1, len(shape) - 2), len(shape)))
-    lengths = rng.uniform(1.0, max(2.0, min(shape[a] for a in axes) / 8.0), size=shape[0]).astype(np.float32)
-    field = _lowpass(rng.standard_normal(shape, dtype=np.float32), axes, lengths)
+    height, width = (shape[-2], shape[-1]) if len(shape) >= 4 else (1, shape[-1])
+    leading = int(np.prod(shape[:-2])) if len(shape) >= 4 else int(np.prod(shape[:-1]))
+    field = _coarse_field(leading, height, width, rng).reshape(shape)
     dims = len(shape) - 1
     brightness = _per_sample(rng, shape[0], 0.2, 0.8, dims)
     contrast = _per_sample(rng, shape[0], 0.05, 0.3, dims)
@@ -120,28 +123,30 @@ def _strokes(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
         count = int(rng.integers(2, 40))
         for _ in range(count):
             if rng.random() < 0.5:  # a run of text-like marks along one line
-                top = rng.uniform(0, height)
                 size = rng.uniform(2.0, max(3.0, height / 6.0))
-                start = rng.uniform(0, width)
                 length = rng.uniform(size * 2, max(size * 3, width / 2.0))
-                marks = (np.sin(cols * (np.pi / max(size * 0.6, 1.0)) + rng.uniform(0, 6.3)) > 0.2) & (
-                    (cols >= start) & (cols <= start + length)
-                )
-                inside = (rows >= top) & (rows <= top + size)
-                page[inside & marks] = ink
-            else:  # a line segment of random width
+                top, start = int(rng.uniform(0, height)), int(rng.uniform(0, width))
+                bottom, end = min(height, int(top + size) + 1), min(width, int(start + length) + 1)
+                span = cols[:, start:end]
+                marks = np.sin(span * (np.pi / max(size * 0.6, 1.0)) + rng.uniform(0, 6.3)) > 0.2
+                box = page[top:bottom, start:end]
+                box[np.broadcast_to(marks, box.shape)] = ink
+            else:  # a line segment of random width, drawn in its bounding box
                 y0, y1 = rng.uniform(0, height, 2)
                 x0, x1 = rng.uniform(0, width, 2)
                 thickness = rng.uniform(0.5, max(1.0, min(height, width) / 30.0))
+                r0, r1 = max(0, int(min(y0, y1) - thickness)), min(height, int(max(y0, y1) + thickness) + 1)
+                c0, c1 = max(0, int(min(x0, x1) - thickness)), min(width, int(max(x0, x1) + thickness) + 1)
+                box_rows, box_cols = rows[r0:r1], cols[:, c0:c1]
                 dy, dx = y1 - y0, x1 - x0
-                span = dy * dy + dx * dx + 1e-6
-                along = np.clip(((rows - y0) * dy + (cols - x0) * dx) / span, 0.0, 1.0)
-                distance = np.hypot(rows - (y0 + along * dy), cols - (x0 + along * dx))
-                page[distance <= thickness] = ink
+                length2 = dy * dy + dx * dx + 1e-6
+                along = np.clip(((box_rows - y0) * dy + (box_cols - x0) * dx) / length2, 0.0, 1.0)
+                distance = np.hypot(box_rows - (y0 + along * dy), box_cols - (x0 + along * dx))
+                box = page[r0:r1, c0:c1]
+                box[distance <= thickness] = ink
         pages[index] = page
-    noise = rng.standard_normal(shape, dtype=np.float32) * 0.02
     tint = rng.uniform(-0.05, 0.05, size=(batch, channels, 1, 1)).astype(np.float32)
-    return np.clip(pages[:, None, :, :] + tint + noise, 0.0, 1.0)
+    return np.clip(pages[:, None, :, :] + tint, 0.0, 1.0)
 
 
 def _harmonic(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
