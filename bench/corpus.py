@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import inputs, lint, models, truth  # noqa: E402
 
+from relulint.probe.structured import MIN_SIGNAL  # noqa: E402
+
 BENCH_DIR = Path(__file__).resolve().parent
 OUT_DIR = BENCH_DIR / "out"
 INPUTS_VERSION = "1"  # bump when a recipe in inputs.py changes, so cached .npz files are rebuilt
@@ -65,7 +67,7 @@ FAMILIES = (
 
 
 def runs_for(
-    model: models.CorpusModel, data_path: Path, main_input: str, rank: int
+    model: models.CorpusModel, data_path: Path, main_input: str, shape: tuple[int, ...]
 ) -> list[tuple[str, str, list[str]]]:
     """(family, label, flags): the default run, data-free runs (structured ones, and two told the input's
     domain and shape), and --data, once in its default run and once with every sample and a long timeout."""
@@ -78,9 +80,9 @@ def runs_for(
         # (FAMILIES[1], the former default N(0, 1), is run when the default is another distribution)
         (FAMILIES[2], "--input-dist smooth", ["--input-dist=smooth"]),
     ]
-    if rank == 4:
+    if len(shape) == 4:  # images: pages
         runs.append((FAMILIES[3], "--input-dist strokes", ["--input-dist=strokes"]))
-    elif rank in (2, 3) and model.domain[1] - model.domain[0] <= 2.5 and "audio" in model.what.lower():
+    elif len(shape) in (2, 3) and shape[-1] >= MIN_SIGNAL:  # a signal: sound
         runs.append((FAMILIES[3], "--input-dist harmonic", ["--input-dist=harmonic"]))
     runs += [
         (FAMILIES[4], f"uniform:{low:g},{high:g}{more}", [f"--input-dist=uniform:{low:g},{high:g}", *told]),
@@ -103,8 +105,8 @@ def measure_model(model: models.CorpusModel, verbose: bool, only: list[str]) -> 
     main_input = next(name for name, axis in data.batch_axes.items() if axis is not None)
     samples = data.samples if not data.whole else int(data.arrays[main_input].shape[0])
     verdicts = []
-    rank = data.arrays[main_input].ndim
-    for family, run, flags in runs_for(model, data_path, main_input, rank):
+    shape = data.arrays[main_input].shape
+    for family, run, flags in runs_for(model, data_path, main_input, shape):
         if only and not any(word in run for word in only):
             continue
         result = lint.run_relulint(path, flags)
