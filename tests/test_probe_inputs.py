@@ -221,3 +221,13 @@ def test_a_default_size_that_a_fixed_dim_makes_equal_to_an_earlier_try_is_not_tr
     # Height fixed to 48, width free but flattened to 48 * 256: widths 224, 320 (twice in the size list) fail.
     notes = probed_notes(tmp_path, [48, "W"], [-1, 48 * 256], 48 * 256, samples=8)
     assert any("rejected the default dims ('x' dim 3 = 224, then 'x' dim 3 = 320)" in n for n in notes), notes
+
+
+def test_the_defaulted_dims_note_names_the_input_and_the_shape_that_was_probed(tmp_path):
+    b = ModelBuilder(seed=0)
+    x = b.input("audio", ["N", "T"])
+    pooled = b.node("ReduceMean", [x], axes=[1], keepdims=1)  # [N, 1]
+    path = tmp_path / "m.onnx"
+    onnx.save(b.build([b.gemm(b.relu(b.gemm(pooled, 1, 4, name="fc1"), "relu1"), 4, 2, name="head")]), path)
+    notes = [n.message for n in run(path, samples=8).notes]
+    assert any("('audio' dim 1 = 32); set them with --input-shape audio=1x32" in n for n in notes), notes

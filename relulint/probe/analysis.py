@@ -138,6 +138,19 @@ MIN_RETRY_SECONDS = 5.0  # of --probe-timeout left, below which a retry could no
 SHAPE_FAILURES = ("onnxruntime cannot load", "onnxruntime failed while running")
 
 
+def _shape_examples(specs: Specs) -> list[tuple[str, str]]:
+    """``--input-shape`` values for the inputs whose dims were defaulted, as they were probed (one sample)."""
+    defaulted = {entry.split("'")[1] for entry in specs.defaulted if entry.count("'") >= 2}
+    examples = []
+    for spec in specs.specs:
+        if spec.name in defaulted:
+            dims = list(spec.shape)
+            if spec.batched and dims:
+                dims[spec.batch_axis] = 1
+            examples.append((spec.name, "x".join(str(d) for d in dims)))
+    return examples or [("NAME", "1x3x224x224")]
+
+
 def _shapes(specs: Specs) -> tuple[tuple[int, ...], ...]:
     return tuple(spec.shape for spec in specs.specs)
 
@@ -166,7 +179,8 @@ def _prepare_and_send(
         ctx.notes.append(
             Note(
                 "info",
-                f"probe inputs: dynamic dims set by default ({'; '.join(specs.defaulted)}); set them with --input-shape NAME=1x3x224x224",
+                f"probe inputs: dynamic dims set by default ({'; '.join(specs.defaulted)}); set them with "
+                + " ".join(f"--input-shape {name}={shape}" for name, shape in _shape_examples(specs)),
             )
         )
     shapes = infer_shapes(ctx.graph, specs.specs)
