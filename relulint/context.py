@@ -11,7 +11,8 @@ from relulint.config import Config
 from relulint.findings import Note
 from relulint.graph import Graph
 from relulint.loader import LoadedModel
-from relulint.stats import WeightStats, weight_stats
+from relulint.stats import WeightStats, streamed_weight_stats, weight_stats
+from relulint.tensors import TensorUnavailable
 from relulint.units import (
     Layer,
     OutputPath,
@@ -19,6 +20,7 @@ from relulint.units import (
     norm_parameters,
     output_paths,
     subgraph_output_owners,
+    weight_blocks,
     weight_matrix,
 )
 
@@ -48,13 +50,28 @@ class Context:
 
     def weight_stats(self, layer: Layer) -> WeightStats | None:
         if layer.name not in self._stats:
-            matrix = self.weights(layer)
-            stats = None
-            if matrix is not None and matrix.ndim == 2 and matrix.shape[0] and layer.fan_in and layer.fan_out:
-                stats = weight_stats(matrix, layer.fan_in, layer.fan_out)
+            self._stats[layer.name] = stats = self._compute_weight_stats(layer)
+            if stats is not None:
                 self.metric(layer, **stats.to_json())
-            self._stats[layer.name] = stats
         return self._stats[layer.name]
+
+    def _compute_weight_stats(self, layer: Layer) -> WeightStats | None:
+        if not layer.fan_in or not layer.fan_out:
+            return None
+        # An initializer is streamed in row blocks (a 4 GB weight costs one block of memory); a folded
+        # weight is already in memory.
+        stored = weight_blocks(self.graph, layer)
+        if stored is not None:
+            try:
+                return streamed_weight_stats(
+                    stored.blocks, stored.units_on_rows, stored.units, stored.per_unit, layer.fan_in, layer.fan_out
+                )
+            except TensorUnavailable:
+                return None
+        matrix = self.weights(layer)
+        if matrix is None or matrix.ndim != 2 or not matrix.shape[0]:
+            return None
+        return weight_stats(matrix, layer.fan_in, layer.fan_out)
 
     def bias(self, layer: Layer) -> np.ndarray | None:
         if layer.name not in self._bias:

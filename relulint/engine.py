@@ -18,7 +18,6 @@ from relulint.findings import Finding, ModelResult, Note
 from relulint.graph import Graph, build_graph, count_parameters
 from relulint.loader import LoadedModel, expected_nbytes, load_model, run_checker
 from relulint.rules import Rule, all_rules, matches
-from relulint.tensors import release_mapped_pages
 from relulint.units import Layer, find_layers
 from relulint.watchdog import AnalysisTimeout, watchdog
 
@@ -105,7 +104,6 @@ def _analyse_loaded(loaded: LoadedModel, config: Config) -> ModelResult:
         for rule in rules:
             if not rule.meta.needs:
                 findings.extend(_run_rule(ctx, rule))
-        release_mapped_pages()  # the weights' pages leave the resident set while the probe runs
     except BaseException:
         if probing is not None:
             probing.cancel()

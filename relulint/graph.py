@@ -154,8 +154,8 @@ class Graph:
         if tensor in self._cache:
             return self._cache[tensor]
         value = self._evaluate(tensor, 0)
-        # Initializer values are views of the model's bytes or memory maps: cheap to read again,
-        # so only folded results (which cost a computation) are kept, and only small ones.
+        # Initializer values are views of the model's bytes or read again from their file (never held:
+        # they may be gigabytes), so only folded results (which cost a computation) are kept, small ones.
         if tensor not in self.initializers:
             self._remember(tensor, value)
         return value

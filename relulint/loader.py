@@ -2,15 +2,14 @@
 
 Weights stored as external data are never read here. Their locations are checked
 (only files inside the model's folder are ever opened) and recorded, and
-``relulint.tensors`` memory-maps them on demand, so a model of many gigabytes
-costs little memory to lint.
+``relulint.tensors`` reads them on demand, in blocks where they are large, so a
+model of many gigabytes costs little memory to lint.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import mmap
 import os
 import stat
 import threading
@@ -162,12 +161,9 @@ def load_model(path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_MODEL_S
     return loaded
 
 
-def _read_bytes(shown: str, file: Path, max_size: int) -> bytes | mmap.mmap:
-    """The file's bytes: a large file is memory-mapped, not read.
-
-    Only the field headers of a large model are parsed (``relulint.wire``); its weights are read once,
-    by the hash, on another thread. Mapping saves copying them: 0.06 s for a 100 MB file.
-    """
+def _read_bytes(shown: str, file: Path, max_size: int) -> bytes:
+    """The file's bytes, read (never memory-mapped: a mapped file truncated while it is read kills the
+    process with SIGBUS, which no handler can turn into an error)."""
     try:
         if file.is_dir():
             raise ModelError(shown, "is a folder with no .onnx files")
@@ -179,8 +175,6 @@ def _read_bytes(shown: str, file: Path, max_size: int) -> bytes | mmap.mmap:
             size = os.fstat(stream.fileno()).st_size
             if size > max_size:
                 raise ModelError(shown, _too_large(size, max_size))
-            if size >= MAP_INLINE_WEIGHTS_ABOVE and not file.is_symlink():
-                return mmap.mmap(stream.fileno(), size, access=mmap.ACCESS_READ)
             data = stream.read(max_size + 1)  # bounded: the file may grow while it is read
         if len(data) > max_size:
             raise ModelError(shown, _too_large(len(data), max_size))
@@ -255,24 +249,24 @@ def _file_kind(mode: int) -> str:
     return "special file"
 
 
-# A file this large has its large inline weights memory-mapped from the file instead of copied into
-# the parsed message (relulint.wire); smaller ones are parsed whole, which is as fast.
-MAP_INLINE_WEIGHTS_ABOVE = 16 * 1024**2
-MAP_TENSORS_FROM = 64 * 1024  # bytes of raw data
+# A file this large has its large inline weights left in the file (read from it where needed) instead of
+# copied into the parsed message (relulint.wire); smaller ones are parsed whole, which is as fast.
+STRIP_INLINE_WEIGHTS_ABOVE = 16 * 1024**2
+STRIP_TENSORS_FROM = 64 * 1024  # bytes of raw data
 
 
-def _parse_large_or_whole(shown: str, file: Path, data: bytes | mmap.mmap) -> tuple[onnx.ModelProto, int, str | None]:
+def _parse_large_or_whole(shown: str, file: Path, data: bytes) -> tuple[onnx.ModelProto, int, str | None]:
     """Parse the file, leaving a large model's big initializers in the file as external data."""
     # The reference names the file inside its own folder: a symlinked model (whose target may live
     # elsewhere) is parsed whole, so the external-data checks never see a location leaving the folder.
-    if len(data) >= MAP_INLINE_WEIGHTS_ABOVE and not file.is_symlink():
-        stripped = strip_large_raw_data(data, file.name, MAP_TENSORS_FROM)
+    if len(data) >= STRIP_INLINE_WEIGHTS_ABOVE and not file.is_symlink():
+        stripped = strip_large_raw_data(data, file.name, STRIP_TENSORS_FROM)
         if stripped is not None:
             try:
                 return onnx.load_model_from_string(stripped[0]), 0, file.name
             except Exception:
                 pass  # the surgery met something unusual: parse the file as it is
-    model, depth = _parse(shown, data if isinstance(data, bytes) else data[:])
+    model, depth = _parse(shown, data)
     return model, depth, None
 
 

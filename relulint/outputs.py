@@ -14,7 +14,6 @@ SARIF paths are relative to, and the Markdown summary appended to ``$GITHUB_STEP
 
 from __future__ import annotations
 
-import mmap
 import os
 import stat
 import subprocess
@@ -95,13 +94,11 @@ def may_name_as_external_data(model: Path, destination: Path, existing: os.stat_
     if not destination.resolve().is_relative_to(folder):
         return False
     try:
-        with open(model, "rb") as stream:
-            if os.fstat(stream.fileno()).st_size == 0:
-                return False
-            with mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                locations, unsure = _locations(data)
-                if unsure and data.find(os.fsencode(destination.name)) >= 0:
-                    return True
+        # Read, not memory-mapped: a mapped model truncated meanwhile would kill the process (SIGBUS).
+        data = model.read_bytes()
+        locations, unsure = _locations(data)
+        if unsure and data.find(os.fsencode(destination.name)) >= 0:
+            return True
     except (OSError, ValueError):
         return True
     for location in locations:
@@ -115,7 +112,7 @@ LOCATION_KEY = b"\x0a\x08location"  # field 1 (key), length 8, "location"
 VALUE_TAG = 0x12  # field 2 (value), length-delimited
 
 
-def _locations(data: mmap.mmap) -> tuple[set[bytes], bool]:
+def _locations(data: bytes) -> tuple[set[bytes], bool]:
     """Every external-data location written key-first, and whether some entry was not."""
     locations: set[bytes] = set()
     unsure = False

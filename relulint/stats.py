@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,6 +26,8 @@ class WeightStats:
     # the variance of the rows' mean squares over the variance sampling alone explains. NaN: too few units.
     scale_dispersion: float = float("nan")
     kurtosis: float = float("nan")  # of the weights, each row standardized by its own RMS (normal 3, uniform 1.8)
+    nonfinite_kinds: dict[str, int] = field(default_factory=dict)  # "nan", "inf", "-inf" -> entries
+    nonfinite_units: np.ndarray = field(default_factory=lambda: np.arange(0))  # units with a non-finite weight
 
     @property
     def he_std(self) -> float:
@@ -123,62 +126,122 @@ def weight_stats(matrix: np.ndarray, fan_in: int, fan_out: int) -> WeightStats:
     w = np.asarray(matrix)
     if w.ndim != 2:
         w = w.reshape(w.shape[0] if w.ndim else 1, -1)
-    # float64 accumulators: float32 sums over millions of weights lose digits.
-    with np.errstate(over="ignore", invalid="ignore"):
-        row_sums = np.sum(w, axis=1, dtype=np.float64)
-    finite_mask = None
-    nonfinite = 0
-    if not np.isfinite(row_sums.sum()):  # a finite total means every weight is finite: skip the mask pass
-        finite_mask = np.isfinite(w)
-        nonfinite = int(w.size - np.count_nonzero(finite_mask))
-        if nonfinite:
-            w = np.where(finite_mask, w, 0.0)
-    count = w.size - nonfinite
-    if count == 0:
-        nan = float("nan")
-        empty = np.zeros(w.shape[0])
-        return WeightStats(w.shape[0], fan_in, fan_out, nan, nan, nan, nan, nonfinite, empty, empty, np.arange(0))
-    finite_values = w[finite_mask] if nonfinite else w
-    low, high = float(np.min(finite_values)), float(np.max(finite_values))
-    scale = max(abs(low), abs(high))
-    if scale > HUGE_WEIGHT:  # hostile or broken weights: keep the statistics finite and warning-free
-        w = w.astype(np.float64) / scale
-    else:
-        scale = 1.0
-    if finite_mask is not None or scale != 1.0:  # the weights changed: sum them again
-        row_sums = np.sum(w, axis=1, dtype=np.float64)
-    mean = float(row_sums.sum()) / count
-    squares, fourths = _row_power_sums(w)
-    variance = max(float(np.sum(squares)) / count - mean * mean, 0.0)
-    row_norms = np.sqrt(squares)
-    dispersion, kurtosis = _dispersion_and_kurtosis(squares, fourths, w.shape[1])
-    with np.errstate(over="ignore"):  # a norm past float64's range is reported as inf
-        scaled_norms = row_norms * scale
-        scaled_sums = row_sums * scale
-    return WeightStats(
-        units=w.shape[0],
-        fan_in=fan_in,
-        fan_out=fan_out,
-        mean=mean * scale,
-        std=math.sqrt(variance) * scale,
-        min=low,
-        max=high,
-        nonfinite=nonfinite,
-        row_norms=scaled_norms,
-        row_sums=np.asarray(scaled_sums),
-        zero_rows=np.flatnonzero(row_norms == 0.0),
-        scale_dispersion=dispersion,
-        kurtosis=kurtosis,
-    )
+    return streamed_weight_stats([w], True, w.shape[0], w.shape[1], fan_in, fan_out)
 
 
-def _row_power_sums(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the sum of w**2 (every row) and of w**4 (evenly spaced rows, about KURTOSIS_SAMPLE weights in
-    all, NaN elsewhere), in float64. The fourth powers only feed the kurtosis, which a sample estimates well;
-    computing them for every row doubled the time of the statistics on a 4096x4096 layer."""
-    squares = np.einsum("ij,ij->i", w, w, dtype=np.float64)
-    fourths = np.full(w.shape[0], np.nan)
-    step = max(1, (w.size // KURTOSIS_SAMPLE) + 1) if w.size > KURTOSIS_SAMPLE else 1
-    sample = np.square(w[::step], dtype=np.float64)
-    fourths[::step] = np.einsum("ij,ij->i", sample, sample)
-    return squares, fourths
+def streamed_weight_stats(
+    blocks: Iterable[np.ndarray], units_on_rows: bool, units: int, per_unit: int, fan_in: int, fan_out: int
+) -> WeightStats:
+    """Statistics of a weight given as consecutive blocks of rows of a 2-D matrix whose rows are the units
+    (``units_on_rows``) or whose columns are, each unit having ``per_unit`` weights: one pass, and no more
+    memory than one block, whatever the weight's size."""
+    sums = _UnitSums(units, per_unit, units_on_rows)
+    for block in blocks:
+        sums.add(block)
+    return sums.stats(fan_in, fan_out)
+
+
+class _UnitSums:
+    """Per-unit running sums of a weight (w, w**2, and w**4 for a sample of units), its extremes and its
+    non-finite entries, in units of ``scale``: a block with weights over HUGE_WEIGHT raises the scale and the
+    sums so far are rescaled, so squares never overflow."""
+
+    def __init__(self, units: int, per_unit: int, units_on_rows: bool) -> None:
+        self.units, self.per_unit, self.units_on_rows = units, per_unit, units_on_rows
+        self.sums = np.zeros(units)
+        self.squares = np.zeros(units)
+        total = units * per_unit
+        # The fourth powers only feed the kurtosis, which a sample of evenly spaced units estimates well;
+        # computing them for every unit doubled the time of the statistics on a 4096x4096 layer.
+        self.step = max(1, (total // KURTOSIS_SAMPLE) + 1) if total > KURTOSIS_SAMPLE else 1
+        self.fourths = np.full(units, np.nan)
+        self.fourths[:: self.step] = 0.0
+        self.low, self.high, self.scale = math.inf, -math.inf, 1.0
+        self.finite = 0
+        self.kinds = {"nan": 0, "inf": 0, "-inf": 0}
+        self.nonfinite_units = np.zeros(units, dtype=bool)
+        self.row = 0  # first row of the next block
+
+    def add(self, block: np.ndarray) -> None:
+        first, self.row = self.row, self.row + block.shape[0]
+        if not block.size:
+            return
+        # Unit u's sums: over row u of the block (rows are units) or down column u (columns are).
+        target = slice(first, self.row) if self.units_on_rows else slice(None)
+        axis = 1 if self.units_on_rows else 0
+        with np.errstate(over="ignore", invalid="ignore"):
+            block_sums = np.sum(block, axis=axis, dtype=np.float64)
+        finite_mask = None
+        if not np.isfinite(block_sums.sum()):  # a finite total means every weight is finite: skip the mask pass
+            finite_mask = np.isfinite(block)
+            if finite_mask.all():
+                finite_mask = None
+            else:
+                self._count_nonfinite(block, finite_mask, target, axis)
+                block = np.where(finite_mask, block, 0.0)
+        finite_values = block[finite_mask] if finite_mask is not None else block
+        self.finite += finite_values.size
+        if not finite_values.size:
+            return
+        low, high = float(np.min(finite_values)), float(np.max(finite_values))
+        self.low, self.high = min(self.low, low), max(self.high, high)
+        largest = max(abs(low), abs(high))
+        if largest > HUGE_WEIGHT and largest > self.scale:  # hostile or broken weights: keep the sums finite
+            ratio = self.scale / largest
+            self.sums *= ratio
+            self.squares *= ratio * ratio
+            self.fourths *= ratio**4
+            self.scale = largest
+        if self.scale != 1.0:
+            block = block.astype(np.float64) / self.scale
+        if finite_mask is not None or self.scale != 1.0:  # the weights changed: sum them again
+            block_sums = np.sum(block, axis=axis, dtype=np.float64)
+        self.sums[target] += block_sums
+        self.squares[target] += np.einsum(
+            "ij,ij->i" if self.units_on_rows else "ij,ij->j", block, block, dtype=np.float64
+        )
+        self._add_fourths(block, first)
+
+    def _add_fourths(self, block: np.ndarray, first: int) -> None:
+        if self.units_on_rows:
+            skip = -first % self.step  # the block's first row that is a sampled unit
+            sample = np.square(block[skip :: self.step], dtype=np.float64)
+            self.fourths[first + skip : self.row : self.step] += np.einsum("ij,ij->i", sample, sample)
+        else:
+            sample = np.square(block[:, :: self.step], dtype=np.float64)
+            self.fourths[:: self.step] += np.einsum("ij,ij->j", sample, sample)
+
+    def _count_nonfinite(self, block: np.ndarray, finite_mask: np.ndarray, target: slice, axis: int) -> None:
+        self.kinds["nan"] += int(np.count_nonzero(np.isnan(block)))
+        self.kinds["inf"] += int(np.count_nonzero(np.isposinf(block)))
+        self.kinds["-inf"] += int(np.count_nonzero(np.isneginf(block)))
+        self.nonfinite_units[target] |= ~np.all(finite_mask, axis=axis)
+
+    def stats(self, fan_in: int, fan_out: int) -> WeightStats:
+        nonfinite = sum(self.kinds.values())
+        common = {"units": self.units, "fan_in": fan_in, "fan_out": fan_out, "nonfinite": nonfinite}
+        common |= {"nonfinite_kinds": dict(self.kinds), "nonfinite_units": np.flatnonzero(self.nonfinite_units)}
+        if self.finite == 0:
+            nan, empty = float("nan"), np.zeros(self.units)
+            return WeightStats(
+                **common, mean=nan, std=nan, min=nan, max=nan, row_norms=empty, row_sums=empty, zero_rows=np.arange(0)
+            )
+        mean = float(self.sums.sum()) / self.finite
+        variance = max(float(np.sum(self.squares)) / self.finite - mean * mean, 0.0)
+        row_norms = np.sqrt(self.squares)
+        dispersion, kurtosis = _dispersion_and_kurtosis(self.squares, self.fourths, self.per_unit)
+        with np.errstate(over="ignore"):  # a norm past float64's range is reported as inf
+            scaled_norms = row_norms * self.scale
+            scaled_sums = self.sums * self.scale
+        return WeightStats(
+            **common,
+            mean=mean * self.scale,
+            std=math.sqrt(variance) * self.scale,
+            min=self.low,
+            max=self.high,
+            row_norms=scaled_norms,
+            row_sums=scaled_sums,
+            zero_rows=np.flatnonzero(row_norms == 0.0),
+            scale_dispersion=dispersion,
+            kurtosis=kurtosis,
+        )

@@ -1,8 +1,12 @@
 """TensorProto -> numpy, without copies where the bytes allow it.
 
-External data is memory-mapped (the loader has already checked that the file lies
-inside the model's folder, and the check is repeated before mapping); inline raw
-bytes are viewed in place.
+External data (and the large inline weights the loader left in the model file) is read
+with plain file reads, never memory-mapped: a mapped file that shrinks while it is read
+kills the process with SIGBUS, which Python cannot catch, while a short read is a clean
+error for that model. The loader has already checked that the file lies inside the
+model's folder; the check is repeated before each read, and the file must still be the
+one checked, as long as it was. Weights too large to hold are streamed in row blocks
+(``row_blocks``). Inline raw bytes are viewed in place.
 
 A tensor's dims are only believed when its data agrees with them: ``tensor_problem``
 says why a tensor cannot be read (negative or oversized dims, an unknown element
@@ -13,12 +17,13 @@ allocates what a hostile header declares.
 from __future__ import annotations
 
 import functools
-import mmap
-import weakref
+import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from relulint.errors import ModelError
 from relulint.lazy import onnx
 from relulint.loader import LoadedModel, element_count, external_key, location_problem, packed_bits
 
@@ -117,56 +122,117 @@ def read_tensor(tensor: TensorProto, loaded: LoadedModel) -> np.ndarray:
         raise TensorUnavailable(f"tensor '{tensor.name}' cannot be read: {' '.join(str(exc).split())[:150]}") from None
 
 
+# A tensor read whole from a file may be at most this large: a larger one (a 4 GB sparse weight in a file
+# of a few KB) is streamed by ``row_blocks`` where its statistics are computed, and is otherwise unknown.
+MAX_WHOLE_READ_BYTES = 512 * 1024**2
+BLOCK_BYTES = 16 * 1024**2  # one block of ``row_blocks``: large enough that numpy's per-call cost vanishes
+
+
 def _read_external(tensor: TensorProto, loaded: LoadedModel, shape: tuple[int, ...]) -> np.ndarray:
-    key = external_key(tensor)
     dtype = element_dtype(tensor.data_type)
-    if 0 in shape:
-        return np.zeros(shape, dtype=dtype)
-    file = (loaded.base_dir / key[1]).resolve()
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    try:
-        offset = int(key[2] or 0)
-        start = offset - offset % mmap.ALLOCATIONGRANULARITY
-        with open(file, "rb") as stream:
-            mapped = mmap.mmap(
-                stream.fileno(), offset - start + count * dtype.itemsize, access=mmap.ACCESS_READ, offset=start
-            )
-    except (OSError, ValueError, OverflowError) as exc:  # the file changed since loading
-        raise TensorUnavailable(f"external data of tensor '{tensor.name}' cannot be mapped ({exc})") from None
-    _MAPPINGS.append(weakref.ref(mapped))
-    return np.frombuffer(mapped, dtype=dtype, count=count, offset=offset - start).reshape(shape)
+    if count * dtype.itemsize > MAX_WHOLE_READ_BYTES:
+        raise TensorUnavailable(
+            f"tensor '{tensor.name}' holds {count * dtype.itemsize:,} bytes, over the "
+            f"{MAX_WHOLE_READ_BYTES:,} read whole"
+        )
+    if count == 0:
+        return np.zeros(shape, dtype=dtype)
+    with _ExternalFile(tensor, loaded) as source:
+        return source.read(0, np.empty(count, dtype=dtype)).reshape(shape)
 
 
-def is_mapped(array: np.ndarray) -> bool:
-    """Whether the array's values are read from a memory-mapped file (not copied into memory)."""
-    owner: object = array
-    while isinstance(owner, (np.ndarray, memoryview)):
-        owner = owner.base if isinstance(owner, np.ndarray) else owner.obj
-    return isinstance(owner, mmap.mmap)
+def row_blocks(
+    tensor: TensorProto, loaded: LoadedModel, rows: int, block_bytes: int = BLOCK_BYTES
+) -> Iterator[np.ndarray]:
+    """The tensor's values seen as a C-order ``[rows, count / rows]`` matrix, in blocks of consecutive rows of
+    at most ``block_bytes`` (one row at least), so that a weight of any size costs one block of memory.
 
-
-# Every mapping still alive, so that its pages can be dropped from the resident set on request.
-_MAPPINGS: list[weakref.ref[mmap.mmap]] = []
-
-
-def release_mapped_pages() -> None:
-    """Drop the pages of memory-mapped weights from the resident set (they are read again on use).
-
-    The weight statistics read every weight once; the probe's child then runs for seconds, and
-    the parent has no need to keep a second resident copy of the weights meanwhile.
+    ``rows`` must divide the tensor's element count. Raises ``TensorUnavailable`` as ``read_tensor`` does,
+    and ``ModelError`` when an external file changes while it is read. Blocks read from a file share one
+    buffer: each is overwritten by the next (copy what must outlive it).
     """
-    alive = []
-    for reference in _MAPPINGS:
-        mapped = reference()
-        if mapped is None or mapped.closed:
-            continue
-        alive.append(reference)
-        if hasattr(mapped, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-            try:
-                mapped.madvise(mmap.MADV_DONTNEED)
-            except OSError:
-                pass
-    _MAPPINGS[:] = alive
+    problem = tensor_problem(tensor, loaded)
+    if problem:
+        raise TensorUnavailable(problem)
+    count = element_count(tensor) or 0
+    columns = count // rows if rows else 0
+    if not count or rows * columns != count:
+        return
+    if tensor.data_location != onnx.TensorProto.EXTERNAL:
+        matrix = read_tensor(tensor, loaded).reshape(rows, columns)  # in memory already: views of it
+        step = max(1, block_bytes // max(1, columns * matrix.dtype.itemsize))
+        for first in range(0, rows, step):
+            yield matrix[first : first + step]
+        return
+    dtype = element_dtype(tensor.data_type)
+    step = max(1, block_bytes // max(1, columns * dtype.itemsize))
+    buffer = np.empty(min(step, rows) * columns, dtype=dtype)  # reused: fresh pages cost a fault each
+    with _ExternalFile(tensor, loaded) as source:
+        for first in range(0, rows, step):
+            taken = min(step, rows - first)
+            yield source.read(first * columns, buffer[: taken * columns]).reshape(taken, columns)
+
+
+class _ExternalFile:
+    """One tensor's external file, opened for reads of its elements.
+
+    The file must still be the one the loader checked (same device and inode) and hold the tensor's bytes;
+    a file replaced, truncated before or during a read ends this model's analysis with a ``ModelError``
+    (exit 2), instead of the SIGBUS that reading a truncated memory map raises.
+    """
+
+    def __init__(self, tensor: TensorProto, loaded: LoadedModel) -> None:
+        name, location, offset = external_key(tensor)
+        self.loaded, self.location = loaded, location
+        self.name = name or "<unnamed>"
+        self.offset = int(offset or 0)
+        self.dtype = element_dtype(tensor.data_type)
+        self.end = self.offset + (element_count(tensor) or 0) * self.dtype.itemsize
+        checked = loaded.external_files.get(location)
+        if checked is None:  # the loader's gate records every file it lets through
+            raise TensorUnavailable(f"external data of tensor '{self.name}' ({location}) was not checked")
+        try:
+            self.stream = open(checked.path, "rb", buffering=0)  # noqa: SIM115 - closed by __exit__
+        except OSError as exc:
+            raise self._changed(f"cannot be opened any more ({exc.strerror or exc})") from None
+        info = os.fstat(self.stream.fileno())
+        if (info.st_dev, info.st_ino) != (checked.device, checked.inode):
+            self.stream.close()
+            raise self._changed("was replaced by another file")
+        if info.st_size < self.end:
+            self.stream.close()
+            raise self._truncated(info.st_size)
+
+    def __enter__(self) -> _ExternalFile:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stream.close()
+
+    def read(self, first: int, values: np.ndarray) -> np.ndarray:
+        """``values``, filled with the tensor's elements from ``first`` on (as many as it holds)."""
+        buffer = memoryview(values.view(np.uint8))  # bytes: a buffer of bfloat16 or float8 has no format
+        position = self.offset + first * self.dtype.itemsize
+        done = 0
+        self.stream.seek(position)
+        while done < len(buffer):
+            got = self.stream.readinto(buffer[done:])
+            if not got:  # the file shrank after it was measured
+                raise self._truncated(os.fstat(self.stream.fileno()).st_size)
+            done += got
+        return values
+
+    def _truncated(self, size: int) -> ModelError:
+        return self._changed(
+            f"was truncated while relulint read it: it has {size:,} bytes, tensor '{self.name}' needs bytes "
+            f"{self.offset:,}..{self.end:,}"
+        )
+
+    def _changed(self, what: str) -> ModelError:
+        inline = self.location == self.loaded.inline_location  # the model's own large weights (relulint.wire)
+        file = "the model file" if inline else f"the external data file '{self.location}'"
+        return ModelError(self.loaded.path, f"{file} {what}")
 
 
 def as_float(array: np.ndarray) -> np.ndarray:

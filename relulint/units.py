@@ -9,6 +9,7 @@ The static rules and the probe both work on this view; ``weight_matrix`` and
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypedDict
 
@@ -24,7 +25,7 @@ from relulint.ops import (
     VALUE_MOVING_OPS,
     VARIANT_OPS,
 )
-from relulint.tensors import as_float
+from relulint.tensors import as_float, element_dtype, row_blocks, tensor_problem, tensor_shape
 
 PLAIN = "plain"
 VARIANT = "variant"
@@ -476,6 +477,43 @@ def weight_matrix(graph: Graph, layer: Layer) -> np.ndarray | None:
     if layout in ("gemm_transposed", "matmul_left"):
         return w
     return w.T
+
+
+@dataclass(frozen=True)
+class WeightBlocks:
+    """A layer's weight as stored, seen as a 2-D matrix and read in blocks of consecutive rows (so a weight
+    of any size costs one block of memory): its rows are the units (Conv, transposed Gemm) or its columns are
+    (Gemm, MatMul), each unit having ``per_unit`` weights."""
+
+    blocks: Iterator[np.ndarray]
+    units_on_rows: bool
+    units: int
+    per_unit: int
+
+
+def weight_blocks(graph: Graph, layer: Layer) -> WeightBlocks | None:
+    """The layer's weight initializer in row blocks, as floats; None when the weight is computed (a fold),
+    unreadable, or of a layout whose units are not whole rows or columns (ConvTranspose): ``weight_matrix``
+    then."""
+    if layer.weight not in graph.initializers or layer.weight_layout in (None, "convtranspose"):
+        return None
+    tensor = graph.initializers[layer.weight]
+    dtype = element_dtype(tensor.data_type)
+    dims = tensor_shape(tensor)
+    if tensor_problem(tensor, graph.loaded) or dtype is None or dtype.kind in NON_NUMERIC_KINDS or len(dims) < 2:
+        return None
+    if layer.weight_layout == "conv":
+        rows, columns, units_on_rows = dims[0], _product(dims[1:]), True
+    else:
+        kept = [d for d in dims if d != 1] if len(dims) > 2 else list(dims)
+        if len(kept) != 2:
+            return None
+        (rows, columns), units_on_rows = kept, layer.weight_layout in ("gemm_transposed", "matmul_left")
+    if not rows or not columns:
+        return None
+    blocks = (as_float(block) for block in row_blocks(tensor, graph.loaded, rows))
+    units, per_unit = (rows, columns) if units_on_rows else (columns, rows)
+    return WeightBlocks(blocks, units_on_rows, units, per_unit)
 
 
 def _product(dims: tuple[int, ...]) -> int:

@@ -5,7 +5,7 @@ with inline weights that doubles its memory (the file's bytes, then the message)
 onnxruntime child of the probe hold a second copy beside the parent's. Instead, the loader parses
 a *skeleton*: the same bytes with each large ``raw_data`` field of a main-graph initializer
 replaced by an external-data reference to the model file itself, at the offset where the bytes
-already lie. ``relulint.tensors`` then memory-maps them like any external data.
+already lie. ``relulint.tensors`` then reads them like any external data.
 
 Anything unexpected in the bytes (a malformed varint, a group, a repeated graph field, a tensor
 that already has a data location) makes ``strip_large_raw_data`` return None, and the loader parses

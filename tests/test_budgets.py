@@ -7,9 +7,12 @@ went off would fail the run instead of swapping the machine.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
+import weakref
 
 import numpy as np
 import onnx
@@ -18,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from test_hostile import expect_analysed, expect_error, expect_note, lint, save
 
 from relulint.modelkit import ModelBuilder, mlp
+from relulint.watchdog import AnalysisTimeout, watchdog
 
 GB = 1024**3
 MEMORY_CAP = 3 * GB  # address space (not resident memory): the interpreter, numpy and onnx reserve ~1.5 GB
@@ -178,6 +182,26 @@ def test_the_static_watchdog_stops_a_slow_analysis(tmp_path):
     expect_error(outcome, path, r"took more than 0.05 s of processor time \(--timeout\); it was stopped$")
 
 
+def test_a_timeout_that_lands_in_a_callback_is_raised_again_and_not_printed(capfd):
+    """A signal handler's exception inside a weakref callback (the import system runs them) is dropped by
+    Python and printed: the watchdog sets its timer again, so the analysis still stops, silently."""
+
+    class Thing:
+        pass
+
+    def burn(_reference, seconds=0.3):  # a callback that outlasts the budget: the timeout lands inside it
+        end = time.process_time() + seconds
+        while time.process_time() < end:
+            pass
+
+    thing = Thing()
+    reference = weakref.ref(thing, burn)
+    with pytest.raises(AnalysisTimeout), watchdog(0.05):
+        del thing  # runs burn(), where the first timeout is dropped
+        burn(reference, seconds=5)  # the second one stops this
+    assert "AnalysisTimeout" not in capfd.readouterr().err
+
+
 # ---- folded constants: a size per tensor, a budget per model, small results only cached ----------
 def fanned_casts(side: int, casts: int) -> onnx.ModelProto:
     """One ConstantOfShape [side, side] cast into ``casts`` Gemm weights, each layer followed by a Relu."""
@@ -281,3 +305,85 @@ def test_constant_of_shape_fanned_into_casts(tmp_path):
     status, peak = peak_rss_of_lint(str(path), "--select", "RL1", "--no-probe")
     assert status in (0, 1)
     assert peak < GB, f"peak resident set {peak / 2**20:.0f} MB"
+
+
+def test_a_2_gb_sparse_external_weight_is_streamed(tmp_path):
+    """A 177-byte model whose MatMul weight is a 2 GB file of holes: the statistics read it in row blocks
+    (with a memory map, a 4 GB one grew to 8 GB). Twice the 1 GB asserted is enough to tell, in half the
+    time of 4 GB."""
+    side, units = 16384, 32768
+    weight = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[side, units])
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "w.data"), ("offset", "0"), ("length", str(side * units * 4))):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    value = helper.make_tensor_value_info
+    model = relu_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"), helper.make_node("Relu", ["h"], ["y"], name="act")],
+        [value("x", TensorProto.FLOAT, [1, side])],
+        [value("y", TensorProto.FLOAT, [1, units])],
+        [],
+        [weight],
+    )
+    path = save(model, tmp_path / "bomb.onnx")
+    with open(tmp_path / "w.data", "wb") as stream:
+        stream.truncate(side * units * 4)  # sparse: no disk space used
+    report = tmp_path / "r.json"
+    status, peak = peak_rss_of_lint(str(path), "--no-probe", "--select", "RL1", "-o", str(report))
+    assert status == 1 and peak < GB, f"exit {status}, peak resident set {peak / 2**20:.0f} MB"
+    [finding] = json.loads(report.read_text())["models"][0]["findings"]
+    assert finding["rule"] == "RL102" and f"all {side * units} weights are 0" in finding["message"]
+
+
+def conv_chain(side: int, depth: int) -> onnx.ModelProto:
+    """``depth`` single-channel 3x3 Conv+ReLU layers on a ``side`` x ``side`` image."""
+    rng = np.random.default_rng(0)
+    nodes, initializers, current = [], [], "x"
+    for index in range(depth):
+        weight = (rng.normal(size=(1, 1, 3, 3)) * 0.5).astype(np.float32)
+        initializers += [
+            numpy_helper.from_array(weight, f"w{index}"),
+            numpy_helper.from_array(np.ones(1, np.float32) / 10, f"b{index}"),
+        ]
+        nodes.append(
+            helper.make_node(
+                "Conv", [current, f"w{index}", f"b{index}"], [f"c{index}"], name=f"conv{index}", pads=[1] * 4
+            )
+        )
+        nodes.append(helper.make_node("Relu", [f"c{index}"], [f"r{index}"], name=f"relu{index}"))
+        current = f"r{index}"
+    value = helper.make_tensor_value_info
+    return relu_graph(
+        nodes,
+        [value("x", TensorProto.FLOAT, [1, 1, side, side])],
+        [value(current, TensorProto.FLOAT, [1, 1, side, side])],
+        [],
+        initializers,
+    )
+
+
+def test_bounds_of_a_deep_conv_chain_at_4000x4000(tmp_path):
+    """Every layer's bounds were kept whole (256 MB a layer, 3.6 GB for 12): past the per-tensor budget the
+    input is not bounded, with a note."""
+    path = save(conv_chain(4000, 12), tmp_path / "chain.onnx")
+    report = tmp_path / "r.json"
+    status, peak = peak_rss_of_lint(
+        str(path), "--no-probe", "--select", "RL6", "--input-range", "x=0,1", "-o", str(report)
+    )
+    assert status == 0 and peak < GB, f"exit {status}, peak resident set {peak / 2**20:.0f} MB"
+    notes = [note["message"] for note in json.loads(report.read_text())["models"][0]["notes"]]
+    assert any("input 'x' of shape [1, 1, 4000, 4000] is too large to bound" in note for note in notes), notes
+
+
+def test_bounds_of_a_conv_chain_just_under_the_budget(tmp_path):
+    """At the largest size bounded, the layers' bounds are kept as one interval per channel."""
+    path = save(conv_chain(1990, 3), tmp_path / "chain.onnx")
+    report = tmp_path / "r.json"
+    status, peak = peak_rss_of_lint(
+        str(path), "--no-probe", "--select", "RL6", "--input-range", "x=0,1", "-o", str(report)
+    )
+    assert status in (0, 1) and peak < GB, f"exit {status}, peak resident set {peak / 2**20:.0f} MB"
+    [model] = json.loads(report.read_text())["models"]
+    layers = model["bounds"]["layers"]
+    assert set(layers) == {"relu0", "relu1", "relu2"}
+    assert all(layer["units"] == 1 and np.isfinite(layer["upper"][0]) for layer in layers.values()), layers

@@ -350,6 +350,76 @@ def test_external_data_file_too_short(tmp_path):
     )
 
 
+TRUNCATE_AFTER_LOADING = """
+import os, sys
+from relulint import engine
+from relulint.launch import main
+
+build_graph = engine.build_graph
+data = sys.argv[1]
+
+
+def truncating(loaded):  # the file shrinks after the loader checked it, before its weights are read
+    os.truncate(data, 100)
+    return build_graph(loaded)
+
+
+engine.build_graph = truncating
+sys.argv = ["relulint", "--no-probe", sys.argv[2]]
+main()
+"""
+
+
+def test_external_data_truncated_after_loading(tmp_path):
+    """Reading a memory map of a file that shrank kills the process with SIGBUS; read() just comes up short."""
+    path = save_external(small_mlp(), tmp_path)
+    environment = {key: value for key, value in os.environ.items() if key != "RELULINT_DEBUG"}
+    done = subprocess.run(
+        [sys.executable, "-c", TRUNCATE_AFTER_LOADING, str(tmp_path / "weights.bin"), str(path)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+    )
+    outcome = Outcome(done.returncode, done.stdout, done.stderr, None)
+    assert_no_crash(outcome)
+    expect_error(
+        outcome,
+        path,
+        r"^the external data file 'weights\.bin' was truncated while relulint read it: it has 100 bytes, "
+        r"tensor 'w_0' needs bytes 0\.\.512$",
+    )
+
+
+def test_external_data_truncated_between_two_blocks(tmp_path):
+    from relulint.errors import ModelError
+    from relulint.loader import load_model
+    from relulint.tensors import row_blocks
+
+    path = save_external(small_mlp(), tmp_path)
+    loaded = load_model(path)
+    [weight] = [t for t in loaded.model.graph.initializer if t.name == "w_2"]  # 16 x 16 floats, at 576..1600
+    blocks = row_blocks(weight, loaded, 16, block_bytes=4 * 16 * 4)  # four rows a block
+    first = next(blocks)
+    np.testing.assert_array_equal(first, numpy_helper.to_array(weights(small_mlp())[1])[:4])
+    os.truncate(tmp_path / "weights.bin", 1000)
+    with pytest.raises(ModelError, match=r"was truncated while relulint read it: it has 1,000 bytes"):
+        list(blocks)
+
+
+def test_external_data_replaced_after_loading(tmp_path):
+    from relulint.errors import ModelError
+    from relulint.loader import load_model
+    from relulint.tensors import read_tensor
+
+    path = save_external(small_mlp(), tmp_path)
+    loaded = load_model(path)
+    (tmp_path / "other.bin").write_bytes((tmp_path / "weights.bin").read_bytes())
+    os.replace(tmp_path / "other.bin", tmp_path / "weights.bin")
+    with pytest.raises(ModelError, match=r"the external data file 'weights\.bin' was replaced by another file"):
+        read_tensor(loaded.model.graph.initializer[0], loaded)
+
+
 def test_external_data_that_is_a_named_pipe(tmp_path):
     path = save_external(small_mlp(), tmp_path)
     (tmp_path / "weights.bin").unlink()

@@ -135,8 +135,9 @@ def compute_bounds(ctx: Context) -> tuple[BoundsResult | None, list[Note]]:
     if not box.ranges:
         notes.append(Note("skipped", "no usable --input-range: the proof rules RL6xx stay silent"))
         return None, notes
-    keep = {layer.pre_activation for layer in ctx.layers} | {_clip_limit_inputs(ctx, layer) for layer in ctx.layers}
-    propagation = propagate_bounds(ctx.graph, box, opset_of(ctx), keep)
+    keep = {_clip_limit_inputs(ctx, layer) for layer in ctx.layers} - {""}
+    per_channel = {layer.pre_activation: layer.channel_axis for layer in ctx.layers}
+    propagation = propagate_bounds(ctx.graph, box, opset_of(ctx), keep, per_channel)
     result = BoundsResult(
         domain=dict(box.ranges),
         variables=propagation.domain.variables if propagation.domain is not None else 0,

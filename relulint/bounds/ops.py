@@ -35,9 +35,10 @@ from relulint.bounds.interval import (
 from relulint.graph import Graph, Node
 
 Result = list[Bound | None]
-# Largest tensor bounded (elements of one sample): lo and hi are float64, so 128 MB each. Larger
-# tensors (and hostile shapes) are left unbounded instead of exhausting memory.
-MAX_ELEMENTS = 16_000_000
+# Largest tensor bounded (elements of one sample): lo and hi are float64, so 32 MB each, and an op's
+# temporaries are several times that (a chain of 3x3 Convs at 1990x1990 peaked at 500 MB; at 16 million
+# elements, 1.8 GB). Larger tensors (and hostile shapes) are left unbounded instead of exhausting memory.
+MAX_ELEMENTS = 4_000_000
 
 
 class Unsupported(Exception):

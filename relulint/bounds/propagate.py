@@ -163,18 +163,25 @@ def topological(graph: Graph) -> list[Node]:
     return order
 
 
-def propagate_bounds(graph: Graph, box: InputBox, opset: int, keep: set[str] | None = None) -> Propagation:
+def propagate_bounds(
+    graph: Graph, box: InputBox, opset: int, keep: set[str] | None = None, per_channel: dict[str, int] | None = None
+) -> Propagation:
     """Bounds of the tensors in ``keep`` (every tensor when None); others are freed after their last use.
+    The tensors of ``per_channel`` (tensor -> channel axis) are kept reduced, after their last use, to one
+    interval per channel (the other axes kept with size 1): a deep chain of 4000x4000 convolutions kept
+    whole held 256 MB per layer.
 
     Floating-point warnings are silenced: a NaN or an overflow (from NaN or huge weights) becomes an
     unbounded interval (see ``interval.normalized``), which is sound, and must not reach the user's stderr.
     """
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return _propagate(graph, box, opset, keep)
+        return _propagate(graph, box, opset, keep, per_channel or {})
 
 
-def _propagate(graph: Graph, box: InputBox, opset: int, keep: set[str] | None) -> Propagation:
+def _propagate(
+    graph: Graph, box: InputBox, opset: int, keep: set[str] | None, per_channel: dict[str, int]
+) -> Propagation:
     bounds, domain = seed_bounds(graph, box)
     result = Propagation(bounds, domain, Counter(), {})
     shapes: dict[str, tuple[int, ...]] | None = None
@@ -206,16 +213,31 @@ def _propagate(graph: Graph, box: InputBox, opset: int, keep: set[str] | None) -
             if tensor:
                 uses[tensor] -= 1
                 if uses[tensor] == 0 and keep is not None and tensor in bounds:
-                    _release(bounds, tensor, keep)
+                    _release(bounds, tensor, keep, per_channel)
+    if keep is not None:
+        for tensor in per_channel.keys() & bounds.keys() - keep:  # never consumed: reduced all the same
+            bounds[tensor] = _reduced(bounds[tensor], per_channel[tensor])
     return result
 
 
-def _release(bounds: dict[str, Bound], tensor: str, keep: set[str]) -> None:
-    """Free a tensor's bound after its last consumer (symbolic arrays are the large part)."""
+def _release(bounds: dict[str, Bound], tensor: str, keep: set[str], per_channel: dict[str, int]) -> None:
+    """Free a tensor's bound after its last consumer (symbolic arrays are the large part), or reduce it."""
     if tensor in keep:
         bounds[tensor].sym = None
+    elif tensor in per_channel:
+        bounds[tensor] = _reduced(bounds[tensor], per_channel[tensor])
     else:
         del bounds[tensor]
+
+
+def _reduced(bound: Bound, axis: int) -> Bound:
+    """One interval per index of ``axis`` (the other axes kept, with size 1); all of it for a bad axis."""
+    ndim = bound.lo.ndim
+    axis = axis + ndim if axis < 0 else axis
+    others = tuple(i for i in range(ndim) if i != axis) if 0 <= axis < ndim else tuple(range(ndim))
+    if not others or not bound.lo.size:
+        return Bound(bound.lo, bound.hi)
+    return Bound(np.min(bound.lo, axis=others, keepdims=True), np.max(bound.hi, axis=others, keepdims=True))
 
 
 def _node_bounds(inputs: Inputs) -> tuple[list[Bound | None], str | None]:

@@ -42,12 +42,6 @@ w = numpy_helper.to_array(model.graph.initializer[0]).copy(); w[3, 0] = np.nan
 )
 
 
-def _nonfinite_rows(matrix: np.ndarray | None) -> np.ndarray:
-    if matrix is None or matrix.ndim != 2:
-        return np.zeros(0, dtype=bool)
-    return ~np.all(np.isfinite(matrix), axis=1)
-
-
 def _per_unit_mask(values: np.ndarray | None, units: int) -> np.ndarray:
     if values is None:
         return np.zeros(units, dtype=bool)
@@ -67,7 +61,10 @@ def _counts(values: np.ndarray) -> dict[str, int]:
 
 def _finding(ctx: Context, layer: Layer) -> Finding | None:
     stats = ctx.weight_stats(layer)
-    weight_rows = _nonfinite_rows(ctx.weights(layer)) if stats is not None and stats.nonfinite else None
+    weight_rows = None
+    if stats is not None and stats.nonfinite:  # the statistics counted them in their one pass over the weight
+        weight_rows = np.zeros(stats.units, dtype=bool)
+        weight_rows[stats.nonfinite_units] = True
     bias = ctx.bias(layer)
     params = {name: value for name, value in ctx.norm_parameters(layer).items() if value is not None}
     bad_params = {name: value for name, value in params.items() if not np.all(np.isfinite(value))}
@@ -85,9 +82,8 @@ def _finding(ctx: Context, layer: Layer) -> Finding | None:
     parts = []
     evidence: dict[str, Any] = {"layer": layer.name, "linear": layer.linear, "norm": layer.norm}
     if weight_rows is not None and stats is not None:
-        weights = np.asarray(ctx.weights(layer))
-        parts.append(f"{stats.nonfinite} weights ({_describe(_counts(weights))})")
-        evidence["weights"] = _counts(weights)
+        parts.append(f"{stats.nonfinite} weights ({_describe(stats.nonfinite_kinds)})")
+        evidence["weights"] = dict(stats.nonfinite_kinds)
     if bad_bias is not None:
         parts.append(f"{int(np.count_nonzero(~np.isfinite(bad_bias)))} bias entries ({_describe(_counts(bad_bias))})")
         evidence["bias"] = _counts(bad_bias)
