@@ -21,6 +21,7 @@ from relulint.engine import analyse, debug, selected_rules
 from relulint.errors import UsageError
 from relulint.findings import Finding, ModelResult, Note, Severity
 from relulint.outputs import RunInputs, append_step_summary, check_destination, repository_root
+from relulint.preprocess import PRESETS, parse_command_line
 from relulint.report import FORMATS, FormatUnavailable, Run, format_for_path, render, write_atomically
 from relulint.report.escape import clean
 from relulint.report.github import step_summary
@@ -64,6 +65,8 @@ def _cli_table(options: dict[str, Any]) -> dict[str, Any]:
                 )
             ranges[name] = spec
         table["input-range"] = ranges
+    if options["preprocess"]:
+        table["preprocess"] = parse_command_line(options["preprocess"])
     simple = {
         "fail_on": "fail-on",
         "exit_zero": "exit-zero",
@@ -268,7 +271,17 @@ SEVERITIES = click.Choice(["error", "warning", "note"], case_sensitive=False)
 @click.option(
     "--data",
     default=None,
-    help="Real probe inputs: a .npz (one array per input), a .npy (one-input model) or a folder of them.",
+    help="Real probe inputs: a .npz (one array per input), a .npy (one-input model), a folder of them, or a "
+    "folder of images (PNG/JPEG/BMP, needs relulint[images]) or WAV files (see --preprocess).",
+)
+@click.option(
+    "--preprocess",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help=f"How --data images and WAV files become inputs; repeatable: preset={'|'.join(PRESETS)} "
+    "(scale, mean, std at once; default zero-one: x/255), resize=SHORTER_SIDE, crop=HxW (center), size=HxW "
+    "(exact), channels=rgb|bgr, layout=nchw|nhwc, scale=X, mean=M1,M2,M3, std=S1,S2,S3, "
+    "sample-rate=HZ (resampled linearly), window=SAMPLES.",
 )
 @click.option("--probe-timeout", type=float, default=None, help="Seconds the probe may run. [default: 60]")
 @click.option(
@@ -371,6 +384,8 @@ def _main(options: dict[str, Any]) -> int:
     models, path_errors = expand_paths(options["paths"], search)
     inputs = run_inputs(models, config)
     destinations = {dest: check_destination(dest, inputs) for _, dest in plan if dest is not None}
+    if config.data and config.probe:
+        _check_data(config.data)
     if not any(dest is None for _, dest in plan) and not options["quiet"]:
         plan.append(("text", None))  # reports go to files: still tell the terminal what was found
     from relulint.probe.runner import prestart, stop_spare
@@ -412,6 +427,18 @@ def _main(options: dict[str, Any]) -> int:
             except OSError as exc:
                 raise UsageError(f"{destination}: cannot write the report ({exc.strerror or exc})") from None
     return exit_status(run.results, config)
+
+
+def _check_data(path: str) -> None:
+    """A --data source that cannot be read at all (missing, empty, a link out of its folder, images
+    without Pillow) is a usage error; data that does not fit a model is a note on that model."""
+    from relulint.probe.inputs import DataError
+    from relulint.probe.media import inspect_source
+
+    try:
+        inspect_source(path)
+    except DataError as exc:
+        raise UsageError(str(exc).removeprefix("--data ")) from None
 
 
 def _refuse_outside(models: list[str], root: Path) -> None:

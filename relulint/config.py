@@ -22,6 +22,7 @@ from relulint.discovery import DEFAULT_EXCLUDES
 from relulint.errors import UsageError
 from relulint.findings import Severity
 from relulint.loader import DEFAULT_MAX_MODEL_SIZE
+from relulint.preprocess import Preprocess, parse_preprocess
 from relulint.rules import all_rules, rule_by_id
 
 # The structured synthetic inputs of relulint/probe/structured.py (named here too: that module imports numpy,
@@ -49,6 +50,7 @@ class Config:
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     input_dist: str = "normal"
     data: str | None = None
+    preprocess: Preprocess = field(default_factory=Preprocess)  # how image/audio files of --data become inputs
     probe_timeout: float = 60.0
     timeout: float = 600.0  # seconds for one model's load and static analyses (a watchdog; the probe has its own)
     probe_memory: int = 4 * 1024**3
@@ -408,12 +410,14 @@ def config_from_table(
             changes["per_node_ignores"] = {
                 str(glob): _strings(ids, f"per-node-ignores.{glob}") for glob, ids in value.items()
             }
+        elif key == "preprocess":
+            changes["preprocess"] = parse_preprocess(value, "--preprocess" if command_line else key, base.preprocess)
         elif key == "rules":
             options, severities = _rule_tables(value)
             changes["rule_options"] = options
             changes["severities"] = severities
         else:
-            close = difflib.get_close_matches(key, [*FILE_KEYS, "per-node-ignores", "rules"], n=1)
+            close = difflib.get_close_matches(key, [*FILE_KEYS, "per-node-ignores", "preprocess", "rules"], n=1)
             raise ValueError(f"unknown key '{key}'" + (f"; did you mean '{close[0]}'?" if close else ""))
     return replace(base, **changes)
 

@@ -16,9 +16,9 @@ from relulint.probe.inputs import (
     STRUCTURED_NAMES,
     DataError,
     InputSpec,
-    data_files,
     parse_distribution,
     sample_shapes,
+    shapes_vary,
 )
 from relulint.probe.instrument import Instrumentation, LinkRefused, plan, write_model
 from relulint.probe.protocol import Job, Outcome
@@ -42,6 +42,7 @@ class PendingProbe:
         child: Child,
         instrumentation: Instrumentation,
         folder: tempfile.TemporaryDirectory,
+        data_folder: tempfile.TemporaryDirectory | None,
         defaulted: list[str],
         attempt: int,
         notes: list[Note],
@@ -51,6 +52,7 @@ class PendingProbe:
         self.child = child
         self.instrumentation = instrumentation
         self.folder = folder  # holds the instrumented model until the child has read it
+        self.data_folder = data_folder  # images or audio decoded for the child (see relulint.probe.media)
         self.defaulted = defaulted  # dynamic dims the probe chose itself ("'x' dim 2 = 224")
         self.attempt = attempt  # which default sizes (specs.IMAGE_SIZES, OTHER_DIMS) were tried
         self.notes = notes  # the notes its preparation added, replaced when it is retried
@@ -64,7 +66,7 @@ class PendingProbe:
         try:
             outcome = self.child.wait(self.budget, Progress(ctx.path))  # stops the child
         finally:
-            self.folder.cleanup()
+            self._cleanup()
         if isinstance(outcome, str):  # stopped: a timeout, the memory cap, a crash
             return _skip(ctx, outcome, unfinished=True)
         if outcome.problem:
@@ -105,7 +107,12 @@ class PendingProbe:
 
     def cancel(self) -> None:
         self.child.stop()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
         self.folder.cleanup()
+        if self.data_folder is not None:
+            self.data_folder.cleanup()
 
 
 def run_probe(ctx: Context) -> None:
@@ -158,17 +165,82 @@ def _shapes(specs: Specs) -> tuple[tuple[int, ...], ...]:
 def _prepare_and_send(
     ctx: Context, child: Child, attempt: int = 0, budget: float | None = None, tried: frozenset = frozenset()
 ) -> PendingProbe | None:
+    data_folder = None
+    try:
+        data = _data_source(ctx, attempt)
+        if isinstance(data, tempfile.TemporaryDirectory):
+            data_folder, data = data, data.name
+        pending = None if data is False else _prepare(ctx, child, data, data_folder, attempt, budget, tried)
+    except BaseException:
+        if data_folder is not None:
+            data_folder.cleanup()
+        raise
+    if pending is None and data_folder is not None:
+        data_folder.cleanup()
+    return pending
+
+
+def _data_source(ctx: Context, attempt: int) -> str | tempfile.TemporaryDirectory | None | bool:
+    """The --data path the child reads: the user's arrays, or a folder of the images or audio decoded
+    here; None without --data; False when the data cannot be used (a note says why)."""
+    config = ctx.config
+    if not config.data:
+        return None
+    from relulint.probe.media import inspect_source, prepare
+
+    try:
+        source = inspect_source(config.data)
+    except DataError as exc:
+        return _skip(ctx, str(exc)) or False
+    if source.kind == "arrays":
+        return config.data
+    specs = input_specs(ctx.graph, config, config.batch, None, attempt)
+    if specs.problem:
+        return _skip(ctx, specs.problem) or False
+    folder = tempfile.TemporaryDirectory(prefix="relulint-data-", ignore_cleanup_errors=True)
+    try:
+        cap, _ = sampling(config)
+        prepared = prepare(
+            source, specs.specs, config.preprocess, Path(folder.name), cap, config.seed, config.probe_memory
+        )
+    except DataError as exc:
+        folder.cleanup()
+        return _skip(ctx, str(exc)) or False
+    except BaseException:
+        folder.cleanup()
+        raise
+    shapes = ", ".join("x".join(map(str, shape)) for shape in prepared.shapes[:4])
+    if len(prepared.shapes) > 1:
+        more = ", ..." if len(prepared.shapes) > 4 else ""
+        shapes = f"in {len(prepared.shapes)} shapes ({shapes}{more}), each run in batches of its own"
+    else:
+        shapes = f"shaped {shapes}"
+    left = (
+        f"; {prepared.left_out} file(s) left out (--samples, or over --probe-memory decoded)"
+        if prepared.left_out
+        else ""
+    )
+    ctx.notes.append(Note("info", f"probe data: {prepared.how} from {config.data}, samples {shapes}{left}"))
+    return folder
+
+
+def _prepare(
+    ctx: Context,
+    child: Child,
+    data: str | None,
+    data_folder: tempfile.TemporaryDirectory | None,
+    attempt: int,
+    budget: float | None,
+    tried: frozenset,
+) -> PendingProbe | None:
     config = ctx.config
     budget = config.probe_timeout if budget is None else budget
-    first_note = len(ctx.notes)
+    first_note = len(ctx.notes) - (data_folder is not None)  # the decoding note belongs to this attempt
     data_shapes = None
-    if config.data:
-        try:
-            data_files(config.data)
-        except DataError as exc:
-            return _skip(ctx, str(exc))
+    varying = False
+    if data:
         names = [i.name for i in ctx.loaded.model.graph.input if i.name not in ctx.graph.initializers]
-        data_shapes = sample_shapes(config.data, names)
+        data_shapes = sample_shapes(data, names)
     specs = input_specs(ctx.graph, config, config.batch, data_shapes, attempt)
     while specs.defaulted and _shapes(specs) in tried and attempt + 1 < ATTEMPTS:
         attempt += 1  # a fixed dim can make two default sizes the same: try each shape once
@@ -195,7 +267,9 @@ def _prepare_and_send(
             )
         )
         specs = input_specs(ctx.graph, config, batch, data_shapes, attempt)
-    instrumentation = plan(ctx.graph, ctx.layers, shapes)
+    if data:
+        varying = shapes_vary(data, specs.specs)
+    instrumentation = plan(ctx.graph, ctx.layers, shapes, pooled=not varying)
     _note_skipped_layers(ctx, instrumentation)
     if not instrumentation.taps:
         return _skip(ctx, "no layer could be instrumented")
@@ -219,7 +293,7 @@ def _prepare_and_send(
             batch=batch,
             samples=cap,
             distribution=config.input_dist,
-            data=config.data,
+            data=data,
             seed=config.seed,
             memory_limit=config.probe_memory,
             auto=auto,
@@ -228,7 +302,7 @@ def _prepare_and_send(
         )
     )
     pending = PendingProbe(
-        ctx, child, instrumentation, folder, specs.defaulted, attempt, ctx.notes[first_note:], budget
+        ctx, child, instrumentation, folder, data_folder, specs.defaulted, attempt, ctx.notes[first_note:], budget
     )
     pending.tried = tried | {_shapes(specs)}
     return pending

@@ -41,6 +41,12 @@ class InputSpec:
     # The input's domain (--input-range): synthetic values are drawn uniformly from it instead of the
     # --input-dist (one (lo, hi) for every element, or one per channel on axis 1).
     domain: tuple[tuple[float, float], ...] | None = None
+    # Dims the model leaves dynamic besides the batch axis: real data may set them differently per file
+    # (images of different sizes), each shape running in batches of its own.
+    free_axes: tuple[int, ...] = ()
+    # A recurrent state fed back: zeros with the first chunk of each data file, then this output of the
+    # previous chunk (see ``carried_states``). None: an ordinary input.
+    carried_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -271,7 +277,9 @@ def _check_file(file: Path, arrays: dict[str, np.ndarray], specs: list[InputSpec
             once.add(spec.name)
             continue
         axis = _sample_axis(spec)
-        others = [(w, a) for i, (w, a) in enumerate(zip(spec.shape, array.shape)) if i != axis]
+        others = [
+            (w, a) for i, (w, a) in enumerate(zip(spec.shape, array.shape)) if i != axis and i not in spec.free_axes
+        ]
         if spec.batched and any(w != a for w, a in others if w > 0):
             raise DataError(
                 f"{file.name}: array '{spec.name}' has shape {list(array.shape)}, the input needs {_dims(spec)}"
@@ -317,10 +325,12 @@ def data_batches(
     specs: list[InputSpec], path: str, batch: int, samples: int, seed: int = 0
 ) -> Iterator[dict[str, np.ndarray]]:
     """Batches of real data, streamed file by file: every sample (``samples`` 0), or ``samples`` of them
-    spread over the whole source when the headers say how many each file holds."""
+    spread over the whole source when the headers say how many each file holds. Samples of another shape
+    than the batch being filled (dims the model leaves dynamic) end it: each batch holds one shape."""
     rows = batch_rows(specs, batch)
     pending: list[dict[str, np.ndarray]] = []
     pending_rows = 0
+    pending_shape: tuple[tuple[int, ...], ...] | None = None
     done = 0
     files = data_files(path)
     chosen = chosen_samples(data_sample_counts(specs, path) if samples else None, samples, seed)
@@ -333,6 +343,12 @@ def data_batches(
         if picks is not None:
             picks = picks[picks < count]
         available = count if picks is None else picks.size
+        shape = tuple(_sample_shape(arrays[s.name], s) for s in specs if s.name not in once)
+        if pending_rows and shape != pending_shape and any(spec.batched for spec in specs):
+            yield _feed(pending, specs, once)  # a partial batch: the next samples cannot join it
+            done += pending_rows
+            pending, pending_rows = [], 0
+        pending_shape = shape
         start = 0
         while start < available and (limit is None or done + pending_rows < limit):
             take = min(available - start, rows - pending_rows)
@@ -354,6 +370,10 @@ def data_batches(
         yield _feed(pending, specs, once)
 
 
+def _sample_shape(array: np.ndarray, spec: InputSpec) -> tuple[int, ...]:
+    return tuple(size for axis, size in enumerate(array.shape) if axis != _sample_axis(spec))
+
+
 def _take(array: np.ndarray, spec: InputSpec, rows: slice | np.ndarray, once: bool) -> np.ndarray:
     """The chosen samples of one input's array (all of it for an input given once)."""
     if once:
@@ -372,6 +392,18 @@ def _feed(parts: list[dict[str, np.ndarray]], specs: list[InputSpec], once: set[
         joined = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=_sample_axis(spec))
         feed[spec.name] = np.ascontiguousarray(joined, dtype=np.dtype(spec.dtype))
     return feed
+
+
+def shapes_vary(path: str, specs: list[InputSpec]) -> bool:
+    """Whether the data files hold samples of more than one shape (from the array headers only)."""
+    seen = set()
+    names = [spec.name for spec in specs]
+    for file in data_files(path):
+        shapes = _file_shapes(file, names)
+        seen.add(tuple(tuple(d for a, d in enumerate(shapes.get(s.name, ())) if a != _sample_axis(s)) for s in specs))
+        if len(seen) > 1:
+            return True
+    return False
 
 
 def sample_shapes(path: str, names: list[str]) -> dict[str, tuple[int, ...]]:

@@ -122,8 +122,9 @@ SMALL_LAYER = 1024**2  # bytes of one layer's activation at the probe's batch
 GROUP_BYTES = 16 * 1024**2
 
 
-def plan(graph: Graph, layers: list[Layer], shapes: dict[str, TensorInfo]) -> Instrumentation:
-    """Decide each layer's reductions and the graph changes that produce them."""
+def plan(graph: Graph, layers: list[Layer], shapes: dict[str, TensorInfo], pooled: bool = True) -> Instrumentation:
+    """Decide each layer's reductions and the graph changes that produce them. ``pooled`` False: the
+    inputs' spatial sizes vary between batches, so no tap may count positions from the inferred shapes."""
     model = graph.loaded.model
     names = Names(model)
     opset = default_opset(model)
@@ -148,7 +149,7 @@ def plan(graph: Graph, layers: list[Layer], shapes: dict[str, TensorInfo]) -> In
             continue
         additions = result.additions(_graph_of(graph, layer.scope))
         local = layer.output[len(layer.scope) + 1 :] if layer.scope else layer.output
-        per_sample = _spatial_size(info) if layer.channel_axis == 1 else None
+        per_sample = _spatial_size(info) if layer.channel_axis == 1 and pooled else None
         kind, outputs = _add_reductions(additions, names, local, layer.channel_axis, units, info, per_sample, opset)
         exported = _export(graph, result, names, layer.scope, outputs)
         taps[layer.name] = LayerTap(layer.name, kind, tuple(exported), units, per_sample or 0)

@@ -128,7 +128,7 @@ def _spec(
         for index, fixed in enumerate(declared or []):
             if fixed is not None and index != axis and dims[index] != fixed:
                 return None, f"--input-shape {name}: dim {index} is {dims[index]} but the model fixes it to {fixed}", ""
-        return _finish(graph, name, dtype.name, tuple(dims), batched, axis or 0), None, ""
+        return _finish(graph, name, dtype.name, tuple(dims), batched, axis or 0, ()), None, ""
     if declared is None:
         return None, f"input '{name}' declares no shape; give one with --input-shape {name}=...", ""
     dims: list[int] = []
@@ -146,7 +146,8 @@ def _spec(
             dims.append(size)
             defaulted.append(f"dim {index} = {size}")
     note = f"'{name}' {', '.join(defaulted)}" if defaulted else ""
-    return _finish(graph, name, dtype.name, tuple(dims), batched, batch_axis or 0), None, note
+    free = tuple(i for i, dim in enumerate(declared) if dim is None and i != batch_axis)
+    return _finish(graph, name, dtype.name, tuple(dims), batched, batch_axis or 0, free), None, note
 
 
 def _default_dim(declared: list[int | None], index: int, attempt: int = 0) -> int:
@@ -157,13 +158,27 @@ def _default_dim(declared: list[int | None], index: int, attempt: int = 0) -> in
 
 
 def _finish(
-    graph: Graph, name: str, dtype: str, shape: tuple[int, ...], batched: bool, batch_axis: int = 0
+    graph: Graph,
+    name: str,
+    dtype: str,
+    shape: tuple[int, ...],
+    batched: bool,
+    batch_axis: int = 0,
+    free_axes: tuple[int, ...] = (),
 ) -> InputSpec:
     int_high = DEFAULT_INT_HIGH
     if dtype.startswith(("int", "uint")):
         sizes = gather_table_sizes(graph, name)
         int_high = min(sizes) if sizes else DEFAULT_INT_HIGH
-    return InputSpec(name=name, dtype=dtype, shape=shape, batched=batched, int_high=int_high, batch_axis=batch_axis)
+    return InputSpec(
+        name=name,
+        dtype=dtype,
+        shape=shape,
+        batched=batched,
+        int_high=int_high,
+        batch_axis=batch_axis,
+        free_axes=free_axes,
+    )
 
 
 def gather_table_sizes(graph: Graph, tensor: str) -> list[int]:

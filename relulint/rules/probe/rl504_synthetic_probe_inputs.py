@@ -27,8 +27,9 @@ verdict: every probe finding made on them says so.
 Pass real inputs, a few hundred samples or more (299 bound a dead unit's firing rate under 1%):
 `relulint model.onnx --data samples.npz` with one array per model input,
 named after the input and with the samples on axis 0 (a `.npy` file works for a model with one input, and a
-folder of such files is read in name order). Every sample is used unless `--samples N` caps them. Preprocess the
-samples exactly as the model sees them in production.
+folder of such files is read in name order), or a folder of images or WAV files with `--preprocess` saying how
+they become inputs (`--preprocess imagenet`). Every sample is used unless `--samples N` caps them. Preprocess
+the samples exactly as the model sees them in production.
 """,
     example="""
 ```python
