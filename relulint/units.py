@@ -253,7 +253,8 @@ def _layer_for(graph: Graph, act: Node, family: str, pre_activation: str) -> Lay
     )
     linear = walk.linear
     if linear is None:
-        return Layer(channel_axis=1, units=_units_from_shape(graph, act.outputs[0], 1), **base)
+        axis = _feature_axis(graph, pre_activation)
+        return Layer(channel_axis=axis, units=_units_from_shape(graph, act.outputs[0], axis), **base)
     shape_info = _weight_layout(graph, linear)
     bias = list(walk.bias)
     own_bias = _own_bias(graph, linear)
@@ -326,6 +327,41 @@ def _walk_back(graph: Graph, tensor: str, walk: _Walk, budget: int) -> _Walk:
             continue
         return walk
     return walk
+
+
+# Ops whose output has its features on the last axis: recurrent layers ([T, D, B, H], [D, B, H]) and
+# matrix products; and ops whose output has them on axis 1 (convolutions and their normalizations).
+FEATURES_LAST_OPS = {"LSTM", "GRU", "RNN", "MatMul", "Gemm"}
+FEATURES_FIRST_OPS = {"Conv", "ConvTranspose", "BatchNormalization", "InstanceNormalization"}
+
+
+def _feature_axis(graph: Graph, tensor: str) -> int:
+    """The units' axis of an activation with no linear op found behind it: -1 behind a recurrent layer
+    (through reshapes), the axis a Transpose moved the features to when that is the last one (-1) or
+    axis 1; else 1 (channels, as after a convolution)."""
+    node = _behind_reshapes(graph, tensor)
+    if node is None:
+        return 1
+    if node.op in FEATURES_LAST_OPS:
+        return -1
+    perm = node.attr("perm") if node.op == "Transpose" else None
+    before = _behind_reshapes(graph, node.inputs[0]) if perm and node.inputs else None
+    if before is None or before.op not in FEATURES_LAST_OPS | FEATURES_FIRST_OPS:
+        return 1
+    source = len(perm) - 1 if before.op in FEATURES_LAST_OPS else 1
+    if source not in perm:
+        return 1  # not a permutation: onnx refuses the model anyway
+    return -1 if list(perm).index(source) == len(perm) - 1 else 1
+
+
+def _behind_reshapes(graph: Graph, tensor: str) -> Node | None:
+    """The producer of ``tensor`` once reshapes and other pass-through ops are stepped over."""
+    for _ in range(MAX_WALK):
+        node = graph.producer(tensor)
+        if node is None or node.op not in PASS_THROUGH_OPS or not node.inputs:
+            return node
+        tensor = node.inputs[0]
+    return None
 
 
 def _set_norm(walk: _Walk, node: Node, op: str) -> None:

@@ -25,7 +25,7 @@ from relulint.probe.protocol import Job, Outcome
 from relulint.probe.result import InputMeasure, LayerMeasure, ProbeResult
 from relulint.probe.runner import Child, Progress, take_child
 from relulint.probe.shapes import TensorInfo, infer_shapes
-from relulint.probe.specs import ATTEMPTS, Specs, first_linear, input_specs
+from relulint.probe.specs import ATTEMPTS, Specs, carried_states, first_linear, input_specs
 
 # Address space of the child before any tensor: interpreter, numpy, onnxruntime, thread stacks.
 BASELINE_MEMORY = 512 * 1024**2
@@ -197,6 +197,7 @@ def _data_source(ctx: Context, attempt: int) -> str | tempfile.TemporaryDirector
     specs = input_specs(ctx.graph, config, config.batch, None, attempt)
     if specs.problem:
         return _skip(ctx, specs.problem) or False
+    specs.specs = carried_states(ctx.graph, specs.specs, set())
     folder = tempfile.TemporaryDirectory(prefix="relulint-data-", ignore_cleanup_errors=True)
     try:
         cap, _ = sampling(config)
@@ -241,10 +242,23 @@ def _prepare(
     if data:
         names = [i.name for i in ctx.loaded.model.graph.input if i.name not in ctx.graph.initializers]
         data_shapes = sample_shapes(data, names)
-    specs = input_specs(ctx.graph, config, config.batch, data_shapes, attempt)
+    wanted_batch = config.batch
+    specs = _input_specs(ctx, wanted_batch, data_shapes, attempt, data)
+    carried = [spec for spec in specs.specs if spec.carried_from]
+    if carried:
+        wanted_batch = 1  # chunk k + 1 takes the state chunk k left: one chunk per run
+        specs = _input_specs(ctx, wanted_batch, data_shapes, attempt, data)
+        pairs = ", ".join(f"'{spec.name}' from '{spec.carried_from}'" for spec in carried)
+        ctx.notes.append(
+            Note(
+                "info",
+                f"probe inputs: recurrent state carried between chunks ({pairs}): zeros with the first chunk "
+                "of each data file, then what the previous chunk output; one chunk per run, in file order",
+            )
+        )
     while specs.defaulted and _shapes(specs) in tried and attempt + 1 < ATTEMPTS:
         attempt += 1  # a fixed dim can make two default sizes the same: try each shape once
-        specs = input_specs(ctx.graph, config, config.batch, data_shapes, attempt)
+        specs = _input_specs(ctx, wanted_batch, data_shapes, attempt, data)
     if specs.problem:
         return _skip(ctx, specs.problem)
     if specs.defaulted:
@@ -256,17 +270,17 @@ def _prepare(
             )
         )
     shapes = infer_shapes(ctx.graph, specs.specs)
-    batch = _fitting_batch(ctx, specs.specs, shapes, config.batch, config.probe_memory)
+    batch = _fitting_batch(ctx, specs.specs, shapes, wanted_batch, config.probe_memory)
     if batch == 0:
         return _skip(ctx, f"one sample needs more than the {_size(config.probe_memory)} --probe-memory allows")
-    if batch != config.batch:
+    if batch != wanted_batch:
         ctx.notes.append(
             Note(
                 "info",
-                f"probe batch lowered from {config.batch} to {batch} to fit --probe-memory {_size(config.probe_memory)}",
+                f"probe batch lowered from {wanted_batch} to {batch} to fit --probe-memory {_size(config.probe_memory)}",
             )
         )
-        specs = input_specs(ctx.graph, config, batch, data_shapes, attempt)
+        specs = _input_specs(ctx, batch, data_shapes, attempt, data)
     if data:
         varying = shapes_vary(data, specs.specs)
     instrumentation = plan(ctx.graph, ctx.layers, shapes, pooled=not varying)
@@ -306,6 +320,17 @@ def _prepare(
     )
     pending.tried = tried | {_shapes(specs)}
     return pending
+
+
+def _input_specs(
+    ctx: Context, batch: int, data_shapes: dict[str, tuple[int, ...]] | None, attempt: int, data: str | None
+) -> Specs:
+    """The inputs' specs; with real data, recurrent states the data does not hold are carried (see
+    ``specs.carried_states``)."""
+    specs = input_specs(ctx.graph, ctx.config, batch, data_shapes, attempt)
+    if data and not specs.problem:
+        specs.specs = carried_states(ctx.graph, specs.specs, set(data_shapes or {}))
+    return specs
 
 
 def sampling(config: Config) -> tuple[int, bool]:
@@ -434,7 +459,8 @@ def _with_data_axes(ctx: Context, specs: list[InputSpec]) -> list[InputSpec]:
     """Ask the child for per-channel statistics of float inputs that feed a linear op directly (RL505)."""
     updated = []
     for spec in specs:
-        reached = first_linear(ctx.graph, spec.name) if spec.dtype.startswith(("float", "bfloat")) else None
+        measured = spec.dtype.startswith(("float", "bfloat")) and not spec.carried_from  # a state is no data
+        reached = first_linear(ctx.graph, spec.name) if measured else None
         axis = None
         if reached is not None and len(spec.shape) >= 2:
             axis = reached[1] % len(spec.shape)

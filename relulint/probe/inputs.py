@@ -299,7 +299,7 @@ def _dims(spec: InputSpec) -> str:
 
 def data_sample_counts(specs: list[InputSpec], path: str) -> list[int] | None:
     """Samples in each data file, from the array headers only; None when a file does not say."""
-    spec = next((spec for spec in specs if spec.batched), None)
+    spec = next((spec for spec in specs if spec.batched and not spec.carried_from), None)
     if spec is None:
         return None
     counts = []
@@ -328,12 +328,17 @@ def data_batches(
     spread over the whole source when the headers say how many each file holds. Samples of another shape
     than the batch being filled (dims the model leaves dynamic) end it: each batch holds one shape."""
     rows = batch_rows(specs, batch)
+    carried = [spec for spec in specs if spec.carried_from]
+    if carried:  # consecutive chunks: in file order, the first ``samples`` of them
+        specs = [spec for spec in specs if not spec.carried_from]
     pending: list[dict[str, np.ndarray]] = []
     pending_rows = 0
     pending_shape: tuple[tuple[int, ...], ...] | None = None
     done = 0
     files = data_files(path)
-    chosen = chosen_samples(data_sample_counts(specs, path) if samples else None, samples, seed)
+    picking = samples and not carried
+    chosen = chosen_samples(data_sample_counts(specs, path) if picking else None, samples, seed)
+    starts = True  # the batch being filled holds a file's first chunk: carried states start from zeros
     limit = samples or None
     once: set[str] = set()
     for index, file in enumerate(files):
@@ -345,10 +350,11 @@ def data_batches(
         available = count if picks is None else picks.size
         shape = tuple(_sample_shape(arrays[s.name], s) for s in specs if s.name not in once)
         if pending_rows and shape != pending_shape and any(spec.batched for spec in specs):
-            yield _feed(pending, specs, once)  # a partial batch: the next samples cannot join it
+            yield _with_states(_feed(pending, specs, once), carried, starts, pending_rows)  # a partial batch
             done += pending_rows
-            pending, pending_rows = [], 0
+            pending, pending_rows, starts = [], 0, False
         pending_shape = shape
+        starts = starts or bool(carried)
         start = 0
         while start < available and (limit is None or done + pending_rows < limit):
             take = min(available - start, rows - pending_rows)
@@ -359,15 +365,24 @@ def data_batches(
             pending_rows += take
             start += take
             if pending_rows == rows:
-                yield _feed(pending, specs, once)
+                yield _with_states(_feed(pending, specs, once), carried, starts, pending_rows)
                 done += pending_rows
-                pending, pending_rows = [], 0
+                pending, pending_rows, starts = [], 0, False
         if limit is not None and done >= limit:
             return
     if pending_rows:
         if not any(spec.batched for spec in specs):
             return  # a model with a fixed batch cannot take a partial one
-        yield _feed(pending, specs, once)
+        yield _with_states(_feed(pending, specs, once), carried, starts, pending_rows)
+
+
+def _with_states(
+    feed: dict[str, np.ndarray | None], carried: list[InputSpec], starts: bool, rows: int
+) -> dict[str, np.ndarray | None]:
+    """Carried states: zeros when the batch starts a file, else None (the worker feeds the previous outputs)."""
+    for spec in carried:
+        feed[spec.name] = np.zeros(with_rows(spec, rows), np.dtype(spec.dtype)) if starts else None
+    return feed
 
 
 def _sample_shape(array: np.ndarray, spec: InputSpec) -> tuple[int, ...]:

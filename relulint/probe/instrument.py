@@ -134,10 +134,12 @@ def plan(graph: Graph, layers: list[Layer], shapes: dict[str, TensorInfo], poole
         why = _unprobeable(graph, layer)
         info = shapes.get(layer.output) or TensorInfo(0, None)
         units = layer.units or _units(info, layer.channel_axis)
-        if why or not units:
-            result.skipped.append((layer.name, why or "its number of units is unknown"))
+        if not why and not units and not _countable_at_run_time(info, layer.channel_axis):
+            why = "its number of units is unknown"
+        if why:
+            result.skipped.append((layer.name, why))
         else:
-            probed.append((layer, info, units))
+            probed.append((layer, info, units or 0))  # 0: counted from the tensor the child sees
     groups = _groups(probed)
     taps: dict[str, LayerTap] = {}
     # Reverse layer order: see the module docstring. A group is written where its last layer is.
@@ -149,7 +151,7 @@ def plan(graph: Graph, layers: list[Layer], shapes: dict[str, TensorInfo], poole
             continue
         additions = result.additions(_graph_of(graph, layer.scope))
         local = layer.output[len(layer.scope) + 1 :] if layer.scope else layer.output
-        per_sample = _spatial_size(info) if layer.channel_axis == 1 and pooled else None
+        per_sample = _spatial_size(info) if layer.channel_axis == 1 and pooled and units else None
         kind, outputs = _add_reductions(additions, names, local, layer.channel_axis, units, info, per_sample, opset)
         exported = _export(graph, result, names, layer.scope, outputs)
         taps[layer.name] = LayerTap(layer.name, kind, tuple(exported), units, per_sample or 0)
@@ -170,6 +172,7 @@ def _groups(probed: list[tuple[Layer, TensorInfo, int]]) -> dict[str, list[tuple
             or layer.channel_axis not in (1, -1)
             or size is None
             or size > SMALL_LAYER
+            or not units
         ):
             continue
         rows = info.shape[0]
@@ -214,6 +217,12 @@ def _unprobeable(graph: Graph, layer: Layer) -> str | None:
             return f"its If node '{owner.id}' lacks a branch"
         scope = owner.scope
     return None
+
+
+def _countable_at_run_time(info: TensorInfo, axis: int) -> bool:
+    """Units whose count shape inference does not give are counted on the tensor the child sees, on the
+    last axis (a ReLU behind an LSTM and a reshape) or on axis 1 of a tensor of known rank >= 2."""
+    return axis == -1 or (axis == 1 and info.rank is not None and info.rank >= 2)
 
 
 def _units(info: TensorInfo, axis: int) -> int | None:
@@ -325,7 +334,14 @@ def _reduced(nodes, inits, names: Names, x: str, axis: int, units: int, opset: i
         nodes.append(helper.make_node("Shape", [x], [shape], name=names.fresh("Shape")))
         nodes.append(_slice_last(names, inits, shape, last, opset))
         nodes.append(helper.make_node("Concat", [head, last], [target], name=names.fresh("Concat"), axis=0))
-    else:
+    elif axis == -1 and not units:  # [..., C] -> [-1, C, 1]: C is read from the tensor at run time
+        head, tail, shape, last = names.fresh("head"), names.fresh("tail"), names.fresh("shape"), names.fresh("last")
+        inits.append(helper.make_tensor(head, TensorProto.INT64, [1], [-1]))
+        inits.append(helper.make_tensor(tail, TensorProto.INT64, [1], [1]))
+        nodes.append(helper.make_node("Shape", [x], [shape], name=names.fresh("Shape")))
+        nodes.append(_slice_last(names, inits, shape, last, opset))
+        nodes.append(helper.make_node("Concat", [head, last, tail], [target], name=names.fresh("Concat"), axis=0))
+    else:  # units 0 on axis 1: Reshape's 0 copies the dim, so the count comes from the tensor
         dims = [0, units, -1] if axis == 1 else [-1, units, 1]
         inits.append(helper.make_tensor(target, TensorProto.INT64, [3], dims))
     nodes.append(helper.make_node("Reshape", [x, target], [view], name=names.fresh("Reshape")))

@@ -87,7 +87,7 @@ class Job:
 class TapTotals:
     """One layer's sums over every batch in which its tensor was computed."""
 
-    units: int
+    units: int  # 0: not known before the run, set from the first batch's reductions
     positive: np.ndarray = field(init=False)  # values > 0, per unit
     total: np.ndarray = field(init=False)
     total_sq: np.ndarray = field(init=False)
@@ -106,6 +106,9 @@ class TapTotals:
         high, mean, mean_sq, positive = values[:4]
         if high.size == 0:
             return  # the If branch holding this layer did not run on this batch
+        if not self.units:
+            self.units = int(high.size)  # REDUCED taps give [C]: the count shape inference did not know
+            self.__post_init__()
         if tap.kind == POOLED:
             per_sample = tap.per_sample
             count = high.shape[0]

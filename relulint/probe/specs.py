@@ -8,7 +8,8 @@ indices of a Gather on a constant) are drawn below the table's size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 from relulint.config import Config
 from relulint.graph import Graph, Node
@@ -67,6 +68,50 @@ def input_specs(
     if not result.specs:
         result.problem = "the model has no inputs to feed"
     return result
+
+
+def state_output(name: str, outputs: Sequence[str]) -> str | None:
+    """The output that carries input ``name``'s recurrent state to the next chunk, by the exporters'
+    names: ``state``->``stateN``, ``h``->``hn``, ``h0``->``hn`` or ``h1``, ``state_in``->``state_out``,
+    ``in_cache``->``out_cache``, ``past_key_values.0.key``->``present.0.key``, ``past_X``->``present_X``
+    (case-insensitive); None when no output pairs."""
+    lower = name.lower()
+    candidates = [lower + suffix for suffix in ("n", "_n", "_out", "_next", "_new", "out")]
+    candidates += [prefix + lower for prefix in ("next_", "new_", "out_")]
+    stem = lower.rstrip("0123456789")
+    if stem != lower and stem:
+        candidates += [stem + "n", stem + "_n", stem + str(int(lower[len(stem) :]) + 1)]
+    for old, new in (("_in", "_out"), ("_input", "_output")):
+        if lower.endswith(old):
+            candidates.append(lower.removesuffix(old) + new)
+    for old, new in (("in_", "out_"), ("past_key_values", "present"), ("past", "present")):
+        if lower.startswith(old):
+            candidates.append(new + lower.removeprefix(old))
+    by_lower = {output.lower(): output for output in outputs if output.lower() != lower}
+    return next((by_lower[c] for c in candidates if c in by_lower), None)
+
+
+def carried_states(graph: Graph, specs: list[InputSpec], present: set[str]) -> list[InputSpec]:
+    """With real data: float inputs the data does not hold whose name pairs with an output of the same
+    element type and rank (``state_output``) are fed the previous chunk's output (zeros first)."""
+    main = graph.loaded.model.graph
+    outputs = {value.name: value for value in main.output}
+    inputs = {value.name: value for value in main.input}
+    updated = []
+    for spec in specs:
+        paired = None if spec.name in present else state_output(spec.name, list(outputs))
+        if paired and spec.dtype.startswith("float") and _same_type(inputs[spec.name], outputs[paired]):
+            spec = replace(spec, carried_from=paired)
+        updated.append(spec)
+    return updated
+
+
+def _same_type(value: onnx.ValueInfoProto, other: onnx.ValueInfoProto) -> bool:
+    """The same element type, and the same rank when both declare one."""
+    first, second = value.type.tensor_type, other.type.tensor_type
+    if first.elem_type != second.elem_type:
+        return False
+    return not (first.HasField("shape") and second.HasField("shape")) or len(first.shape.dim) == len(second.shape.dim)
 
 
 def _dims_of(value: onnx.ValueInfoProto) -> list[tuple[int | None, str]]:

@@ -156,7 +156,9 @@ def run(job: Job, out: BinaryIO) -> Outcome:
     release_free_memory()
     names = [output.name for output in session.get_outputs()]
     wanted = list(dict.fromkeys(name for tap in job.taps for name in tap.outputs))  # grouped taps share outputs
-    missing = set(wanted) - set(names)
+    carried = {spec.name: spec.carried_from for spec in job.specs if spec.carried_from}
+    fetched = wanted + [output for output in carried.values() if output not in wanted]
+    missing = set(fetched) - set(names)
     if missing:
         outcome.problem = f"onnxruntime dropped {len(missing)} probe outputs"
         return outcome
@@ -177,12 +179,17 @@ def run(job: Job, out: BinaryIO) -> Outcome:
     deadline = arrived + job.stop_after if job.stop_after > 0 else None
     stop = SamplingStop(job.auto, deadline, time.monotonic())
     send(out, ("progress", 0, total_batches))  # the session exists: the bar shows batches from here
+    previous: dict[str, np.ndarray] = {}
     try:
         for feed in prefetched:
+            for name, output in carried.items():
+                if feed[name] is None:  # not a file's first chunk: the state the last chunk left
+                    feed[name] = previous[output]
             size = _rows(feed, job, rows)
             for name, accumulator in outcome.inputs.items():
                 accumulator.add(feed[name])
-            values = dict(zip(wanted, session.run(wanted, feed)))
+            values = dict(zip(fetched, session.run(fetched, feed)))
+            previous = {output: values[output] for output in carried.values()}
             for key, tap in shared.items():
                 sums[key].add(tap, [values[name] for name in key], size)
             del values
