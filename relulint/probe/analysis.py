@@ -11,6 +11,7 @@ from relulint.config import Config
 from relulint.context import Context
 from relulint.findings import Note
 from relulint.loader import expected_nbytes
+from relulint.probe.hints import Hints, shape_hints
 from relulint.probe.inputs import (
     STRUCTURED_KINDS,
     STRUCTURED_NAMES,
@@ -59,6 +60,9 @@ class PendingProbe:
         self.budget = budget  # seconds this attempt may take: --probe-timeout, shared by the retries
         self.tried: frozenset = frozenset()  # the input shapes tried so far (one tuple of shapes each)
         self.rejected: list[str] = []  # the default dims onnxruntime rejected before this attempt, for the note
+        self.specs: list[InputSpec] = []  # what this attempt feeds
+        self.hinted = ""  # the sizes the model hinted at, when this attempt uses them (see probe.hints)
+        self.hints_tried = False  # an attempt with the model's hints was made (it is made once)
 
     def finish(self) -> None:
         """Wait for the child and store the result in ``ctx.analyses["probe"]``, or a note saying why not."""
@@ -71,9 +75,13 @@ class PendingProbe:
             return _skip(ctx, outcome, unfinished=True)
         if outcome.problem:
             left = self.budget - (time.monotonic() - self.child.started)
-            retry = self.defaulted and self.attempt + 1 < ATTEMPTS and left > MIN_RETRY_SECONDS
+            retry = (self.defaulted or self.hinted) and left > MIN_RETRY_SECONDS
             if retry and outcome.problem.startswith(SHAPE_FAILURES):
-                return self._retry(outcome.problem, left)
+                hints = None if self.hints_tried else shape_hints(ctx.graph, self.specs)
+                if hints is not None and hints.sizes:
+                    return self._retry(outcome.problem, left, hints)
+                if self.attempt + 1 < ATTEMPTS:
+                    return self._retry(outcome.problem, left)
             return _skip(ctx, outcome.problem, unfinished="out of memory" in outcome.problem)
         if not outcome.samples:
             return _skip(ctx, "the data held no samples")
@@ -82,14 +90,17 @@ class PendingProbe:
         ctx.analyses["probe"] = result
         _set_metrics(ctx, result)
 
-    def _retry(self, problem: str, budget: float) -> None:
-        """onnxruntime rejected the dims the probe chose: try the next plausible sizes, saying so."""
+    def _retry(self, problem: str, budget: float, hints: Hints | None = None) -> None:
+        """onnxruntime rejected the dims the probe chose: try the sizes the model hints at (once), then the
+        next plausible sizes, saying so."""
         ctx = self.ctx
         ctx.notes[:] = [note for note in ctx.notes if not any(note is mine for mine in self.notes)]
-        rejected = [*self.rejected, "; ".join(self.defaulted)]
+        rejected = [*self.rejected, self.hinted or "; ".join(self.defaulted)]
+        attempt = self.attempt if hints is not None else self.attempt + 1
+        hinted = hints.shapes(self.specs) if hints is not None else None
         child = take_child()
         try:
-            pending = _prepare_and_send(ctx, child, self.attempt + 1, budget, self.tried)
+            pending = _prepare_and_send(ctx, child, attempt, budget, self.tried, hinted)
         except BaseException:
             child.stop()
             raise
@@ -98,8 +109,12 @@ class PendingProbe:
             return None
         why = problem.partition(": ")[2].partition(" Status Message:")[0].removeprefix("1 : FAIL : ")[:160]
         pending.rejected = rejected
+        pending.hints_tried = True if hints is not None else self.hints_tried
+        if hints is not None:
+            pending.hinted = "the sizes the model hints at"
+        used = f"; then the sizes the model hints at: {'; '.join(hints.sources)}" if hints is not None else ""
         retry_note = Note(
-            "info", f"probe inputs: onnxruntime rejected the default dims ({', then '.join(rejected)}): {why}"
+            "info", f"probe inputs: onnxruntime rejected the default dims ({', then '.join(rejected)}): {why}{used}"
         )
         ctx.notes.append(retry_note)
         pending.notes.append(retry_note)
@@ -163,14 +178,19 @@ def _shapes(specs: Specs) -> tuple[tuple[int, ...], ...]:
 
 
 def _prepare_and_send(
-    ctx: Context, child: Child, attempt: int = 0, budget: float | None = None, tried: frozenset = frozenset()
+    ctx: Context,
+    child: Child,
+    attempt: int = 0,
+    budget: float | None = None,
+    tried: frozenset = frozenset(),
+    hinted: dict[str, tuple[int, ...]] | None = None,
 ) -> PendingProbe | None:
     data_folder = None
     try:
         data = _data_source(ctx, attempt)
         if isinstance(data, tempfile.TemporaryDirectory):
             data_folder, data = data, data.name
-        pending = None if data is False else _prepare(ctx, child, data, data_folder, attempt, budget, tried)
+        pending = None if data is False else _prepare(ctx, child, data, data_folder, attempt, budget, tried, hinted)
     except BaseException:
         if data_folder is not None:
             data_folder.cleanup()
@@ -233,6 +253,7 @@ def _prepare(
     attempt: int,
     budget: float | None,
     tried: frozenset,
+    hinted: dict[str, tuple[int, ...]] | None = None,
 ) -> PendingProbe | None:
     config = ctx.config
     budget = config.probe_timeout if budget is None else budget
@@ -243,11 +264,11 @@ def _prepare(
         names = [i.name for i in ctx.loaded.model.graph.input if i.name not in ctx.graph.initializers]
         data_shapes = sample_shapes(data, names)
     wanted_batch = config.batch
-    specs = _input_specs(ctx, wanted_batch, data_shapes, attempt, data)
+    specs = _input_specs(ctx, wanted_batch, data_shapes, attempt, data, hinted)
     carried = [spec for spec in specs.specs if spec.carried_from]
     if carried:
         wanted_batch = 1  # chunk k + 1 takes the state chunk k left: one chunk per run
-        specs = _input_specs(ctx, wanted_batch, data_shapes, attempt, data)
+        specs = _input_specs(ctx, wanted_batch, data_shapes, attempt, data, hinted)
         pairs = ", ".join(f"'{spec.name}' from '{spec.carried_from}'" for spec in carried)
         ctx.notes.append(
             Note(
@@ -258,7 +279,7 @@ def _prepare(
         )
     while specs.defaulted and _shapes(specs) in tried and attempt + 1 < ATTEMPTS:
         attempt += 1  # a fixed dim can make two default sizes the same: try each shape once
-        specs = _input_specs(ctx, wanted_batch, data_shapes, attempt, data)
+        specs = _input_specs(ctx, wanted_batch, data_shapes, attempt, data, hinted)
     if specs.problem:
         return _skip(ctx, specs.problem)
     if specs.defaulted:
@@ -280,7 +301,7 @@ def _prepare(
                 f"probe batch lowered from {wanted_batch} to {batch} to fit --probe-memory {_size(config.probe_memory)}",
             )
         )
-        specs = _input_specs(ctx, batch, data_shapes, attempt, data)
+        specs = _input_specs(ctx, batch, data_shapes, attempt, data, hinted)
     if data:
         varying = shapes_vary(data, specs.specs)
     instrumentation = plan(ctx.graph, ctx.layers, shapes, pooled=not varying)
@@ -319,15 +340,22 @@ def _prepare(
         ctx, child, instrumentation, folder, data_folder, specs.defaulted, attempt, ctx.notes[first_note:], budget
     )
     pending.tried = tried | {_shapes(specs)}
+    pending.specs = specs.specs
     return pending
 
 
 def _input_specs(
-    ctx: Context, batch: int, data_shapes: dict[str, tuple[int, ...]] | None, attempt: int, data: str | None
+    ctx: Context,
+    batch: int,
+    data_shapes: dict[str, tuple[int, ...]] | None,
+    attempt: int,
+    data: str | None,
+    hinted: dict[str, tuple[int, ...]] | None = None,
 ) -> Specs:
-    """The inputs' specs; with real data, recurrent states the data does not hold are carried (see
-    ``specs.carried_states``)."""
-    specs = input_specs(ctx.graph, ctx.config, batch, data_shapes, attempt)
+    """The inputs' specs, with the shapes the model hinted at (as if given with --input-shape); with real
+    data, recurrent states the data does not hold are carried (see ``specs.carried_states``)."""
+    config = replace(ctx.config, input_shapes={**hinted, **ctx.config.input_shapes}) if hinted else ctx.config
+    specs = input_specs(ctx.graph, config, batch, data_shapes, attempt)
     if data and not specs.problem:
         specs.specs = carried_states(ctx.graph, specs.specs, set(data_shapes or {}))
     return specs
