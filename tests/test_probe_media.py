@@ -130,6 +130,8 @@ def test_layout_nhwc_from_the_model_or_the_spec(tmp_path):
     np.testing.assert_array_equal(from_model, array[None].astype(np.float32))
     told = image_array(file, prep(preset="raw", layout="nhwc"), spec((1, 0, 0, 0), free=(1, 2, 3)))
     np.testing.assert_array_equal(told, from_model)
+    with pytest.raises(DataError, match=r"'x' is Nx3x\?x\?, channels where NHWC has none"):
+        image_array(file, prep(layout="nhwc"), spec((1, 3, 0, 0)))
 
 
 def test_grayscale_when_the_model_takes_one_channel(tmp_path):

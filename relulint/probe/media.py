@@ -187,6 +187,12 @@ def image_layout(spec: InputSpec, prep: Preprocess) -> tuple[str, int | None, in
     layout = prep.layout
     if layout is None:
         layout = "nhwc" if dims[3] in (1, 3) and dims[1] not in (1, 3) else "nchw"
+    other = {"nchw": (3, 1), "nhwc": (1, 3)}[layout]  # (the other layout's channel axis, this one's)
+    if dims[other[0]] in (1, 3) and dims[other[1]] is None:
+        shown = "x".join("N" if i == spec.batch_axis else "?" if d is None else str(d) for i, d in enumerate(dims))
+        raise DataError(
+            f"'{spec.name}' is {shown}, channels where {layout.upper()} has none: check --preprocess layout"
+        )
     channels, height, width = (dims[1], dims[2], dims[3]) if layout == "nchw" else (dims[3], dims[1], dims[2])
     if channels not in (None, 1, 3):
         raise DataError(f"images have 1 or 3 channels; '{spec.name}' takes {channels} ({layout.upper()})")
@@ -219,7 +225,7 @@ def image_array(file: Path, prep: Preprocess, spec: InputSpec) -> np.ndarray:
     if (height and pixels.shape[0] != height) or (width and pixels.shape[1] != width):
         raise DataError(
             f"{file.name} is {pixels.shape[0]}x{pixels.shape[1]} after preprocessing but '{spec.name}' takes "
-            f"{height}x{width}; set --preprocess size= (or resize= and crop=)"
+            f"{height or 'any'}x{width or 'any'}; set --preprocess size= (or resize= and crop=)"
         )
     laid = pixels.transpose(2, 0, 1) if layout == "nchw" else pixels
     return np.ascontiguousarray(laid[None], dtype=np.dtype(spec.dtype))
