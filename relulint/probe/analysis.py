@@ -211,12 +211,14 @@ def _data_source(ctx: Context, attempt: int) -> str | tempfile.TemporaryDirector
     try:
         source = inspect_source(config.data)
     except DataError as exc:
-        return _skip(ctx, str(exc)) or False
+        _skip(ctx, str(exc))
+        return False
     if source.kind == "arrays":
         return config.data
     specs = input_specs(ctx.graph, config, config.batch, None, attempt)
     if specs.problem:
-        return _skip(ctx, specs.problem) or False
+        _skip(ctx, specs.problem)
+        return False
     specs.specs = carried_states(ctx.graph, specs.specs, set())
     folder = tempfile.TemporaryDirectory(prefix="relulint-data-", ignore_cleanup_errors=True)
     try:
@@ -226,7 +228,8 @@ def _data_source(ctx: Context, attempt: int) -> str | tempfile.TemporaryDirector
         )
     except DataError as exc:
         folder.cleanup()
-        return _skip(ctx, str(exc)) or False
+        _skip(ctx, str(exc))
+        return False
     except BaseException:
         folder.cleanup()
         raise

@@ -341,7 +341,7 @@ def _reduced(nodes, inits, names: Names, x: str, axis: int, units: int, opset: i
         nodes.append(helper.make_node("Shape", [x], [shape], name=names.fresh("Shape")))
         nodes.append(_slice_last(names, inits, shape, last, opset))
         nodes.append(helper.make_node("Concat", [head, last, tail], [target], name=names.fresh("Concat"), axis=0))
-    else:  # units 0 on axis 1: Reshape's 0 copies the dim, so the count comes from the tensor
+    else:  # with units 0 (on axis 1), Reshape's 0 copies the dim: the count comes from the tensor
         dims = [0, units, -1] if axis == 1 else [-1, units, 1]
         inits.append(helper.make_tensor(target, TensorProto.INT64, [3], dims))
     nodes.append(helper.make_node("Reshape", [x, target], [view], name=names.fresh("Reshape")))

@@ -26,11 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from relulint.preprocess import Preprocess
-from relulint.probe.inputs import DataError, InputSpec
+from relulint.probe.inputs import DATA_SUFFIXES, DataError, InputSpec
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 AUDIO_SUFFIXES = (".wav",)
-ARRAY_SUFFIXES = (".npz", ".npy")
 # Scalar inputs filled with the audio's sample rate (silero-vad's `sr`).
 RATE_INPUTS = ("sr", "sample_rate", "sampling_rate", "rate")
 INSTALL_HINT = "pip install 'relulint[images]'"
@@ -56,8 +55,8 @@ def inspect_source(path: str) -> Source:
     else:
         raise DataError(f"--data {path}: no such file or folder")
     suffixes = {f.suffix.lower() for f in files}
-    if suffixes & set(ARRAY_SUFFIXES):
-        return Source("arrays", tuple(f for f in files if f.suffix.lower() in ARRAY_SUFFIXES))
+    if suffixes & set(DATA_SUFFIXES):
+        return Source("arrays", tuple(f for f in files if f.suffix.lower() in DATA_SUFFIXES))
     images = tuple(f for f in files if f.suffix.lower() in IMAGE_SUFFIXES)
     audio = tuple(f for f in files if f.suffix.lower() in AUDIO_SUFFIXES)
     if images and audio:
