@@ -52,7 +52,7 @@ class Preprocess:
             std if self.std is None else self.std,
         )
 
-    def describe_image(self) -> str:
+    def describe_image(self, grayscale: bool = False) -> str:
         scale, mean, std = self.normalization()
         steps = []
         if self.size:
@@ -61,7 +61,7 @@ class Preprocess:
             steps.append(f"shorter side resized to {self.resize}")
         if self.crop:
             steps.append(f"center-cropped to {self.crop[0]}x{self.crop[1]}")
-        steps.append(f"{self.channels.upper()}, x*{scale:.6g}")
+        steps.append(f"{'grayscale' if grayscale else self.channels.upper()}, x*{scale:.6g}")
         if any(mean) or any(s != 1 for s in std):
             steps.append(f"mean {'/'.join(f'{m:g}' for m in mean)}, std {'/'.join(f'{s:g}' for s in std)}")
         return f"{', '.join(steps)} (preset {self.preset})"

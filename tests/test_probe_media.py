@@ -166,7 +166,7 @@ def test_jpeg_is_decoded_close_to_its_pixels(tmp_path):
 
 def test_a_file_that_is_no_image_is_named(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(DataError, match="cannot read the image broken.png"):
+    with pytest.raises(DataError, match="broken.png: cannot identify image file"):
         image_array(tmp_path / "broken.png", prep(), spec((1, 3, 0, 0)))
 
 
@@ -198,7 +198,7 @@ def test_wav_samples_are_scaled_to_minus_one_one_and_mixed_to_mono(tmp_path):
     deep = np.random.default_rng(2).integers(-(2**23), 2**23, (100, 1))
     np.testing.assert_allclose(read_wav(write_wav(tmp_path / "d.wav", deep, 8000, 3))[0], deep[:, 0] / 2.0**23)
     (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVEjunk")
-    with pytest.raises(DataError, match="cannot read the WAV file bad.wav"):
+    with pytest.raises(DataError, match="bad.wav: .* \\(PCM WAV only\\)"):
         read_wav(tmp_path / "bad.wav")
 
 
@@ -350,3 +350,18 @@ def test_the_dead_units_follow_the_audio(tmp_path):
     assert layer["dead"] == 0 and result.extra["probe"]["samples"] == 20  # 10 + 640 resampled samples
     (note,) = [n.message for n in result.notes if n.message.startswith("probe data:")]
     assert "2 WAV file(s) in 20 window(s) of 64 samples" in note
+
+
+def test_a_file_that_cannot_be_decoded_is_skipped_and_named(tmp_path):
+    b = ModelBuilder(seed=0)
+    act = b.relu(b.conv(b.input("x", ["N", 1, 12, 12]), 1, 2, k=1), name="act")
+    path = tmp_path / "m.onnx"
+    onnx.save(b.build([b.global_pool_flatten(act)]), path)
+    for i in range(3):
+        save_image(tmp_path / "imgs", f"{i}.png", pixels(20, 16, seed=i))
+    (tmp_path / "imgs" / "z.png").write_bytes(b"not a png")
+    result, _ = dead(path, tmp_path / "imgs")
+    assert result.extra["probe"]["samples"] == 3
+    (note,) = [n.message for n in result.notes if n.message.startswith("probe data:")]
+    assert "3 image(s) resized to the input's 12x12, grayscale, x*0.00392157 (preset zero-one), NCHW" in note
+    assert "1 file(s) could not be read (z.png: cannot identify image file" in note

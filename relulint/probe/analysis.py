@@ -239,11 +239,8 @@ def _data_source(ctx: Context, attempt: int) -> str | tempfile.TemporaryDirector
         shapes = f"in {len(prepared.shapes)} shapes ({shapes}{more}), each run in batches of its own"
     else:
         shapes = f"shaped {shapes}"
-    left = (
-        f"; {prepared.left_out} file(s) left out (--samples, or over --probe-memory decoded)"
-        if prepared.left_out
-        else ""
-    )
+    problems = prepared.problems()
+    left = f"; {problems}" if problems else ""
     ctx.notes.append(Note("info", f"probe data: {prepared.how} from {config.data}, samples {shapes}{left}"))
     return folder
 

@@ -35,6 +35,10 @@ RATE_INPUTS = ("sr", "sample_rate", "sampling_rate", "rate")
 INSTALL_HINT = "pip install 'relulint[images]'"
 
 
+class Unreadable(DataError):
+    """One file that cannot be decoded: skipped, and named in the note, while others can be."""
+
+
 @dataclass(frozen=True)
 class Source:
     """What a --data path holds."""
@@ -105,6 +109,19 @@ class Prepared:
     shapes: list[tuple[int, ...]] = field(default_factory=list)  # one per shape group, in file-name order
     how: str = ""
     left_out: int = 0  # files not decoded: beyond --samples, or the byte budget
+    short: int = 0  # WAV files shorter than one window
+    unreadable: list[str] = field(default_factory=list)  # "name: why" of each file that could not be decoded
+
+    def problems(self) -> str:
+        """What was left out and why, for the note ("" when nothing was)."""
+        parts = []
+        if self.left_out:
+            parts.append(f"{self.left_out} file(s) left out (--samples, or over --probe-memory decoded)")
+        if self.short:
+            parts.append(f"{self.short} file(s) shorter than one window")
+        if self.unreadable:
+            parts.append(f"{len(self.unreadable)} file(s) could not be read ({self.unreadable[0]})")
+        return "; ".join(parts)
 
 
 def prepare(
@@ -120,17 +137,25 @@ def prepare(
     result = Prepared(folder=folder)
     groups: dict[tuple[int, ...], int] = {}
     used = 0
+    decoded = 0
     for index in order:
         file = files[index]
-        if source.kind == "images":
-            array = image_array(file, prep, target)
-            extra = {}
-        else:
-            array, rate = audio_array(file, prep, target)
-            extra = {rate_input.name: _rate_value(rate_input, rate)} if rate_input else {}
-            if array.shape[0] == 0:
-                continue  # shorter than one window
+        decoded += 1
+        try:
+            if source.kind == "images":
+                array = image_array(file, prep, target)
+                extra = {}
+            else:
+                array, rate = audio_array(file, prep, target)
+                extra = {rate_input.name: _rate_value(rate_input, rate)} if rate_input else {}
+        except Unreadable as exc:
+            result.unreadable.append(str(exc))
+            continue
+        if array.shape[0] == 0:
+            result.short += 1
+            continue
         if used + array.nbytes > budget:
+            decoded -= 1
             break
         used += array.nbytes
         group = groups.setdefault(array.shape[1:], len(groups))
@@ -138,13 +163,16 @@ def prepare(
         result.samples += array.shape[0]
         result.files += 1
     result.shapes = list(groups)
-    result.left_out = len(files) - result.files
+    result.left_out = len(files) - decoded
     if source.kind == "images":
-        result.how = f"{result.files} image(s) {prep.describe_image()}"
+        layout, channels, height, width = image_layout(target, prep)
+        fitted = height and width and not (prep.size or prep.resize or prep.crop)
+        size = f"resized to the input's {height}x{width}, " if fitted else ""
+        result.how = f"{result.files} image(s) {size}{prep.describe_image(channels == 1)}, {layout.upper()}"
     else:
         result.how = f"{result.files} WAV file(s) in {result.samples} window(s) of {_window_text(target, prep)}"
     if not result.files:
-        raise DataError("no file of the --data folder gave a sample (shorter than one window?)")
+        raise DataError(f"no file of the --data folder gave a sample ({result.problems() or 'none decoded'})")
     return result
 
 
@@ -207,7 +235,7 @@ def image_array(file: Path, prep: Preprocess, spec: InputSpec) -> np.ndarray:
         with Image.open(file) as opened:
             image = opened.convert("L" if channels == 1 else "RGB")
     except Exception as exc:  # noqa: BLE001  (Pillow raises many types for a file it cannot decode)
-        raise DataError(f"cannot read the image {file.name}: {' '.join(str(exc).split())[:160]}") from None
+        raise Unreadable(f"{file.name}: {' '.join(str(exc).split())[:160]}") from None
     size = prep.size or ((height, width) if height and width and not (prep.resize or prep.crop) else None)
     if size:
         image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
@@ -277,7 +305,7 @@ def read_wav(file: Path) -> tuple[np.ndarray, int]:
             channels, width, rate = stream.getnchannels(), stream.getsampwidth(), stream.getframerate()
             raw = stream.readframes(stream.getnframes())
     except (wave.Error, EOFError, OSError) as exc:
-        raise DataError(f"cannot read the WAV file {file.name}: {exc} (PCM WAV only)") from None
+        raise Unreadable(f"{file.name}: {exc} (PCM WAV only)") from None
     frames = len(raw) // (width * channels)
     raw = raw[: frames * width * channels]
     if width == 1:
@@ -289,7 +317,7 @@ def read_wav(file: Path) -> tuple[np.ndarray, int]:
     elif width in (2, 4):
         values = np.frombuffer(raw, f"<i{width}").astype(np.float32) / np.float32(2.0 ** (8 * width - 1))
     else:
-        raise DataError(f"cannot read the WAV file {file.name}: {8 * width}-bit samples")
+        raise Unreadable(f"{file.name}: {8 * width}-bit samples")
     return values.reshape(frames, channels).mean(axis=1, dtype=np.float32), rate
 
 
