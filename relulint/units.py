@@ -344,14 +344,14 @@ def _feature_axis(graph: Graph, tensor: str) -> int:
         return 1
     if node.op in FEATURES_LAST_OPS:
         return -1
-    perm = node.attr("perm") if node.op == "Transpose" else None
+    perm = [int(axis) for axis in node.attr("perm") or []] if node.op == "Transpose" else []
     before = _behind_reshapes(graph, node.inputs[0]) if perm and node.inputs else None
     if before is None or before.op not in FEATURES_LAST_OPS | FEATURES_FIRST_OPS:
         return 1
     source = len(perm) - 1 if before.op in FEATURES_LAST_OPS else 1
     if source not in perm:
         return 1  # not a permutation: onnx refuses the model anyway
-    return -1 if list(perm).index(source) == len(perm) - 1 else 1
+    return -1 if perm.index(source) == len(perm) - 1 else 1
 
 
 def _behind_reshapes(graph: Graph, tensor: str) -> Node | None:
