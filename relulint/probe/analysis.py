@@ -86,7 +86,7 @@ class PendingProbe:
         if not outcome.samples:
             return _skip(ctx, "the data held no samples")
         _stopping_note(ctx, outcome, sampling(ctx.config)[1])
-        result = _result(ctx, self.instrumentation, outcome)
+        result = _result(ctx, self.instrumentation, outcome, self.specs)
         ctx.analyses["probe"] = result
         _set_metrics(ctx, result)
 
@@ -165,7 +165,7 @@ def _shape_examples(specs: Specs) -> list[tuple[str, str]]:
     defaulted = {entry.split("'")[1] for entry in specs.defaulted if entry.count("'") >= 2}
     examples = []
     for spec in specs.specs:
-        if spec.name in defaulted:
+        if spec.name in defaulted and spec.constant is None:  # a mask follows the token ids
             dims = list(spec.shape)
             if spec.batched and dims:
                 dims[spec.batch_axis] = 1
@@ -400,14 +400,14 @@ def _stopping_note(ctx: Context, outcome: Outcome, auto: bool) -> None:
     ctx.notes.append(Note("info", f"{what} stopped after {used}: {why}"))
 
 
-def _result(ctx: Context, instrumentation: Instrumentation, outcome: Outcome) -> ProbeResult:
+def _result(ctx: Context, instrumentation: Instrumentation, outcome: Outcome, specs: list[InputSpec]) -> ProbeResult:
     config = ctx.config
     synthetic = config.data is None
     result = ProbeResult(
         inputs="synthetic" if synthetic else "data",
         samples=outcome.samples,
         batch=outcome.batch,
-        distribution=describe_synthetic(config) if synthetic else None,
+        distribution=describe_synthetic(config, specs) if synthetic else None,
         data=config.data,
         skipped=dict(instrumentation.skipped),
         stopped=outcome.stopped,
@@ -438,6 +438,7 @@ def _set_metrics(ctx: Context, result: ProbeResult) -> None:
             rarely_active=measure.rarely_active,
             rarely_active_fraction=measure.rarely_active / measure.units,
             never_positive=measure.never_positive,
+            sparsity=measure.sparsity,
             probe_samples=measure.samples,
             probe_evidence=result.inputs,
             firing_rate_bound=measure.firing_rate_bound,
@@ -469,18 +470,32 @@ def _with_domains(specs: list[InputSpec], config: Config) -> list[InputSpec]:
     ]
 
 
-def describe_synthetic(config: Config) -> str:
-    """How synthetic inputs were drawn, for messages: the distribution, and the inputs drawn from their domain."""
+def describe_synthetic(config: Config, specs: list[InputSpec]) -> str:
+    """How synthetic inputs were drawn, for messages: the distribution, the inputs drawn from their domain,
+    and how integer inputs were filled (token ids below their embedding table's rows, masks all ones)."""
     dist = parse_distribution(config.input_dist)
     text = dist.describe()
-    if not config.input_ranges:
+    if config.input_ranges:
+        how = STRUCTURED_NAMES[dist.kind] if dist.kind in STRUCTURED_KINDS else "uniform"
+        domains = ", ".join(
+            f"{name} {how} over {'/'.join(f'[{lo:g}, {hi:g}]' for lo, hi in pairs)}"
+            for name, pairs in config.input_ranges.items()
+        )
+        text = f"{domains}; any other float input {text}"
+    integers = [_integer_fill(spec) for spec in specs if not spec.dtype.startswith(("float", "bfloat"))]
+    if not integers:
         return text
-    how = STRUCTURED_NAMES[dist.kind] if dist.kind in STRUCTURED_KINDS else "uniform"
-    domains = ", ".join(
-        f"{name} {how} over {'/'.join(f'[{lo:g}, {hi:g}]' for lo, hi in pairs)}"
-        for name, pairs in config.input_ranges.items()
-    )
-    return f"{domains}; any other float input {text}"
+    if len(integers) == len(specs):
+        return ", ".join(integers)
+    return ", ".join(integers) + ("; " if config.input_ranges else "; float inputs ") + text
+
+
+def _integer_fill(spec: InputSpec) -> str:
+    if spec.constant is not None:
+        return f"{spec.name} all {spec.constant}"
+    if spec.dtype == "bool":
+        return f"{spec.name} random booleans"
+    return f"{spec.name} uniform integers below {spec.int_high:,}"
 
 
 def _with_data_axes(ctx: Context, specs: list[InputSpec]) -> list[InputSpec]:

@@ -47,6 +47,9 @@ class InputSpec:
     # A recurrent state fed back: zeros with the first chunk of each data file, then this output of the
     # previous chunk (see ``carried_states``). None: an ordinary input.
     carried_from: str | None = None
+    # Every element this value, synthetic or missing from --data: an attention mask is all ones (keep
+    # every token), where random 0/1 would mask out half the sequence.
+    constant: int | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,9 @@ def synthetic_batch(
     for spec in specs:
         shape = with_rows(spec, rows)
         dtype = np.dtype(spec.dtype)
-        if dtype == np.bool_:
+        if spec.constant is not None:
+            feed[spec.name] = np.full(shape, spec.constant, dtype)
+        elif dtype == np.bool_:
             feed[spec.name] = rng.random(shape) < 0.5
         elif np.issubdtype(dtype, np.integer):
             feed[spec.name] = rng.integers(0, max(spec.int_high, 1), size=shape).astype(dtype)
@@ -237,16 +242,30 @@ def _arrays(file: Path, specs: list[InputSpec]) -> dict[str, np.ndarray]:
             keys = list(archive.files)
             if len(specs) == 1 and names[0] not in keys and len(keys) == 1:
                 return {names[0]: archive[keys[0]]}  # one input, one array: the name does not matter
-            missing = [n for n in names if n not in keys]
+            filled = {spec.name for spec in specs if spec.constant is not None and spec.name not in keys}
+            missing = [n for n in names if n not in keys and n not in filled]
             if missing:
                 raise DataError(
                     f"{file.name} has no array for the input(s) {', '.join(missing)} (it has: {', '.join(keys) or 'none'})"
                 )
-            return {n: archive[n] for n in names}
+            arrays = {n: archive[n] for n in names if n not in filled}
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001  (corrupt archive, pickled objects, unreadable file)
         raise DataError(f"cannot read {file.name}: {' '.join(str(exc).split())[:200]}") from None
+    for spec in specs:
+        if spec.name in filled:
+            arrays[spec.name] = _filled(file, spec, arrays)
+    return arrays
+
+
+def _filled(file: Path, spec: InputSpec, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """An input the file lacks whose value is a constant (an attention mask: ones), shaped like the file's
+    array of the same rank (the token ids beside it)."""
+    like = next((array for array in arrays.values() if array.ndim == len(spec.shape)), None)
+    if like is None:
+        raise DataError(f"{file.name} has no array for the input {spec.name}, nor one of its rank to shape it like")
+    return np.full(like.shape, spec.constant, np.dtype(spec.dtype))
 
 
 def given_once(spec: InputSpec, array: np.ndarray, specs: list[InputSpec]) -> bool:

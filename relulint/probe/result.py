@@ -105,6 +105,14 @@ class LayerMeasure:
         return firing_rate_bound(self.samples)
 
     @property
+    def sparsity(self) -> float | None:
+        """The share of the layer's outputs that are zero, over every position of every sample: what
+        activation-sparsity work reads. None for a variant (its outputs below zero are not zero) or no run."""
+        if not self.zero_below or not self.ran or not self.units:
+            return None
+        return 1.0 - float(self.positive.sum()) / (self.units * self.positions)
+
+    @property
     def rarely_active_mask(self) -> np.ndarray:
         """Positive, but on under 1% of the values (dead units are not counted here)."""
         return (self.positive > 0) & (self.positive_rate < RARE)
@@ -131,6 +139,7 @@ class LayerMeasure:
             "dead": self.dead,
             "never_positive": self.never_positive,
             "rarely_active": self.rarely_active,
+            "sparsity": self.sparsity,
             "positive_rate": self.positive_rate,
             "max": self.maximum,
             "mean": self.mean,

@@ -58,6 +58,11 @@ def input_specs(
     for value in fed:
         axis = _batch_axis(_dims_of(value), batch_names)
         shape = (data_shapes or {}).get(value.name)
+        if shape is None and value.name not in config.input_shapes and is_mask(value.name, _dtype_name(value)):
+            # A mask follows the token ids beside it: their --input-shape, or their data (which may leave
+            # the mask out: it is then filled with ones).
+            known = {**config.input_shapes, **(data_shapes or {})}
+            shape = next((tuple(s) for s in known.values() if len(s) == len(_dims_of(value))), None)
         spec, problem, defaulted = _spec(graph, value, config, batch, shape, attempt, axis)
         if problem:
             result.problem = problem
@@ -202,6 +207,17 @@ def _default_dim(declared: list[int | None], index: int, attempt: int = 0) -> in
     return OTHER_DIMS[attempt]
 
 
+def is_mask(name: str, dtype: str) -> bool:
+    """An integer or boolean input named like an attention mask: the probe feeds it ones (every token kept),
+    synthetic or missing from --data, where random 0/1 would mask out half of each sequence."""
+    return dtype.startswith(("int", "uint", "bool")) and "mask" in name.lower()
+
+
+def _dtype_name(value: onnx.ValueInfoProto) -> str:
+    dtype = element_dtype(value.type.tensor_type.elem_type) if value.type.HasField("tensor_type") else None
+    return dtype.name if dtype is not None else ""
+
+
 def _finish(
     graph: Graph,
     name: str,
@@ -212,9 +228,10 @@ def _finish(
     free_axes: tuple[int, ...] = (),
 ) -> InputSpec:
     int_high = DEFAULT_INT_HIGH
-    if dtype.startswith(("int", "uint")):
-        sizes = gather_table_sizes(graph, name)
-        int_high = min(sizes) if sizes else DEFAULT_INT_HIGH
+    sizes = gather_table_sizes(graph, name) if dtype.startswith(("int", "uint")) else []
+    if sizes:
+        int_high = min(sizes)
+    mask = not sizes and is_mask(name, dtype)
     return InputSpec(
         name=name,
         dtype=dtype,
@@ -223,6 +240,7 @@ def _finish(
         int_high=int_high,
         batch_axis=batch_axis,
         free_axes=free_axes,
+        constant=1 if mask else None,
     )
 
 

@@ -672,6 +672,7 @@ class LayerView:
     fan_in: int | None
     dead_fraction: float | None
     rarely_active_fraction: float | None
+    sparsity: float | None  # share of zero outputs over every probed position (activation sparsity)
     at_risk_fraction: float | None
     weight_std: float | None
     he_std: float | None
@@ -761,6 +762,7 @@ def layer_view(index: int, unit: dict[str, Any], probe_layers: dict[str, Any], f
         fan_in=unit.get("fan_in") if isinstance(unit.get("fan_in"), int) else None,
         dead_fraction=dead_fraction,
         rarely_active_fraction=number(metrics.get("rarely_active_fraction")),
+        sparsity=number(probe.get("sparsity")),
         at_risk_fraction=number(metrics.get("at_risk_fraction")),
         weight_std=number(metrics.get("weight_std")),
         he_std=number(metrics.get("he_std")),

@@ -54,7 +54,22 @@ def model_lines(result: ModelResult, run: Run) -> list[str]:
             f"{clean(producer.get('name') or '?')} {clean(producer.get('version') or '')}".rstrip()
             + f", {info.get('parameters', 0):,} parameters, {len(result.layers)} ReLU-family layers"
         )
+        sparsity = sparsity_line(info.get("probe") or {})
+        if sparsity:
+            lines.append(f"{path}: {sparsity}")
     return lines
+
+
+def sparsity_line(probe: dict) -> str:
+    """The probed layers' activation sparsity (share of zero outputs) in one line; "" when none was measured."""
+    values = [layer["sparsity"] for layer in probe.get("layers", {}).values() if layer.get("sparsity") is not None]
+    if not values:
+        return ""
+    spread = f"{min(values):.1%}" if len(values) == 1 else f"{min(values):.1%} to {max(values):.1%}"
+    return (
+        f"probe: activation sparsity (share of zero outputs) {spread} over {len(values)} layer(s), "
+        f"mean {sum(values) / len(values):.1%}"
+    )
 
 
 def summary(run: Run) -> str:
