@@ -180,3 +180,16 @@ def test_external_data_decoder_lints_like_the_inline_one(tmp_path):
     a, b = (probe_json(p, samples=8, batch=8) for p in (inline, external))
     assert a["probe"]["layers"] == b["probe"]["layers"]
     assert [f["rule"] for f in a["findings"]] == [f["rule"] for f in b["findings"]]
+
+
+def test_the_scale_of_a_large_embedding_table_comes_from_a_sample_of_its_rows():
+    from relulint.margins import SAMPLED_MOMENTS_ABOVE, _constant_moments
+
+    rng = np.random.default_rng(0)
+    small = rng.standard_normal((64, 32)).astype(np.float32)
+    assert _constant_moments(small) == pytest.approx(
+        (small.mean(), np.sqrt(np.mean(np.square(small, dtype=np.float64))))
+    )
+    table = (rng.standard_normal((4 * SAMPLED_MOMENTS_ABOVE // 256, 256)) * 0.02 + 0.01).astype(np.float32)
+    mean, rms = _constant_moments(table)
+    assert mean == pytest.approx(0.01, rel=0.02) and rms == pytest.approx(np.sqrt(0.02**2 + 0.01**2), rel=0.01)
