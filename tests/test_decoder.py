@@ -193,3 +193,19 @@ def test_the_scale_of_a_large_embedding_table_comes_from_a_sample_of_its_rows():
     table = (rng.standard_normal((4 * SAMPLED_MOMENTS_ABOVE // 256, 256)) * 0.02 + 0.01).astype(np.float32)
     mean, rms = _constant_moments(table)
     assert mean == pytest.approx(0.01, rel=0.02) and rms == pytest.approx(np.sqrt(0.02**2 + 0.01**2), rel=0.01)
+
+
+def test_the_instrumented_decoder_leaves_out_what_no_relu_needs(tmp_path):
+    from relulint.probe.instrument import plan, write_model
+    from relulint.probe.shapes import infer_shapes
+
+    graph = build_graph(load_model(str(saved(tmp_path))))
+    layers = find_layers(graph)
+    instrumentation = plan(graph, layers, infer_shapes(graph, input_specs(graph, Config(), 2).specs))
+    (tmp_path / "probe").mkdir()
+    written = onnx.load(write_model(graph, instrumentation, tmp_path / "probe"))
+    names = {node.name for node in written.graph.node}
+    last = SMALL.layers - 1
+    assert relu_name(last) in names and f"/model/decoder/layers.{last - 1}/fc2/MatMul" in names
+    assert "/lm_head/MatMul" not in names and f"/model/decoder/layers.{last}/fc2/MatMul" not in names
+    assert {value.name for value in written.graph.output} == {n for tap in instrumentation.taps for n in tap.outputs}

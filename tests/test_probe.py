@@ -244,12 +244,20 @@ def test_a_branch_that_never_runs_reports_nothing(tmp_path):
 # ---- failures cost only the probe ------------------------------------------------------------------
 
 
-def unloadable_model():
-    """Negative biases (a static RL201 finding) and an op onnxruntime does not know."""
+def unloadable_model(after_the_relus: bool = False):
+    """Negative biases (a static RL201 finding) and an op onnxruntime does not know: in front of fc1, or
+    reading relu1's output (the probe then leaves it out with the rest of what no ReLU needs)."""
     model = negative_bias_mlp(40)
-    node = helper.make_node("Mystery", ["relu1_out"], ["mystery_out"], name="mystery", domain="com.example")
-    model.graph.node.append(node)
-    model.graph.output.append(helper.make_tensor_value_info("mystery_out", TensorProto.FLOAT, None))
+    if after_the_relus:
+        node = helper.make_node("Mystery", ["relu1_out"], ["mystery_out"], name="mystery", domain="com.example")
+        model.graph.node.append(node)
+        model.graph.output.append(helper.make_tensor_value_info("mystery_out", TensorProto.FLOAT, None))
+    else:
+        fc1 = next(node for node in model.graph.node if node.name == "fc1")
+        model.graph.node.insert(
+            0, helper.make_node("Mystery", ["x"], ["mystery_out"], name="mystery", domain="com.example")
+        )
+        fc1.input[0] = "mystery_out"
     model.opset_import.append(helper.make_opsetid("com.example", 1))
     return model
 
@@ -261,6 +269,12 @@ def test_a_model_onnxruntime_cannot_load_keeps_the_static_findings(tmp_path):
     (note,) = probe_notes(result)
     assert "onnxruntime cannot load" in note and "static findings only" in note
     assert "probe" not in result.extra
+
+
+def test_what_no_relu_needs_is_left_out_of_the_probe(tmp_path):
+    result = probe(save(tmp_path, unloadable_model(after_the_relus=True)), select=("RL2", "RL5"))
+    assert result.extra["probe"]["layers"]["relu1"]["dead"] == 40
+    assert not probe_notes(result)
 
 
 def test_a_probe_over_its_time_limit_is_stopped(tmp_path):

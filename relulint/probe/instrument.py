@@ -38,7 +38,7 @@ from relulint.graph import Graph
 from relulint.loader import CheckedFile, iter_graphs
 from relulint.probe.protocol import POOLED, POOLED_STATS, REDUCED, STATS, LayerTap
 from relulint.probe.shapes import TensorInfo
-from relulint.units import Layer
+from relulint.units import LINEAR_OPS, Layer
 
 POSITIVE_SCALE = 2.0**127  # x * 2^127 >= 1 for every positive normal float32, and > 0 for denormals
 BLOCK = 8  # channel multiple that onnxruntime's blocked conv layout needs (8 on AVX2, 16 on AVX-512)
@@ -432,10 +432,74 @@ def write_model(graph: Graph, instrumentation: Instrumentation, folder: Path, no
     files = loaded.external_files  # only what the loader's gate checked; nothing else is ever linked
     target = folder / _free_name("instrumented.onnx", set(files))
     _link_external_data(files, folder, notes if notes is not None else [])
+    main = loaded.model.graph
     with _applied(loaded.model, instrumentation):
         data = loaded.model.SerializeToString()
+        taps = instrumentation.graphs.get(id(main))
+        kept = needed_nodes(main, {value.name for value in taps.outputs}) if taps is not None else None
+    if kept is not None:
+        data = _pruned(data, kept, {value.name for value in taps.outputs})
     target.write_bytes(data)
     return target
+
+
+def needed_nodes(graph: onnx.GraphProto, outputs: set[str]) -> list[int] | None:
+    """Indices of the nodes the ``outputs`` depend on, in graph order; None when pruning the others saves no
+    real work (none of them is a linear op).
+
+    onnxruntime runs every node of a model, whatever outputs a run asks for. The probe needs only what its
+    reductions read: an OPT-125M shape's lm head (a third of its multiply-adds) and everything else after the
+    last ReLU is left out of the instrumented model, and onnxruntime then drops the weights only they use.
+    """
+    producers = {tensor: index for index, node in enumerate(graph.node) for tensor in node.output if tensor}
+    needed, pending, kept = set(outputs), list(outputs), set()
+    while pending:
+        index = producers.get(pending.pop())
+        if index is None or index in kept:
+            continue
+        kept.add(index)
+        node = graph.node[index]
+        for tensor in (*node.input, *_names_used_inside(node)):
+            if tensor and tensor not in needed:
+                needed.add(tensor)
+                pending.append(tensor)
+    left_out = [node for index, node in enumerate(graph.node) if index not in kept]
+    if not any(node.op_type in LINEAR_OPS for node in left_out):
+        return None
+    return sorted(kept)
+
+
+def _names_used_inside(node: onnx.NodeProto) -> set[str]:
+    """Every tensor name the node's subgraphs read (outer-scope values among them), conservatively."""
+    names: set[str] = set()
+    for attribute in node.attribute:
+        bodies = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)
+        for body in bodies:
+            for graph in iter_graphs(body):
+                for inner in graph.node:
+                    names.update(inner.input)
+    return names
+
+
+def _pruned(data: bytes, kept: list[int], outputs: set[str]) -> bytes:
+    """The serialized model with only the ``kept`` main-graph nodes and the probe's outputs. Done on a parsed
+    copy: the loaded model's nodes are shared with the graph the static rules are reading."""
+    model = onnx.ModelProto()
+    model.ParseFromString(data)
+    graph = model.graph
+    nodes = [graph.node[index] for index in kept]
+    values = [value for value in graph.output if value.name in outputs]
+    copies = [onnx.NodeProto() for _ in nodes]
+    for copy, node in zip(copies, nodes):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
+    kept_outputs = [onnx.ValueInfoProto() for _ in values]
+    for copy, value in zip(kept_outputs, values):
+        copy.CopyFrom(value)
+    del graph.output[:]
+    graph.output.extend(kept_outputs)
+    return model.SerializeToString()
 
 
 def _free_name(name: str, taken: set[str]) -> str:
