@@ -100,8 +100,9 @@ def test_synthetic_tokens_are_below_the_embedding_rows_and_masks_are_ones(tmp_pa
     assert (batch["attention_mask"] == 1).all() and batch["input_ids"].max() < SMALL.vocab
 
 
-def test_synthetic_probe_equals_onnxruntime_on_the_same_token_batches(tmp_path):
-    path = saved(tmp_path, dead_units=[(1, 7)])
+@pytest.mark.parametrize("fused", [True, False], ids=["LayerNormalization", "decomposed"])
+def test_synthetic_probe_equals_onnxruntime_on_the_same_token_batches(tmp_path, fused):
+    path = saved(tmp_path, dead_units=[(1, 7)], fused_layernorm=fused)
     config = Config(samples=48, batch=16, seed=3)
     graph = build_graph(load_model(str(path)))
     specs = input_specs(graph, config, config.batch).specs
