@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from relulint.decoderkit import OPT_1_3B, OPT_125M, save_decoder
 from relulint.modelkit import ModelBuilder, mlp, resnet_block
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -31,6 +32,7 @@ class BenchModel:
     input_name: str
     sample_shape: tuple[int, ...]  # one sample's shape; the batch dimension is dynamic ("N")
     description: str
+    tokens: bool = False  # a language model: input_ids [batch, sequence] below the vocabulary, attention_mask ones
 
 
 # ---- generators ------------------------------------------------------------------------------
@@ -175,8 +177,10 @@ def _save_external(model: onnx.ModelProto, path: Path) -> None:
 @dataclass(frozen=True)
 class Recipe:
     model: BenchModel
-    build: Callable[[], onnx.ModelProto]
+    build: Callable[[], onnx.ModelProto] | None
     save: Callable[[onnx.ModelProto, Path], None] = _save
+    # Builds and saves in one step, for models too large to hold (their weights are written in blocks).
+    write: Callable[[Path], object] | None = None
 
 
 def _recipe(
@@ -231,6 +235,25 @@ RECIPES: dict[str, Recipe] = {
     ]
 }
 
+# OPT-shaped decoders (ReLU FFNs, random N(0, 0.02) weights), written with their weights streamed into
+# external data: OPT-125M 0.65 GB, OPT-1.3B 5.7 GB (the tied lm head is a transposed copy, as exports fold it).
+for _name, _shape, _what in (
+    ("opt125m", OPT_125M, "OPT-125M shape: 12 layers, d_model 768, FFN 3072"),
+    ("opt1_3b", OPT_1_3B, "OPT-1.3B shape: 24 layers, d_model 2048, FFN 8192"),
+):
+    RECIPES[_name] = Recipe(
+        BenchModel(
+            _name,
+            MODELS_DIR / f"{_name}.onnx",
+            "input_ids",
+            (128,),
+            f"{_what}, {_shape.parameters / 1e6:,.0f}M params as external data",
+            tokens=True,
+        ),
+        None,
+        write=lambda path, shape=_shape: save_decoder(path, shape),
+    )
+
 SMALL_FOLDER = MODELS_DIR / "small50"
 SMALL_COUNT = 50
 
@@ -253,12 +276,21 @@ def _write(path: Path, build: Callable[[], onnx.ModelProto], save) -> None:
     _stamp(path).write_text(json.dumps({"version": GENERATOR_VERSION}))
 
 
+def _write_recipe(recipe: Recipe) -> None:
+    path = recipe.model.path
+    if recipe.write is None:
+        return _write(path, recipe.build, recipe.save)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    recipe.write(path)
+    _stamp(path).write_text(json.dumps({"version": GENERATOR_VERSION}))
+
+
 def ensure(name: str) -> BenchModel:
     """The model, generated first if missing or stale."""
     recipe = RECIPES[name]
     if not _fresh(recipe.model.path):
         print(f"  generating {name} ...", flush=True)
-        _write(recipe.model.path, recipe.build, recipe.save)
+        _write_recipe(recipe)
     return recipe.model
 
 

@@ -38,7 +38,7 @@ POLYGRAPHY = [shutil.which("polygraphy") or "polygraphy"]
 RUN_TIMEOUT = 900.0
 RETRY_PAUSE = 15.0
 
-MAIN_MODELS = ["resnet50", "mlp50x1024", "graph20k", "external1g"]
+MAIN_MODELS = ["resnet50", "mlp50x1024", "graph20k", "external1g", "opt125m"]
 NODE_SERIES = ["nodes1k", "nodes10k", "nodes100k"]
 PARAM_SERIES = ["params4m", "params16m", "params67m"]
 
@@ -119,7 +119,55 @@ def input_shape(model: bench_models.BenchModel, batch: int) -> str:
     return f"{model.input_name}:[{','.join(str(d) for d in (batch, *model.sample_shape))}]"
 
 
+# A language model's probe row: 8 sequences of 128 tokens (issue 16), the same feed as its plain-inference floor.
+TOKEN_BATCH, TOKENS = 8, 128
+TOKEN_PROBE_MEMORY = "16GB"  # the probe's address-space cap: onnxruntime maps the 5.7 GB weight file of opt1_3b
+
+
+def token_model_rows(model: bench_models.BenchModel, probe: bool) -> list[Row]:
+    """A decoder's rows: its floors are one streaming pass over the weights and one plain inference."""
+    path = str(model.path)
+    rows = [
+        Row("stream_numpy", "floor  numpy pass streaming the .data file", task("stream_numpy", model)),
+        Row(
+            "ort_tokens",
+            f"floor  onnxruntime inference, {TOKEN_BATCH} x {TOKENS} tokens",
+            task("ort_tokens", model, str(TOKEN_BATCH), str(TOKENS)),
+        ),
+        Row("load_graph", "relulint load + graph + units (in-process)", task("relulint_graph", model)),
+        Row("static", "relulint --no-probe", [*RELULINT, "--no-probe", path], (0, 1), _text_ok),
+    ]
+    if probe:
+        rows.append(
+            Row(
+                "probe_tokens",
+                f"relulint with probe, {TOKEN_BATCH} x {TOKENS} tokens",
+                [
+                    *RELULINT,
+                    "--batch",
+                    str(TOKEN_BATCH),
+                    "--samples",
+                    str(TOKEN_BATCH),
+                    "--input-shape",
+                    f"input_ids={TOKEN_BATCH}x{TOKENS}",
+                    "--probe-timeout",
+                    "600",
+                    "--probe-memory",
+                    TOKEN_PROBE_MEMORY,
+                    "--format",
+                    "json",
+                    path,
+                ],
+                (0, 1),
+                _probe_ok,
+            )
+        )
+    return rows
+
+
 def model_rows(model: bench_models.BenchModel, probe: bool, polygraphy_run_batches: tuple[int, ...]) -> list[Row]:
+    if model.tokens:
+        return token_model_rows(model, probe)
     path = str(model.path)
     external = len(bench_models.weight_files(model)) > 1
     rows = [
@@ -310,6 +358,22 @@ def model_targets(name: str, rows: dict[str, Row]) -> list[Target]:
         return Target(issue, what, name, _ratio(get(a, of), get(b, of)), limit, direction, cpu=cpu)
 
     targets = []
+    if bench_models.RECIPES[name].model.tokens:
+        return [
+            Target(16, "static lint peak RSS", name, get("static", "rss_mb"), 512, "<", " MB"),
+            time_target(16, "static lint / streaming numpy pass, wall time", "static", "stream_numpy", 1.3),
+            time_target(
+                16, f"probe / plain inference, {TOKEN_BATCH}x{TOKENS} tokens, wall", "probe_tokens", "ort_tokens", 1.25
+            ),
+            Target(
+                16,
+                f"probe / plain inference, {TOKEN_BATCH}x{TOKENS} tokens, peak RSS",
+                name,
+                _ratio(get("probe_tokens", "rss_mb"), get("ort_tokens", "rss_mb")),
+                1.25,
+                "<=",
+            ),
+        ]
     if name in ("resnet50", "graph20k"):
         targets.append(
             time_target(2, "load+graph / onnx.load, in-process work time", "load_graph", "onnx_load", 1.5, of="work_s")
@@ -527,7 +591,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--reps", type=int, default=None, help="repetitions of each measurement (median reported) [5; --quick: 3]"
     )
-    parser.add_argument("--models", nargs="*", help="only these main models (default: all four; --quick: resnet50)")
+    parser.add_argument(
+        "--models",
+        nargs="*",
+        help="only these main models (default: all five; --quick: resnet50); opt1_3b (5.7 GB of weights) runs only when named",
+    )
     parser.add_argument("--no-scaling", action="store_true", help="skip the node and parameter scaling series")
     parser.add_argument("--verbose", "-v", action="store_true", help="print every sample as it is measured")
     args = parser.parse_args(argv)

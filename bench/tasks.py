@@ -72,6 +72,18 @@ def ort(path: str, batch: str) -> None:
     session.run(None, feeds)
 
 
+def ort_tokens(path: str, batch: str, tokens: str) -> None:
+    """Floor for a language model: one plain onnxruntime inference on ``batch`` sequences of ``tokens`` token
+    ids below the vocabulary (the logits' last dim), attention_mask all ones; session creation included."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    vocab = session.get_outputs()[0].shape[-1]
+    shape = (int(batch), int(tokens))
+    ids = np.random.default_rng(0).integers(0, vocab, size=shape, dtype=np.int64)
+    session.run(None, {"input_ids": ids, "attention_mask": np.ones(shape, np.int64)})
+
+
 def relulint_graph(path: str) -> None:
     """relulint's load-plus-graph (issue 2): load_model + build_graph + find_layers."""
     from relulint.graph import build_graph
@@ -86,6 +98,7 @@ TASKS = {
     "load_numpy": load_numpy,
     "stream_numpy": stream_numpy,
     "ort": ort,
+    "ort_tokens": ort_tokens,
     "relulint_graph": relulint_graph,
 }
 
@@ -95,7 +108,7 @@ def main(argv: list[str]) -> None:
     # Import what the task imports before the clock starts, so work_s is the work alone.
     if task in ("onnx_load", "load_numpy"):
         import onnx  # noqa: F401
-    elif task == "ort":
+    elif task in ("ort", "ort_tokens"):
         import onnxruntime  # noqa: F401
     elif task == "relulint_graph":
         import relulint.graph
