@@ -201,7 +201,7 @@ def _ffn(g: _Graph, x: str, index: int, shape: DecoderShape, dead: Sequence[int]
     bias = np.zeros(shape.ffn, np.float32)
     bias[list(dead)] = DEAD_BIAS
     hidden = g.linear(x, f"{prefix}.fc1", shape.d_model, shape.ffn, bias)
-    hidden = g.op("Relu", [hidden], relu_name(index).removesuffix("/Relu") + "/Relu")
+    hidden = g.op("Relu", [hidden], relu_name(index))
     return g.linear(hidden, f"{prefix}.fc2", shape.ffn, shape.d_model)
 
 
@@ -247,8 +247,9 @@ def build_decoder(
         [helper.make_tensor_value_info(logits, TensorProto.FLOAT, ["batch_size", "sequence_length", shape.vocab])],
         weights.tensors,
     )
-    graph.output[0].name = logits
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="pytorch")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="relulint.decoderkit"
+    )
     model.ir_version = 8
     return model
 
