@@ -272,8 +272,8 @@ SEVERITIES = click.Choice(["error", "warning", "note"], case_sensitive=False)
     "--data",
     default=None,
     help="Real probe inputs: a .npz (one array per input), a .npy (one-input model), a folder of them, or a "
-    "folder of images (PNG/JPEG/BMP, needs relulint[images]) or WAV files (see --preprocess); an integer input named like a mask (attention_mask) that the data lacks is "
-    "fed ones.",
+    "folder of images (PNG/JPEG/BMP, needs relulint[images]) or WAV files (see --preprocess); an integer "
+    "input named like a mask (attention_mask) that the data lacks is fed ones.",
 )
 @click.option(
     "--preprocess",
