@@ -313,7 +313,8 @@ def _prepare(
     # Cleanup errors are ignored: where open files cannot be removed, the child may still hold it.
     folder = tempfile.TemporaryDirectory(prefix="relulint-probe-", ignore_cleanup_errors=True)
     try:
-        path = write_model(ctx.graph, instrumentation, Path(folder.name), ctx.notes)
+        carried = frozenset(spec.carried_from for spec in specs.specs if spec.carried_from)
+        path = write_model(ctx.graph, instrumentation, Path(folder.name), ctx.notes, keep=carried)
     except LinkRefused as exc:
         folder.cleanup()
         return _skip(ctx, str(exc))

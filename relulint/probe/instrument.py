@@ -418,7 +418,13 @@ class LinkRefused(Exception):
 COPY_AT_MOST = 256 * 1024**2
 
 
-def write_model(graph: Graph, instrumentation: Instrumentation, folder: Path, notes: list[Note] | None = None) -> Path:
+def write_model(
+    graph: Graph,
+    instrumentation: Instrumentation,
+    folder: Path,
+    notes: list[Note] | None = None,
+    keep: frozenset[str] = frozenset(),
+) -> Path:
     """The instrumented model as a file in ``folder`` (onnxruntime loads a path faster than bytes).
 
     Only the graph is written: weights stay where they are. External data files, and the model
@@ -437,9 +443,11 @@ def write_model(graph: Graph, instrumentation: Instrumentation, folder: Path, no
     with _applied(loaded.model, instrumentation):
         data = loaded.model.SerializeToString()
         taps = instrumentation.graphs.get(id(main))
-        kept = needed_nodes(main, {value.name for value in taps.outputs}) if prune and taps is not None else None
+        # ``keep``: model outputs the child reads too (a recurrent state carried to the next chunk)
+        needed = {value.name for value in taps.outputs} | keep if taps is not None else set()
+        kept = needed_nodes(main, needed) if prune and needed else None
     if kept is not None:
-        data = _pruned(data, kept, {value.name for value in taps.outputs})
+        data = _pruned(data, kept, needed)
     target.write_bytes(data)
     return target
 
