@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import inputs, lint, models, truth  # noqa: E402
 
+from relulint.config import Config  # noqa: E402
 from relulint.probe.structured import MIN_SIGNAL  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -57,6 +58,7 @@ def realistic_inputs(model: models.CorpusModel, path: Path) -> tuple[Path, input
 FAMILIES = (
     "default",
     "--input-dist normal (no domain)",
+    "--input-dist structured (no domain)",
     "--input-dist smooth (no domain)",
     "--input-dist strokes / harmonic (no domain)",
     "uniform over the domain",
@@ -75,21 +77,21 @@ def runs_for(
     told = [f"--input-shape={shape}" for shape in model.shapes] + list(model.told)
     more = " + shape" if model.shapes else ""
     more += " + " + " ".join(model.told) if model.told else ""
-    runs = [
-        (FAMILIES[0], "default", []),
-        # (FAMILIES[1], the former default N(0, 1), is run when the default is another distribution)
-        (FAMILIES[2], "--input-dist smooth", ["--input-dist=smooth"]),
-    ]
+    runs = [(FAMILIES[0], "default", [])]
+    # The data-free distributions the default is chosen from (the default itself is not run twice).
+    for family, kind in ((FAMILIES[1], "normal"), (FAMILIES[2], "structured"), (FAMILIES[3], "smooth")):
+        if kind != Config().input_dist:
+            runs.append((family, f"--input-dist {kind}", [f"--input-dist={kind}"]))
     if len(shape) == 4:  # images: pages
-        runs.append((FAMILIES[3], "--input-dist strokes", ["--input-dist=strokes"]))
+        runs.append((FAMILIES[4], "--input-dist strokes", ["--input-dist=strokes"]))
     elif len(shape) in (2, 3) and shape[-1] >= MIN_SIGNAL:  # a signal: sound
-        runs.append((FAMILIES[3], "--input-dist harmonic", ["--input-dist=harmonic"]))
+        runs.append((FAMILIES[4], "--input-dist harmonic", ["--input-dist=harmonic"]))
     runs += [
-        (FAMILIES[4], f"uniform:{low:g},{high:g}{more}", [f"--input-dist=uniform:{low:g},{high:g}", *told]),
-        (FAMILIES[5], f"input-range {low:g},{high:g}{more}", [f"--input-range={main_input}={low:g},{high:g}", *told]),
-        (FAMILIES[6], "--data", ["--data", str(data_path)]),
+        (FAMILIES[5], f"uniform:{low:g},{high:g}{more}", [f"--input-dist=uniform:{low:g},{high:g}", *told]),
+        (FAMILIES[6], f"input-range {low:g},{high:g}{more}", [f"--input-range={main_input}={low:g},{high:g}", *told]),
+        (FAMILIES[7], "--data", ["--data", str(data_path)]),
         # A long timeout: this row asks whether the verdicts are exact on every sample, not how fast they come.
-        (FAMILIES[7], "--data --probe-timeout 900", ["--data", str(data_path), "--probe-timeout=900"]),
+        (FAMILIES[8], "--data --probe-timeout 900", ["--data", str(data_path), "--probe-timeout=900"]),
     ]
     return runs
 

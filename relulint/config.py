@@ -27,7 +27,7 @@ from relulint.rules import all_rules, rule_by_id
 
 # The structured synthetic inputs of relulint/probe/structured.py (named here too: that module imports numpy,
 # which --version and --help do not load; a test keeps the two lists equal).
-STRUCTURED_KINDS = ("smooth", "strokes", "harmonic")
+STRUCTURED_KINDS = ("structured", "smooth", "strokes", "harmonic")
 
 SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "M": 1024**2, "MB": 1024**2, "G": 1024**3, "GB": 1024**3}
 

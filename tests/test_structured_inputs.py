@@ -30,6 +30,9 @@ def test_the_config_knows_the_same_structured_kinds_as_the_generator():
         ("smooth", (6, 12)),  # a feature vector: smooth along its axis
         ("harmonic", (6, 12)),  # too short for a signal: smooth
         ("smooth", (6, 5, 7, 9)),  # not an image layout: smooth along the last axes
+        ("structured", (6, 3, 32, 40)),  # half strokes, half smooth
+        ("structured", (7, 1, 4000)),  # half harmonic, half smooth
+        ("structured", (6, 12)),  # smooth
     ],
 )
 def test_each_kind_stays_in_the_domain_and_differs_between_samples(kind, shape):
@@ -97,3 +100,20 @@ def test_structured_inputs_keep_pooled_gates_alive_where_normal_noise_calls_them
     assert smooth["distribution"].startswith("smooth")
     strokes = analyse(str(path), Config(select=("RL5",), input_dist="strokes")).extra["probe"]
     assert strokes["layers"]["se_relu"]["dead"] <= 1  # pages are bright: the dark-side gate may stay off
+
+
+def test_structured_is_half_the_layouts_own_kind_and_half_smooth():
+    # Pages are mostly bright paper; smooth noise is not: the two halves tell apart by their bright share.
+    spec = InputSpec("x", "float32", (8, 1, 48, 200), batched=True, domain=((0.0, 1.0),))
+    values = synthetic_batch([spec], 8, parse_distribution("structured"), np.random.default_rng(5))["x"]
+    bright = (values > 0.72).reshape(8, -1).mean(axis=1)
+    assert (bright[:4] > 0.5).all() and (bright[4:] < 0.5).all()
+    one = InputSpec("x", "float32", (1, 1, 48, 200), batched=True, domain=((0.0, 1.0),))
+    kinds = {
+        bool(
+            (synthetic_batch([one], 1, parse_distribution("structured"), np.random.default_rng(s))["x"] > 0.72).mean()
+            > 0.5
+        )
+        for s in range(12)
+    }
+    assert kinds == {True, False}  # a batch of one is either kind
