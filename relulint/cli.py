@@ -266,7 +266,7 @@ SEVERITIES = click.Choice(["error", "warning", "note"], case_sensitive=False)
     "--input-dist",
     default=None,
     help="Synthetic probe inputs: normal, normal:MEAN,STD, uniform:LOW,HIGH, or structured samples over the "
-    "input's domain: smooth (smooth noise), strokes (pages with strokes), harmonic (voiced sound). [default: normal]",
+    "input's domain: smooth (smooth noise), strokes (pages with strokes), harmonic (voiced sound), structured (half smooth, half strokes or harmonic by the input's layout). [default: structured]",
 )
 @click.option(
     "--data",
