@@ -310,8 +310,8 @@ def test_the_old_checkpoint_is_probed_on_exactly_the_new_ones_samples(tmp_path):
     # on samples the new one never saw would then count as "died". Both must see the same samples.
     onnx.save(_one_layer([-2.6, 0.0]), tmp_path / "old.onnx")
     onnx.save(_one_layer([-50.0, 0.0]), tmp_path / "new.onnx")
-    result = compare(tmp_path / "new.onnx", tmp_path / "old.onnx", probe=True, seed=7)
+    result = compare(tmp_path / "new.onnx", tmp_path / "old.onnx", probe=True, seed=7, input_dist="normal")
     probe = result.extra["compare"]["probe"]
     assert probe["samples"] == probe["old_samples"] > 0
-    alone = analyse(str(tmp_path / "old.onnx"), Config(select=("RL5",), seed=7)).extra["probe"]
+    alone = analyse(str(tmp_path / "old.onnx"), Config(select=("RL5",), seed=7, input_dist="normal")).extra["probe"]
     assert alone["samples"] > probe["samples"]  # on its own the old checkpoint needs more: the test can fail

@@ -174,11 +174,14 @@ def test_an_input_range_aware_probe_finds_units_dead_on_the_domain_that_normal_n
     inputs = rng.random((2000, 8), dtype=np.float32)  # the domain's inputs: the truth
     truth = int(np.sum(~((inputs @ weight + bias) > 0).any(axis=0)))
     assert truth == 6
-    noise = run(path).extra["probe"]
+    noise = run(path, input_dist="normal").extra["probe"]
     assert noise["layers"]["relu1"]["dead"] == 0  # N(0, 1) misses every one of them
-    aware = run(path, input_ranges={"x": ((0.0, 1.0),)}).extra["probe"]
+    aware = run(path, input_ranges={"x": ((0.0, 1.0),)}, input_dist="normal").extra["probe"]
     assert aware["layers"]["relu1"]["dead"] == truth
     assert aware["distribution"].startswith("x uniform over [0, 1]")
+    default = run(path, input_ranges={"x": ((0.0, 1.0),)}).extra["probe"]  # structured samples in the domain
+    assert default["layers"]["relu1"]["dead"] == truth
+    assert default["distribution"].startswith("x structured samples over [0, 1]")
 
 
 def test_synthetic_values_stay_in_each_channels_domain():

@@ -93,13 +93,15 @@ def pooled_gate_model():
 def test_structured_inputs_keep_pooled_gates_alive_where_normal_noise_calls_them_dead(tmp_path):
     path = tmp_path / "se.onnx"
     onnx.save(pooled_gate_model(), path)
-    normal = analyse(str(path), Config(select=("RL5",))).extra["probe"]
+    normal = analyse(str(path), Config(select=("RL5",), input_dist="normal")).extra["probe"]
     assert normal["layers"]["se_relu"]["dead"] == 2  # the false alarm i.i.d. noise raises behind a pool
     smooth = analyse(str(path), Config(select=("RL5",), input_dist="smooth")).extra["probe"]
     assert smooth["layers"]["se_relu"]["dead"] == 0
     assert smooth["distribution"].startswith("smooth")
     strokes = analyse(str(path), Config(select=("RL5",), input_dist="strokes")).extra["probe"]
     assert strokes["layers"]["se_relu"]["dead"] <= 1  # pages are bright: the dark-side gate may stay off
+    default = analyse(str(path), Config(select=("RL5",))).extra["probe"]  # structured: half pages, half smooth
+    assert default["layers"]["se_relu"]["dead"] == 0 and default["distribution"].startswith("structured")
 
 
 def test_structured_is_half_the_layouts_own_kind_and_half_smooth():
