@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -219,7 +220,7 @@ class _UnitSums:
 
     def stats(self, fan_in: int, fan_out: int) -> WeightStats:
         nonfinite = sum(self.kinds.values())
-        common = {"units": self.units, "fan_in": fan_in, "fan_out": fan_out, "nonfinite": nonfinite}
+        common: dict[str, Any] = {"units": self.units, "fan_in": fan_in, "fan_out": fan_out, "nonfinite": nonfinite}
         common |= {"nonfinite_kinds": dict(self.kinds), "nonfinite_units": np.flatnonzero(self.nonfinite_units)}
         if self.finite == 0:
             nan, empty = float("nan"), np.zeros(self.units)
