@@ -19,7 +19,7 @@ from relulint.config import Config, config_from_table, find_config_file, load_co
 from relulint.discovery import Search, expand_paths
 from relulint.engine import analyse, debug, selected_rules
 from relulint.errors import UsageError
-from relulint.findings import Finding, ModelResult, Note, Severity
+from relulint.findings import ModelResult, Note
 from relulint.outputs import RunInputs, append_step_summary, check_destination, repository_root
 from relulint.preprocess import PRESETS, parse_command_line
 from relulint.report import FORMATS, FormatUnavailable, Run, format_for_path, render, write_atomically
@@ -160,12 +160,6 @@ INTERNAL_ERROR_STATUS = 3
 BUG_REPORT = f"this is a bug in relulint {__version__}: please report it at {INFORMATION_URI}/issues"
 
 
-def counts_for_fail_on(finding: Finding) -> bool:
-    """A model-wide note (one about the run, such as RL504's synthetic inputs) never fails a run:
-    with --fail-on note it would fail every run without --data."""
-    return not (finding.severity == Severity.NOTE and finding.node is None)
-
-
 def unfinished_probes(result: ModelResult) -> list[Note]:
     return [note for note in result.notes if note.unfinished]
 
@@ -179,7 +173,7 @@ def exit_status(results: list[ModelResult], config: Config) -> int:
     if any(result.error is not None for result in results):
         return 2
     failing = not config.exit_zero and any(
-        f.severity >= config.fail_on and counts_for_fail_on(f) for result in results for f in result.findings
+        f.severity >= config.fail_on and not f.model_wide_note for result in results for f in result.findings
     )
     unfinished = any(unfinished_probes(result) for result in results)
     return max(1 if failing else 0, config.probe_failure_status if unfinished else 0)

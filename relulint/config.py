@@ -339,6 +339,20 @@ FILE_KEYS = {
 
 # Keys whose values are paths: in a file, relative to the file's folder (as ruff does).
 PATH_KEYS = ("data", "compare", "sarif-root")
+PATTERN_KEYS = ("exclude", "extend-exclude")
+
+
+def anchored_patterns(patterns: tuple[str, ...], folder: Path) -> tuple[str, ...]:
+    """Exclude patterns with a ``/`` made absolute from ``folder`` (the configuration file's, or the current
+    one for the command line), as ruff anchors them; a pattern without one matches a name anywhere."""
+    anchored = []
+    for pattern in patterns:
+        bare = pattern.rstrip("/")
+        if "/" in bare and not os.path.isabs(bare):
+            bare = os.path.join(os.path.abspath(folder), bare.removeprefix("./"))
+            pattern = bare if pattern == pattern.rstrip("/") else bare + "/"
+        anchored.append(pattern)
+    return tuple(anchored)
 
 
 def find_config_file(start: Path) -> Path | None:
@@ -404,6 +418,8 @@ def config_from_table(
             changes[name] = parse(value, f"--{key}" if command_line else key)
             if key in PATH_KEYS and folder is not None:
                 changes[name] = _from_folder(changes[name], folder)
+            if key in PATTERN_KEYS:
+                changes[name] = anchored_patterns(changes[name], Path.cwd() if folder is None else folder)
         elif key == "per-node-ignores":
             if not isinstance(value, dict):
                 raise ValueError(f"'per-node-ignores' must be a table of node glob = [rule ids], got {value!r}")

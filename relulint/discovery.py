@@ -3,7 +3,8 @@
 - Folders are searched recursively for ``*.onnx``, skipping excluded names: ``exclude`` (by default
   ruff's list of tool and environment folders, so ``relulint .`` beside a ``.venv`` does not lint
   installed packages) and ``extend-exclude``. A pattern without ``/`` is matched against every
-  folder and file name; one with ``/`` against the path below the folder searched. Files given by
+  folder and file name; one with ``/`` against the path from the configuration file's folder (from
+  the current folder for ``--exclude``), whichever folder is searched, as ruff does. Files given by
   name are always linted.
 - Files git ignores (``.gitignore``, ``.git/info/exclude``, the global excludes file) are skipped
   when folders are searched (``--no-respect-gitignore`` keeps them), asked of ``git check-ignore``
@@ -61,11 +62,17 @@ class Search:
     from_data: bool = False  # a file that no model names as its data is skipped, not an error
 
 
-def excluded(relative: PurePosixPath, patterns: Iterable[str]) -> bool:
+def excluded(relative: PurePosixPath, patterns: Iterable[str], folder: Path = Path(".")) -> bool:
+    """Whether the path ``relative`` below the searched ``folder`` matches a pattern: a name anywhere on it,
+    or, for a pattern with ``/`` (made absolute by ``config.anchored_patterns``), the whole absolute path."""
+    absolute = None
     for pattern in patterns:
         pattern = pattern.rstrip("/")
         if "/" in pattern:
-            if fnmatch.fnmatchcase(relative.as_posix(), pattern.lstrip("./")):
+            if absolute is None:
+                absolute = Path(os.path.abspath(folder / relative)).as_posix()
+            target = absolute if pattern.startswith("/") or os.path.isabs(pattern) else relative.as_posix()
+            if fnmatch.fnmatchcase(target, Path(pattern).as_posix().removeprefix("./")):
                 return True
         elif any(fnmatch.fnmatchcase(part, pattern) for part in relative.parts):
             return True
@@ -79,12 +86,12 @@ def search_folder(folder: Path, search: Search) -> tuple[list[str], int]:
     for root, dirs, files in os.walk(folder):
         here = PurePosixPath(Path(root).relative_to(folder).as_posix())
         dirs_before = list(dirs)
-        dirs[:] = sorted(d for d in dirs if not excluded(here / d, search.excludes))
+        dirs[:] = sorted(d for d in dirs if not excluded(here / d, search.excludes, folder))
         skipped += sum(1 for d in dirs_before if d not in dirs)
         for name in files:
             if not name.endswith(MODEL_SUFFIX):
                 continue
-            if excluded(here / name, search.excludes):
+            if excluded(here / name, search.excludes, folder):
                 skipped += 1
                 continue
             path = Path(root) / name

@@ -64,6 +64,13 @@ class Finding:
     evidence: dict[str, Any] = field(default_factory=dict)
     fix: str = ""
 
+    @property
+    def model_wide_note(self) -> bool:
+        """A note about the whole run of a model (RL504's synthetic inputs, RL503's summary at note level),
+        not about a place in it: it never fails a run (with --fail-on note every run without --data would
+        fail) and SARIF gives it as a run-level notification, not an alert that stays open on every model."""
+        return self.severity == Severity.NOTE and self.node is None
+
     def to_json(self) -> dict[str, Any]:
         return {
             "rule": self.rule,

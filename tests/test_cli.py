@@ -223,6 +223,25 @@ def test_folder_search_skips_environments_excludes_and_what_git_ignores(tmp_path
     assert found(".", "--no-respect-gitignore") == ["models/data/m.onnx", "models/m.onnx", "models/scratch/m.onnx"]
 
 
+def test_exclude_patterns_with_a_slash_are_anchored_like_ruffs(tmp_path, monkeypatch):
+    """In a configuration file they are relative to its folder, on the command line to the current one,
+    whichever folder is searched; a pattern without a slash matches a name anywhere."""
+    project = tmp_path / "project"
+    for folder in ("models/old", "models/new"):
+        (project / folder).mkdir(parents=True)
+        healthy(project / folder, "m.onnx")
+    (project / "relulint.toml").write_text('extend-exclude = ["models/old"]\n')
+    monkeypatch.chdir(project / "models")  # the file is found upward; its pattern still names project/models/old
+    assert found(".") == ["new/m.onnx"]
+    monkeypatch.chdir(project)
+    assert found("models") == ["models/new/m.onnx"]
+    (project / "relulint.toml").unlink()
+    monkeypatch.chdir(project / "models")
+    assert found("..", "--extend-exclude", "models/old") == ["../models/new/m.onnx", "../models/old/m.onnx"]
+    assert found("..", "--extend-exclude", "./old") == ["../models/new/m.onnx"]
+    assert found("..", "--extend-exclude", "old") == ["../models/new/m.onnx"]
+
+
 def test_a_data_file_stands_for_the_model_that_names_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "net" / "weights").mkdir(parents=True)

@@ -116,7 +116,7 @@ def test_document_validates_and_results_carry_what_github_needs(tmp_path):
     assert driver["name"] == "relulint" and driver["version"] and driver["informationUri"].startswith("https://")
     assert [rule["id"] for rule in driver["rules"]] == ["RL198", "RL598"]  # every rule used, once
     results = sarif_run["results"]
-    assert [r["ruleId"] for r in results] == ["RL598", "RL198", "RL198"]
+    assert [r["ruleId"] for r in results] == ["RL598", "RL198"]  # the model-wide note is a notification
     for result in results:
         assert driver["rules"][result["ruleIndex"]]["id"] == result["ruleId"]
         (location,) = result["locations"]
@@ -124,12 +124,11 @@ def test_document_validates_and_results_carry_what_github_needs(tmp_path):
         assert physical["artifactLocation"]["uri"] == "models/model.onnx"
         assert physical["region"] == {"startLine": 1}
         assert result["message"]["text"]
-    assert [r["level"] for r in results] == ["error", "warning", "note"]
+    assert [r["level"] for r in results] == ["error", "warning"]
     assert results[0]["message"]["text"] == "act1: 5 of 8 units never switched on"
     assert results[0]["locations"][0]["logicalLocations"] == [
         {"name": "act1", "fullyQualifiedName": "act1", "kind": "function"}
     ]
-    assert "logicalLocations" not in results[2]["locations"][0]  # a model-wide finding names no node
     assert results[0]["properties"]["units"]["count"] == 5
     invocation = sarif_run["invocations"][0]
     assert invocation["executionSuccessful"] is False  # one model could not be read
@@ -139,6 +138,11 @@ def test_document_validates_and_results_carry_what_github_needs(tmp_path):
     levels = {n["message"]["text"].split(": ", 1)[1]: n["level"] for n in invocation["toolExecutionNotifications"]}
     assert levels["could not be analysed: no such file"] == "error"
     assert invocation["startTimeUtc"] == "2024-01-02T03:04:05Z"
+    [model_wide] = [n for n in invocation["toolExecutionNotifications"] if "associatedRule" in n]
+    assert model_wide["message"]["text"].endswith("model.onnx: RL198: model-wide remark")
+    assert model_wide["level"] == "note"
+    assert driver["rules"][model_wide["associatedRule"]["index"]]["id"] == "RL198"
+    assert model_wide["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "models/model.onnx"
 
 
 def test_rule_descriptors_have_help_levels_and_bounded_tags():
@@ -285,3 +289,24 @@ def test_cli_writes_sarif_with_sarif_root(tmp_path):
     validate(log)
     assert log["runs"][0]["artifacts"][0]["location"]["uri"] == "nets/model.onnx"
     assert log["runs"][0]["invocations"][0]["executionSuccessful"] is True
+
+
+def test_synthetic_input_notes_are_run_notifications_not_alerts(tmp_path):
+    """RL504 (and RL503 at note level) say something about the run on every model: as results they would be
+    alerts on every model that never close. A warning-level RL503 stays a result."""
+    model = save_model(tmp_path / "models")
+    result = analyse(str(model), Config(batch=4, samples=8))
+    rules = {f.rule: f for f in result.findings}
+    assert "RL504" in rules and rules["RL504"].node is None, [f.rule for f in result.findings]
+    warning = Finding("RL503", Severity.WARNING, "60% of the network's units are dead")
+    log = json.loads(render("sarif", run_of(replace(result, findings=[*result.findings, warning]), root=tmp_path)))
+    validate(log)
+    (sarif_run,) = log["runs"]
+    assert "RL504" not in [r["ruleId"] for r in sarif_run["results"]]
+    assert [r["level"] for r in sarif_run["results"] if r["ruleId"] == "RL503"] == ["warning"]
+    associated = [
+        n["associatedRule"]["id"]
+        for n in sarif_run["invocations"][0]["toolExecutionNotifications"]
+        if "associatedRule" in n
+    ]
+    assert "RL504" in associated

@@ -194,6 +194,22 @@ def model_notifications(model: ModelResult, uri: str) -> list[dict[str, Any]]:
     return items
 
 
+def finding_notification(item: Located, rule_index: int) -> dict[str, Any]:
+    """A model-wide note (``Finding.model_wide_note``) as a notification of the run: GitHub code scanning
+    makes alerts of results only, and one of these on every model would stay open for good."""
+    finding = item.finding
+    text = _clip_message(f"{item.model.path}: {finding.rule}: {finding.message}")
+    properties: dict[str, Any] = {"model": item.model.path}
+    data = finding.to_json()
+    for key in ("evidence", "fix"):
+        if data.get(key):
+            properties[key] = data[key]
+    return notification(text, LEVELS[finding.severity], item.uri) | {
+        "associatedRule": {"id": finding.rule, "index": rule_index},
+        "properties": properties,
+    }
+
+
 def _note_notification(model: ModelResult, note: Note, uri: str) -> dict[str, Any]:
     where = f" {note.node}:" if note.node else ""
     text = f"{model.path}:{where} {note.kind}: {note.message}"
@@ -205,9 +221,11 @@ def sarif_log(run: Run) -> dict[str, Any]:
     root = repository_root(run)
     uris = {id(model): artifact_uri(model.path, root) for model in run.results}
     located = [Located(m, uris[id(m)], f) for m in run.results for f in m.findings]
+    model_wide = [item for item in located if item.finding.model_wide_note]
+    located = [item for item in located if not item.finding.model_wide_note]
     located, left_out = keep_within_limit(located, MAX_RESULTS_PER_RUN)
 
-    rule_ids = sorted({item.finding.rule for item in located})
+    rule_ids = sorted({item.finding.rule for item in located + model_wide})
     rule_index = {rule_id: index for index, rule_id in enumerate(rule_ids)}
     seen: Counter[tuple[str, str, str, str]] = Counter()
     results = []
@@ -217,6 +235,7 @@ def sarif_log(run: Run) -> dict[str, Any]:
         seen[key] += 1
 
     notifications = [n for model in run.results for n in model_notifications(model, uris[id(model)])]
+    notifications += [finding_notification(item, rule_index[item.finding.rule]) for item in model_wide]
     if left_out:
         notifications.append(
             notification(
