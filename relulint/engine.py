@@ -14,9 +14,10 @@ from typing import Any
 from relulint.config import Config
 from relulint.context import Context
 from relulint.errors import ModelError
+from relulint.external import expected_nbytes
 from relulint.findings import Finding, ModelResult, Note
 from relulint.graph import Graph, build_graph, count_parameters
-from relulint.loader import LoadedModel, expected_nbytes, load_model, run_checker
+from relulint.loader import LoadedModel, load_model, run_checker
 from relulint.rules import Rule, all_rules, matches
 from relulint.units import Layer, find_layers
 from relulint.watchdog import AnalysisTimeout, watchdog

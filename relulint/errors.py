@@ -14,3 +14,9 @@ class ModelError(Exception):
 
 class UsageError(Exception):
     """A bad option or configuration value: exit status 2, no model analysed."""
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's text on one line, at most ``limit`` characters: for ``path: problem`` messages."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from relulint.errors import ModelError
+from relulint.external import element_count, external_key, location_problem, packed_bits
 from relulint.lazy import onnx
-from relulint.loader import LoadedModel, element_count, external_key, location_problem, packed_bits
+from relulint.loader import LoadedModel
 
 if TYPE_CHECKING:
     from onnx import TensorProto

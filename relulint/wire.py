@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 MODEL_GRAPH = 7
 GRAPH_INITIALIZER = 5
@@ -45,6 +46,8 @@ class Field:
 
 
 def read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """The varint at ``pos`` (before ``end``) and the position after it; ``Malformed`` when there is none.
+    The one varint decoder of relulint (the loader's depth walk, the skeleton surgery, the -o checks)."""
     value = shift = 0
     for _ in range(10):
         if pos >= end:
@@ -56,6 +59,50 @@ def read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
             return value, pos
         shift += 7
     raise Malformed
+
+
+def message_depth(data: bytes, descriptor: Any, limit: int) -> int | None:
+    """How deep the protobuf messages in ``data`` nest (1 = no submessage), or None beyond ``limit``.
+
+    ``descriptor`` is the outer message's protobuf descriptor. Walks the wire format with an explicit stack,
+    descending only into fields the schema declares as messages; scalars, strings and unknown fields are
+    skipped by their length. Malformed bytes end the walk where they start (the real parser reports them).
+    """
+    deepest = 1
+    # (end offset, descriptor) of each message being walked; the position is shared
+    stack: list[tuple[int, Any]] = [(len(data), descriptor)]
+    position = 0
+    try:
+        while stack:
+            end, message = stack[-1]
+            if position >= end:
+                stack.pop()
+                continue
+            key, position = read_varint(data, position, end)
+            number, wire_type = key >> 3, key & 7
+            if wire_type == VARINT:
+                _, position = read_varint(data, position, end)
+            elif wire_type == FIXED64:
+                position += 8
+            elif wire_type == FIXED32:
+                position += 4
+            elif wire_type == LENGTH:
+                length, position = read_varint(data, position, end)
+                if position + length > end:
+                    return deepest
+                field = message.fields_by_number.get(number)
+                if field is not None and field.message_type is not None:
+                    stack.append((position + length, field.message_type))
+                    deepest = max(deepest, len(stack))
+                    if deepest > limit:
+                        return None
+                    continue
+                position += length
+            else:  # groups (3, 4) and invalid wire types: ONNX uses none
+                return deepest
+    except Malformed:
+        pass
+    return deepest
 
 
 def iter_fields(data: bytes, start: int, end: int) -> Iterator[Field]:

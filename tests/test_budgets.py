@@ -53,7 +53,7 @@ def doubling_functions(depth: int) -> onnx.ModelProto:
 
 
 def test_inlined_node_count_is_counted_without_inlining():
-    from relulint.loader import inlined_node_count
+    from relulint.inlining import inlined_node_count
 
     model = doubling_functions(40)  # 2**40 nodes: counting must not walk them
     assert inlined_node_count(doubling_functions(10), 10_000) == 2**10
@@ -61,7 +61,7 @@ def test_inlined_node_count_is_counted_without_inlining():
 
 
 def test_a_function_that_calls_itself_is_not_inlined():
-    from relulint.loader import inlined_node_count
+    from relulint.inlining import inlined_node_count
 
     body = [helper.make_node("Again", ["x"], ["y"], domain="local")]
     again = helper.make_function("local", "Again", ["x"], ["y"], body, [helper.make_opsetid("local", 1)])

@@ -994,7 +994,8 @@ CARRIERS = [
 @pytest.mark.parametrize("carrier", CARRIERS)
 def test_every_carrier_of_external_data_passes_the_gate(tmp_path, carrier):
     from relulint.errors import ModelError
-    from relulint.loader import iter_tensors, load_model
+    from relulint.external import iter_tensors
+    from relulint.loader import load_model
 
     (tmp_path / "weights.bin").write_bytes(bytes(64))
     hostile = carrier_model(carrier, "/etc/passwd")
@@ -1029,7 +1030,7 @@ def test_external_data_naming_its_location_twice_is_refused(tmp_path, order):
 
 
 def test_probe_links_only_checked_files_and_only_inside_its_folder(tmp_path):
-    from relulint.loader import CheckedFile
+    from relulint.external import CheckedFile
     from relulint.probe.instrument import LinkRefused, _link_external_data
 
     source = tmp_path / "w.bin"

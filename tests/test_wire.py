@@ -18,7 +18,7 @@ from relulint.engine import analyse
 from relulint.graph import build_graph
 from relulint.loader import load_model
 from relulint.modelkit import ModelBuilder
-from relulint.wire import encode_varint, iter_fields, read_varint, strip_large_raw_data
+from relulint.wire import encode_varint, iter_fields, message_depth, read_varint, strip_large_raw_data
 
 WIDTH = 2100  # a 2100 x 2100 float32 weight: 17.6 MB, over the 16 MB threshold
 
@@ -139,3 +139,16 @@ def test_mutated_bytes_never_raise(data):
     cut = data.draw(st.integers(len(raw) // 2, len(raw)))
     result = strip_large_raw_data(bytes(raw[:cut]), "m.onnx", 256)
     assert result is None or (isinstance(result[0], bytes) and result[1] >= 1)
+
+
+def test_message_depth_counts_nested_messages_and_stops_at_malformed_bytes():
+    """model > graph > node > attribute > subgraph > node: 6 levels, counted from the wire format alone."""
+    branch = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "b", [], [])
+    node = helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch)
+    model = helper.make_model(helper.make_graph([node], "g", [], []))
+    data = model.SerializeToString()
+    descriptor = onnx.ModelProto.DESCRIPTOR
+    assert message_depth(data, descriptor, 400) == 6
+    assert message_depth(data, descriptor, 5) is None  # beyond the limit
+    assert message_depth(data[: len(data) // 2], descriptor, 400) >= 1  # cut short: no exception
+    assert message_depth(b"\x3a\xff\xff", descriptor, 400) == 1  # a graph field longer than the bytes

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from relulint.config import Config
 from relulint.context import Context
+from relulint.external import expected_nbytes
 from relulint.findings import Note
-from relulint.loader import expected_nbytes
 from relulint.probe.hints import Hints, shape_hints
 from relulint.probe.inputs import (
     STRUCTURED_KINDS,

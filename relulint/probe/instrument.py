@@ -33,9 +33,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from relulint.external import CheckedFile
 from relulint.findings import Note
 from relulint.graph import Graph
-from relulint.loader import CheckedFile, iter_graphs
+from relulint.loader import iter_graphs
 from relulint.probe.protocol import POOLED, POOLED_STATS, REDUCED, STATS, LayerTap
 from relulint.probe.shapes import TensorInfo
 from relulint.units import LINEAR_OPS, Layer

@@ -16,8 +16,8 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, TensorProto, helper
 
+from relulint.external import expected_nbytes
 from relulint.graph import BRANCH_NAMES, Graph
-from relulint.loader import expected_nbytes
 from relulint.probe.inputs import InputSpec
 
 SMALL_INITIALIZER = 4096  # bytes; smaller ones stay in the skeleton (Reshape targets, axes, ...)
