@@ -26,7 +26,8 @@ import numpy as np
 from relulint.errors import ModelError
 from relulint.graph import Graph, build_graph
 from relulint.loader import load_model
-from relulint.margins import at_risk, margins
+from relulint.margins import margins
+from relulint.margins.model import at_risk
 from relulint.units import Layer, find_layers
 
 if TYPE_CHECKING:

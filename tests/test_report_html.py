@@ -25,7 +25,9 @@ from relulint.engine import analyse
 from relulint.findings import AffectedUnits, Finding, ModelResult, Note, Severity
 from relulint.modelkit import ModelBuilder
 from relulint.report import Run, render
-from relulint.report.html import csp_hash, log_range, show
+from relulint.report.html.charts import log_range
+from relulint.report.html.format import show
+from relulint.report.html.page import csp_hash
 from relulint.report.text import clean
 from relulint.rules import Rule, RuleMeta
 

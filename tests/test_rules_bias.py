@@ -15,7 +15,7 @@ from relulint.cli import main
 from relulint.config import Config
 from relulint.engine import analyse
 from relulint.findings import Severity
-from relulint.margins import active_rate, rectified_moments
+from relulint.margins.gaussian import active_rate, rectified_moments
 from relulint.modelkit import ModelBuilder, mlp
 
 ROOT = Path(__file__).resolve().parent.parent

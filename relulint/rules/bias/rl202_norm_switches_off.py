@@ -9,16 +9,10 @@ import numpy as np
 
 from relulint.context import Context
 from relulint.findings import AffectedUnits, Finding, Severity
-from relulint.margins import (
-    JUDGED_BY_NORM,
-    active_rate,
-    at_risk,
-    format_margin,
-    margins,
-    percent,
-    risk_severity,
-    summarize_risk,
-)
+from relulint.margins import margins
+from relulint.margins.gaussian import active_rate
+from relulint.margins.model import JUDGED_BY_NORM, at_risk
+from relulint.margins.report import format_margin, percent, risk_severity, summarize_risk
 from relulint.rules import Option, RuleMeta
 from relulint.units import Layer
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from relulint.context import Context
 from relulint.findings import Finding, Note, Severity
-from relulint.margins import constant_tolerance, is_constant_weight
+from relulint.margins.weights import constant_tolerance, is_constant_weight
 from relulint.rules import Option, RuleMeta
 
 META = RuleMeta(

@@ -7,7 +7,7 @@ from typing import Any
 
 from relulint.context import Context
 from relulint.findings import AffectedUnits, Finding, Severity
-from relulint.margins import is_constant_weight
+from relulint.margins.weights import is_constant_weight
 from relulint.rules import Option, RuleMeta
 
 META = RuleMeta(

@@ -9,7 +9,8 @@ import numpy as np
 
 from relulint.context import Context
 from relulint.findings import AffectedUnits, Finding, Severity
-from relulint.margins import constant_tolerance, is_constant_weight, percent
+from relulint.margins.report import percent
+from relulint.margins.weights import constant_tolerance, is_constant_weight
 from relulint.rules import Option, RuleMeta
 
 META = RuleMeta(

@@ -1,28 +1,4 @@
-"""Static bias margins: how far below zero each unit's pre-activation sits, from the weights alone.
-
-Every ReLU-family unit is modelled by a Gaussian pre-activation ``N(mean_j, std_j^2)``:
-
-- a layer with no normalization between its linear op and the activation (judged by RL201):
-  ``mean_j = bias_j`` and ``std_j = ||w_j||_2 * sigma_in``, where ``sigma_in`` is the root mean square of the
-  linear op's input, propagated statically through the graph (see ``propagate_scales``);
-- a layer with a normalization (judged by RL202): the normalized value is ``N(0, 1)`` per channel, so
-  ``mean_j = beta_j`` and ``std_j = |gamma_j|`` (times any constant scale and plus any constant shift
-  between the normalization and the activation).
-
-When a residual join sits before the activation, the shortcut's propagated mean is added to ``mean_j`` and
-its variance to ``std_j^2`` (the shortcut is assumed independent of the main branch).
-
-The unit's *margin* is ``mean_j / std_j``: the number of standard deviations its bias puts it below (or
-above) zero. A unit whose margin is below ``-k`` is positive on fewer than ``Phi(-k)`` of Gaussian inputs
-(0.13% at k = 3): it is at risk of never switching on.
-
-Approximations, on purpose: the margin follows the documented definition ``b / (||w|| * sigma_in)``
-with ``sigma_in`` the RMS of the input, so it leaves out the mean term ``mu_in * sum(w_j)``; the
-propagation of scales from layer to layer keeps it (see ``_unit_model``). Input coordinates are treated as
-independent; average and max pooling keep the RMS of their input (an overestimate after averaging, which
-makes margins smaller in magnitude, so the rules err towards silence). Where a scale cannot be propagated,
-``sigma_in`` falls back to 1.0 and ``input_scale_source`` says why.
-"""
+"""The forward pass of the margins analysis: each tensor's scale and each layer's unit model, node by node."""
 
 from __future__ import annotations
 
@@ -32,279 +8,30 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from relulint.findings import Severity
 from relulint.graph import Graph, Node
+from relulint.margins.gaussian import rectified_moments
+from relulint.margins.model import (
+    FALLBACK_SCALE,
+    JUDGED_BY_BIAS,
+    JUDGED_BY_NORM,
+    MAX_WALK,
+    TINY_SCALE,
+    Margins,
+    Scale,
+    UnitModel,
+    margins_of,
+    unknown,
+)
+from relulint.margins.weights import is_constant_weight, layer_has_nonfinite
 from relulint.ops import LEAKY_DEFAULT_SLOPE, LINEAR_OPS, NORM_OPS, PASS_THROUGH_OPS, SCALE_KEEPING_OPS
-from relulint.stats import WeightStats
 from relulint.tensors import TensorUnavailable, element_dtype, row_blocks, tensor_shape
 from relulint.units import DECOMPOSED_LAYERNORM, Layer, norm_parameters
 
 if TYPE_CHECKING:
     from relulint.context import Context
 
-BIAS_RULE = "RL201"  # judges layers without normalization
-NORM_RULE = "RL202"  # judges layers with normalization
-CONSTANT_RULE = "RL102"
-JUDGED_BY_BIAS = "bias"
-JUDGED_BY_NORM = "norm"
-FALLBACK_SCALE = 1.0
-TINY_SCALE = 1e-12  # floor of sigma_in: an input that is (about) always zero leaves only the bias
-MAX_WALK = 64
-# Slope of the negative side of the ReLU variants whose output moments are computed with it; the other
-# variants (Elu, Gelu, Mish, ...) are treated as ReLU: their negative side is small and bounded.
 
-
-@dataclass(frozen=True)
-class Scale:
-    """A tensor's statically estimated mean and root mean square, or why there is none."""
-
-    mean: float | None
-    rms: float | None
-    source: str
-    layer: str | None = None  # the nearest upstream ReLU layer the estimate went through
-
-    @property
-    def known(self) -> bool:
-        return self.rms is not None and self.mean is not None and math.isfinite(self.rms) and math.isfinite(self.mean)
-
-    @property
-    def variance(self) -> float:
-        return max((self.rms or 0.0) ** 2 - (self.mean or 0.0) ** 2, 0.0)
-
-
-def unknown(reason: str) -> Scale:
-    return Scale(None, None, reason)
-
-
-@dataclass(frozen=True)
-class UnitModel:
-    """The Gaussian model of one layer's pre-activations, one entry per unit."""
-
-    layer: str
-    judged_by: str  # "bias" (RL201) or "norm" (RL202)
-    mean: np.ndarray
-    std: np.ndarray
-    margins: np.ndarray  # mean / std; NaN where std is 0 and the unit is a weight rule's business
-    input_scale: float  # sigma_in of the linear op's input (NaN when the layer has no linear op)
-    input_scale_source: str
-    input_scale_fallback: bool
-    upstream: str | None = None  # the ReLU layer sigma_in was propagated from
-    shortcut_mean: float = 0.0
-    shortcut_std: float = 0.0
-    gamma: np.ndarray | None = None  # effective normalization scale per unit (norm layers)
-    beta: np.ndarray | None = None
-
-    @property
-    def units(self) -> int:
-        return int(self.mean.size)
-
-
-@dataclass(frozen=True)
-class Margins:
-    settings: Settings
-    models: dict[str, UnitModel] = field(default_factory=dict)  # layer name -> unit model
-    skipped: dict[str, str] = field(default_factory=dict)  # layer name -> why it has no unit model
-    # Layers skipped because a weight rule (RL102, RL103) reports their weights: not propagated downstream.
-    weight_defects: set[str] = field(default_factory=set)
-    scales: dict[str, Scale] = field(default_factory=dict)  # tensor id -> estimate
-
-
-# ---- shared predicates (the init rules use them too, so one cause gives one finding) ----------------
-def is_constant_weight(stats: WeightStats, tolerance: float) -> bool:
-    """All weights equal (zero included), or a std negligible next to their size and He's std."""
-    if stats.nonfinite or not math.isfinite(stats.std):
-        return False
-    reference = max(abs(stats.mean), stats.he_std if math.isfinite(stats.he_std) else 0.0)
-    return stats.min == stats.max or stats.std <= tolerance * reference
-
-
-def layer_has_nonfinite(ctx: Context, layer: Layer) -> bool:
-    stats = ctx.weight_stats(layer)
-    if stats is not None and stats.nonfinite:
-        return True
-    bias = ctx.bias(layer)
-    if bias is not None and not np.all(np.isfinite(bias)):
-        return True
-    return any(not np.all(np.isfinite(v)) for v in norm_parameters(ctx.graph, layer).values() if v is not None)
-
-
-def constant_tolerance(ctx: Context) -> float:
-    return float(ctx.config.options_for(CONSTANT_RULE).get("std_tolerance", 1e-6))
-
-
-def _float_constant(graph: Graph, tensor: str) -> np.ndarray | None:
-    value = graph.constant(tensor)
-    if value is None or value.dtype.kind not in "fiu":
-        return None
-    return np.asarray(value, dtype=np.float64)
-
-
-MOMENT_SLICE = 1 << 20  # elements of an in-memory constant turned into float64 at a time
-
-
-def constant_moments(graph: Graph, tensor: str) -> tuple[float, float] | None:
-    """(mean, RMS) of a numeric constant in float64, block by block: an initializer streamed in row blocks,
-    a folded constant in slices. Read whole and squared in float64, the embedding table of the OPT-125M
-    shape took 440 MB of relulint --no-probe's 666 MB peak (the OPT-1.3B one holds 103M values)."""
-    initializer = graph.initializers.get(tensor)
-    try:
-        if initializer is not None:
-            dtype = element_dtype(initializer.data_type)
-            if dtype is None or dtype.kind not in "fiu":
-                return None
-            shape = tensor_shape(initializer)
-            blocks = row_blocks(initializer, graph.loaded, shape[0] if shape else 1)
-        else:
-            value = graph.constant(tensor)
-            if value is None or value.dtype.kind not in "fiu":
-                return None
-            flat = value.reshape(-1)
-            blocks = (flat[start : start + MOMENT_SLICE] for start in range(0, flat.size, MOMENT_SLICE))
-        total = squares = 0.0
-        count = 0
-        for block in blocks:
-            values = np.asarray(block, dtype=np.float64).reshape(-1)
-            total += float(values.sum())
-            squares += float(np.dot(values, values))
-            count += values.size
-    except TensorUnavailable:
-        return None
-    return (total / count, math.sqrt(squares / count)) if count else None
-
-
-# ---- Gaussian moments -------------------------------------------------------------------------------
-# Chebyshev fit of erfc (Numerical Recipes' erfcc): relative error below 1.2e-7 everywhere, tails included,
-# so the moments of far-off units stay accurate; numpy has no erfc and a Python loop costs a microsecond a unit.
-_ERFC_COEFFICIENTS = (
-    -1.26551223,
-    1.00002368,
-    0.37409196,
-    0.09678418,
-    -0.18628806,
-    0.27886807,
-    -1.13520398,
-    1.48851587,
-    -0.82215223,
-    0.17087277,
-)
-
-
-def erfc(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    z = np.abs(x)
-    t = 1.0 / (1.0 + 0.5 * z)
-    poly = np.zeros_like(z)
-    for coefficient in reversed(_ERFC_COEFFICIENTS):
-        poly = coefficient + t * poly
-    with np.errstate(under="ignore", over="ignore"):
-        tail = t * np.exp(-z * z + poly)
-    return np.where(x >= 0, tail, 2.0 - tail)
-
-
-def normal_pdf(t: np.ndarray) -> np.ndarray:
-    return np.exp(-0.5 * np.square(t)) / math.sqrt(2.0 * math.pi)
-
-
-def rectified_moments(mean: np.ndarray, std: np.ndarray, slope: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """E[f(X)] and E[f(X)^2] for X ~ N(mean, std^2) and f(x) = max(x, 0) + slope * min(x, 0)."""
-    with np.errstate(over="ignore", invalid="ignore"):  # huge weights overflow to inf: a scale, not a crash
-        return _rectified_moments(np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64), slope)
-
-
-def _rectified_moments(m: np.ndarray, s: np.ndarray, slope: float) -> tuple[np.ndarray, np.ndarray]:
-    positive_s = s > 0
-    safe_s = np.where(positive_s, s, 1.0)
-    t = m / safe_s
-    # One erfc for both sides: the small tail is exact, its complement is 1 - tail.
-    tail = 0.5 * erfc(np.abs(t) / math.sqrt(2.0))
-    cdf = np.where(t < 0, tail, 1.0 - tail)  # Phi(t)
-    cdf_neg = np.where(t < 0, 1.0 - tail, tail)  # Phi(-t)
-    pdf = normal_pdf(t)
-    square = m * m + safe_s * safe_s
-    first = m * cdf + safe_s * pdf
-    second = np.maximum(square * cdf + m * safe_s * pdf, 0.0)
-    if slope:
-        first = first - slope * (-m * cdf_neg + safe_s * pdf)  # E[max(-X, 0)]
-        second = second + slope * slope * np.maximum(square * cdf_neg - m * safe_s * pdf, 0.0)
-    # A unit with no spread outputs f(mean) exactly.
-    exact = np.where(m > 0, m, slope * m)
-    return np.where(positive_s, first, exact), np.where(positive_s, second, exact * exact)
-
-
-def margins_of(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(std > 0, mean / np.where(std > 0, std, 1.0), np.nan)
-
-
-# ---- the analysis -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Settings:
-    """The rule options the analysis depends on, read once per model."""
-
-    input_scale: float = FALLBACK_SCALE
-    constant_tolerance: float = 1e-6
-    bias_k: float = 3.0
-    norm_k: float = 3.0
-    norm_scale_tolerance: float = 1e-3
-    warning_fraction: float = 0.05
-
-    @classmethod
-    def from_context(cls, ctx: Context) -> Settings:
-        bias, norm = ctx.config.options_for(BIAS_RULE), ctx.config.options_for(NORM_RULE)
-        defaults = cls()
-        return cls(
-            input_scale=float(bias.get("input_scale", defaults.input_scale)),
-            constant_tolerance=float(ctx.config.options_for(CONSTANT_RULE).get("std_tolerance", 1e-6)),
-            bias_k=float(bias.get("k", defaults.bias_k)),
-            norm_k=float(norm.get("k", defaults.norm_k)),
-            norm_scale_tolerance=float(norm.get("scale_tolerance", defaults.norm_scale_tolerance)),
-            warning_fraction=float(bias.get("warning_fraction", defaults.warning_fraction)),
-        )
-
-    def risk(self, model: UnitModel) -> tuple[float, float]:
-        """(k, scale tolerance) of the rule that judges this unit model."""
-        if model.judged_by == JUDGED_BY_NORM:
-            return self.norm_k, self.norm_scale_tolerance
-        return self.bias_k, 0.0
-
-
-def margins(ctx: Context) -> Margins:
-    """The model's unit models and propagated scales, computed once per run."""
-    return ctx.cached("margins", compute_margins)
-
-
-def compute_margins(ctx: Context) -> Margins:
-    result = Margins(settings=Settings.from_context(ctx))
-    _Propagation(ctx, result).run()
-    for layer in ctx.layers:
-        model = result.models.get(layer.name)
-        if model is not None:
-            _record_metrics(ctx, layer, model, result.settings)
-    return result
-
-
-def at_risk(model: UnitModel, k: float, scale_tolerance: float = 0.0) -> np.ndarray:
-    """Units whose margin is below -k (NaN margins are not); for normalized units also those scaled to
-    (almost) zero with a non-positive shift, which are never (or only negligibly) positive."""
-    mask = model.margins < -k
-    if model.judged_by == JUDGED_BY_NORM:
-        mask |= (model.std <= scale_tolerance) & (model.mean <= 0)
-    return mask
-
-
-def _record_metrics(ctx: Context, layer: Layer, model: UnitModel, settings: Settings) -> None:
-    count = int(np.count_nonzero(at_risk(model, *settings.risk(model))))
-    finite = model.margins[np.isfinite(model.margins)]
-    ctx.metric(
-        layer,
-        input_scale=model.input_scale,
-        bias_margin_min=float(finite.min()) if finite.size else float("nan"),
-        at_risk=count,
-        at_risk_fraction=count / model.units if model.units else 0.0,
-    )
-
-
-class _Propagation:
+class Propagation:
     """One forward pass over the nodes (ONNX keeps them in topological order within each graph)."""
 
     def __init__(self, ctx: Context, result: Margins) -> None:
@@ -685,69 +412,41 @@ def _clip_ceiling(graph: Graph, layer: Layer) -> float | None:
     return float(ceiling) if ceiling is not None else None
 
 
-# ---- reporting helpers shared by RL201 and RL202 -------------------------------------------------
-@dataclass(frozen=True)
-class RiskSummary:
-    count: int
-    total: int
-    worst: tuple[int, ...]  # unit indices, lowest margin first
-    margin_min: float
-    margin_median: float
-
-    @property
-    def fraction(self) -> float:
-        return self.count / self.total if self.total else 0.0
+def _float_constant(graph: Graph, tensor: str) -> np.ndarray | None:
+    value = graph.constant(tensor)
+    if value is None or value.dtype.kind not in "fiu":
+        return None
+    return np.asarray(value, dtype=np.float64)
 
 
-def summarize_risk(model: UnitModel, mask: np.ndarray, worst: int) -> RiskSummary:
-    indices = np.flatnonzero(mask)
-    order = indices[np.argsort(model.margins[indices], kind="stable")]  # -inf (gamma = 0) first
-    finite = model.margins[np.isfinite(model.margins)]
-    return RiskSummary(
-        count=int(indices.size),
-        total=model.units,
-        worst=tuple(int(i) for i in order[:worst]),
-        margin_min=float(np.min(model.margins[indices])) if indices.size else float("nan"),
-        margin_median=float(np.median(finite)) if finite.size else float("nan"),
-    )
+MOMENT_SLICE = 1 << 20  # elements of an in-memory constant turned into float64 at a time
 
 
-def active_rate(margin: float) -> float:
-    """Fraction of Gaussian inputs on which a unit with this margin is positive: Phi(margin)."""
-    if math.isnan(margin):
-        return float("nan")
-    return 0.5 * math.erfc(-margin / math.sqrt(2.0))
-
-
-def percent(fraction: float) -> str:
-    value = 100.0 * fraction
-    return f"{value:.0f}%" if value >= 10 or value == 0 else f"{value:.2g}%"
-
-
-def risk_severity(fraction: float, warning_fraction: float, error_fraction: float) -> Severity:
-    if fraction > error_fraction:
-        return Severity.ERROR
-    if fraction > warning_fraction:
-        return Severity.WARNING
-    return Severity.NOTE
-
-
-def upstream_hint(ctx: Context, model: UnitModel) -> str:
-    """When sigma_in came from a layer that is itself mostly at risk, say so: fixing it comes first."""
-    analysis = margins(ctx)
-    upstream = analysis.models.get(model.upstream or "")
-    if upstream is None:
-        return ""
-    fraction = float(np.count_nonzero(at_risk(upstream, *analysis.settings.risk(upstream)))) / max(upstream.units, 1)
-    if fraction <= analysis.settings.warning_fraction:
-        return ""
-    return (
-        f"; its input comes from '{upstream.layer}', where {percent(fraction)} of units are at risk, "
-        "which shrinks σ_in: fix that layer first"
-    )
-
-
-def format_margin(value: float) -> str:
-    if math.isinf(value):
-        return "-inf" if value < 0 else "inf"
-    return f"{value:.3g}"
+def constant_moments(graph: Graph, tensor: str) -> tuple[float, float] | None:
+    """(mean, RMS) of a numeric constant in float64, block by block: an initializer streamed in row blocks,
+    a folded constant in slices. Read whole and squared in float64, the embedding table of the OPT-125M
+    shape took 440 MB of relulint --no-probe's 666 MB peak (the OPT-1.3B one holds 103M values)."""
+    initializer = graph.initializers.get(tensor)
+    try:
+        if initializer is not None:
+            dtype = element_dtype(initializer.data_type)
+            if dtype is None or dtype.kind not in "fiu":
+                return None
+            shape = tensor_shape(initializer)
+            blocks = row_blocks(initializer, graph.loaded, shape[0] if shape else 1)
+        else:
+            value = graph.constant(tensor)
+            if value is None or value.dtype.kind not in "fiu":
+                return None
+            flat = value.reshape(-1)
+            blocks = (flat[start : start + MOMENT_SLICE] for start in range(0, flat.size, MOMENT_SLICE))
+        total = squares = 0.0
+        count = 0
+        for block in blocks:
+            values = np.asarray(block, dtype=np.float64).reshape(-1)
+            total += float(values.sum())
+            squares += float(np.dot(values, values))
+            count += values.size
+    except TensorUnavailable:
+        return None
+    return (total / count, math.sqrt(squares / count)) if count else None

@@ -1,0 +1,260 @@
+"""The view of one model: its facts, findings and layers, read from the result's JSON form for the page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from relulint.config import Config
+from relulint.findings import ModelResult, Severity
+from relulint.report.html.charts import Chart, Histogram, dead_fraction_chart, he_chart, positive_rate_histogram
+from relulint.report.html.comparison import CompareView, compare_view
+from relulint.report.html.format import (
+    as_int,
+    as_object,
+    domain_detail,
+    domain_text,
+    fmt_bytes,
+    fmt_number,
+    number,
+)
+from relulint.rules import DOCS_BASE, rule_by_id
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    id: str
+    name: str
+    summary: str
+    help_uri: str
+
+
+def rule_info(rule_id: str) -> RuleInfo:
+    rule = rule_by_id(rule_id)
+    if rule is None:
+        return RuleInfo(rule_id, "", "", f"{DOCS_BASE}{rule_id}.md")
+    return RuleInfo(rule.id, rule.meta.name, rule.meta.summary, rule.meta.help_uri)
+
+
+@dataclass
+class FindingView:
+    index: int
+    severity: str
+    rank: int  # 3 error .. 1 note, for sorting
+    rule: RuleInfo
+    node: str
+    tensor: str
+    message: str
+    units: str
+    units_sort: float
+    fix: str
+    evidence: list[tuple[str, str]]
+
+
+@dataclass
+class LayerView:
+    index: int
+    name: str
+    activation_op: str
+    linear: str
+    linear_op: str
+    norm_op: str
+    units: int | None
+    fan_in: int | None
+    dead_fraction: float | None
+    rarely_active_fraction: float | None
+    sparsity: float | None  # share of zero outputs over every probed position (activation sparsity)
+    at_risk_fraction: float | None
+    weight_std: float | None
+    he_std: float | None
+    he_ratio: float | None
+    bias_margin_min: float | None
+    proven_dead: int | None  # units the bounds prove dead over --input-range (None: no proof ran)
+    proven_dead_fraction: float | None
+    always_active: int | None
+    histogram: Histogram | None
+    flagged: bool  # a finding names this layer's activation or linear node
+
+
+@dataclass
+class ModelView:
+    anchor: str
+    path: str
+    error: str | None
+    counts: dict[str, int]
+    facts: list[tuple[str, str, str]]  # (label, shown value, tooltip)
+    findings: list[FindingView]
+    rules: list[RuleInfo]
+    layers: list[LayerView]
+    charts: list[Chart]
+    notes: list[dict[str, Any]]
+    probe: dict[str, Any] | None
+    proofs: bool = False  # bounds over an input domain ran: the Layers table gets a "Proven dead" column
+    compare: CompareView | None = None  # the section "Compared with OLD"
+
+    @property
+    def status(self) -> tuple[str, str]:
+        """(css class, words) for the badge next to the model's name."""
+        if self.error is not None:
+            return "status-failed", "could not be analysed"
+        for severity in ("error", "warning", "note"):
+            if self.counts.get(severity):
+                count = self.counts[severity]
+                return f"status-{severity}", f"{count} {severity}{'s' * (count != 1)}"
+        return "status-clean", "no findings"
+
+
+def finding_view(index: int, data: dict[str, Any]) -> FindingView:
+    severity = data["severity"]
+    units = data.get("units") or {}
+    count, total = units.get("count"), units.get("total")
+    units_text = f"{count:,} / {total:,}" if isinstance(count, int) and isinstance(total, int) and total else "—"
+    fraction = number(units.get("fraction"))
+    evidence = [(str(k), _evidence_text(v)) for k, v in (data.get("evidence") or {}).items()]
+    return FindingView(
+        index=index,
+        severity=severity,
+        rank=int(Severity.parse(severity)),
+        rule=rule_info(data["rule"]),
+        node=data.get("node") or "",
+        tensor=data.get("tensor") or "",
+        message=data.get("message") or "",
+        units=units_text,
+        units_sort=fraction if fraction is not None else -1.0,
+        fix=data.get("fix") or "",
+        evidence=evidence,
+    )
+
+
+def _evidence_text(value: Any) -> str:
+    if isinstance(value, float):
+        return fmt_number(value, 4)
+    if isinstance(value, list):
+        shown = ", ".join(_evidence_text(v) for v in value[:8])
+        return f"[{shown}{', …' if len(value) > 8 else ''}]"
+    return str(value)
+
+
+def layer_view(index: int, unit: dict[str, Any], probe_layers: dict[str, Any], flagged: set[str]) -> LayerView:
+    metrics = unit.get("metrics") or {}
+    name = str(unit.get("name", ""))
+    probe = probe_layers.get(name) or {}
+    dead_fraction = number(metrics.get("dead_fraction"))
+    if dead_fraction is None and number(probe.get("units")):
+        dead_fraction = (number(probe.get("dead")) or 0.0) / float(probe["units"])
+    return LayerView(
+        index=index,
+        name=name,
+        activation_op=str(unit.get("activation_op") or ""),
+        linear=str(unit.get("linear") or ""),
+        linear_op=str(unit.get("linear_op") or ""),
+        norm_op=str(unit.get("norm_op") or ""),
+        units=unit.get("units") if isinstance(unit.get("units"), int) else None,
+        fan_in=unit.get("fan_in") if isinstance(unit.get("fan_in"), int) else None,
+        dead_fraction=dead_fraction,
+        rarely_active_fraction=number(metrics.get("rarely_active_fraction")),
+        sparsity=number(probe.get("sparsity")),
+        at_risk_fraction=number(metrics.get("at_risk_fraction")),
+        weight_std=number(metrics.get("weight_std")),
+        he_std=number(metrics.get("he_std")),
+        he_ratio=number(metrics.get("he_ratio")),
+        bias_margin_min=number(metrics.get("bias_margin_min")),
+        proven_dead=as_int(metrics.get("proven_dead")),
+        proven_dead_fraction=number(metrics.get("proven_dead_fraction")),
+        always_active=as_int(metrics.get("always_active")),
+        histogram=positive_rate_histogram(probe.get("positive_rate") or []),
+        flagged=bool({name, unit.get("linear")} & flagged),
+    )
+
+
+def model_view(index: int, result: ModelResult, config: Config | None = None) -> ModelView:
+    config = config or Config()
+    data = result.to_json()
+    findings = [finding_view(i, f) for i, f in enumerate(data["findings"])]
+    probe = as_object(data.get("probe"))
+    probe_layers = probe.get("layers", {}) if probe else {}
+    bounds = as_object(data.get("bounds"))
+    flagged = {f.node for f in findings if f.node}
+    layers = [layer_view(i, u, probe_layers, flagged) for i, u in enumerate(data.get("units") or [])]
+    rules = sorted({f.rule.id: f.rule for f in findings}.values(), key=lambda r: r.id)
+    compare = None
+    if as_object(data.get("compare")) and result.error is None:
+        options = (float(config.options_for("RL702")["max_update"]), float(config.options_for("RL703")["k"]))
+        compare = compare_view(
+            data["compare"],
+            order={layer.name: layer.index for layer in layers},
+            flagged_updates={f.node for f in findings if f.rule.id == "RL702" and f.node},
+            options=options,
+            bounds=bounds,
+        )
+    return ModelView(
+        anchor=f"model-{index + 1}",
+        path=result.path,
+        error=result.error,
+        counts=result.counts(),
+        facts=model_facts(data, layers, probe, bounds),
+        findings=findings,
+        rules=rules,
+        layers=layers,
+        charts=[dead_fraction_chart(layers, probe is not None), he_chart(layers)] if result.error is None else [],
+        notes=data.get("notes") or [],
+        probe=probe,
+        proofs=bounds is not None or any(layer.proven_dead is not None for layer in layers),
+        compare=compare,
+    )
+
+
+def model_facts(
+    data: dict[str, Any], layers: list[LayerView], probe: dict[str, Any] | None, bounds: dict[str, Any] | None = None
+) -> list[tuple[str, str, str]]:
+    if "error" in data:
+        return []
+    producer = data.get("producer") or {}
+    producer_text = " ".join(str(p) for p in (producer.get("name"), producer.get("version")) if p) or "—"
+    units = sum(layer.units or 0 for layer in layers)
+    sha = str(data.get("sha256") or "")
+    facts = [
+        ("Opset", str(data.get("opset") if data.get("opset") is not None else "—"), ""),
+        ("IR version", str(data.get("ir_version", "—")), ""),
+        ("Producer", producer_text, ""),
+        ("Parameters", f"{data['parameters']:,}" if isinstance(data.get("parameters"), int) else "—", ""),
+        ("Nodes", f"{data['nodes']:,}" if isinstance(data.get("nodes"), int) else "—", ""),
+        ("ReLU-family layers", f"{len(layers):,}", ""),
+        ("Units", f"{units:,}", "units (channels or neurons) behind ReLU-family activations"),
+        ("File size", fmt_bytes(data.get("file_size")), ""),
+        ("SHA-256", sha[:12] + "…" if sha else "—", sha),
+    ]
+    if data.get("doc_string"):
+        facts.append(("Description", str(data["doc_string"]), ""))
+    for key, value in (data.get("metadata") or {}).items():
+        facts.append((f"Metadata: {key}", str(value), ""))
+    if probe:
+        inputs = "real data" if probe.get("inputs") == "data" else "synthetic inputs"
+        samples, batch = probe.get("samples", "?"), probe.get("batch", "?")
+        facts.append(("Probe samples", str(samples), f"{samples} samples of {inputs}, batch {batch}"))
+    else:
+        facts.append(("Probe", "did not run", "static analysis only"))
+    if bounds:
+        facts.extend(bounds_facts(bounds))
+    compare = as_object(data.get("compare"))
+    if compare:
+        old = as_object(compare.get("old")) or {}
+        tip = f"the older checkpoint (SHA-256 {old.get('sha256') or '?'})"
+        facts.append(("Compared with", str(old.get("path") or "?"), tip))
+    return facts
+
+
+def bounds_facts(bounds: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The input domain the proofs hold over, and how they were computed."""
+    domain = domain_text(bounds.get("domain")) or "—"
+    method = str(bounds.get("method") or "—")
+    variables = as_int(bounds.get("variables"))
+    tip = f"bounds by {method}"
+    if variables:
+        tip += f", linear in {variables:,} input variables"
+    unbounded = as_object(bounds.get("unbounded_ops")) or {}
+    if unbounded:
+        listed = ", ".join(f"{op} ×{count}" for op, count in unbounded.items())
+        tip += f"; left unbounded (sound, proves less): {listed}"
+        method += f" · {sum(c for c in unbounded.values() if isinstance(c, int)):,} ops unbounded"
+    return [("Input domain", domain, domain_detail(bounds.get("domain")) or domain), ("Bounds", method, tip)]
