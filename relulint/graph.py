@@ -24,17 +24,27 @@ of the wrong type, so a string where an int belongs cannot crash a rule.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from relulint.findings import Note
+from relulint.folding import (
+    CACHE_FOLD_BYTES,
+    FOLD_BUDGET_BYTES,
+    FOLDABLE_OPS,
+    MAX_FOLD_DEPTH,
+    MAX_FOLD_ELEMENTS,
+    constant_node_value,
+    fold,
+    fold_allocation,
+)
 from relulint.lazy import onnx
 from relulint.loader import LoadedModel
+from relulint.nodes import Node
 from relulint.tensors import TensorUnavailable, read_tensor, tensor_problem, tensor_shape
 
 if TYPE_CHECKING:
@@ -42,50 +52,8 @@ if TYPE_CHECKING:
     from onnx import TensorProto
 
 BRANCH_NAMES = {"then_branch": "then", "else_branch": "else", "body": "body"}
-# Ops whose output is a function of constant inputs only, and cheap to evaluate in numpy.
-FOLDABLE_OPS = {
-    "Identity",
-    "Cast",
-    "Transpose",
-    "Reshape",
-    "Squeeze",
-    "Unsqueeze",
-    "ConstantOfShape",
-    "DequantizeLinear",
-    "Flatten",
-}
-MAX_FOLD_DEPTH = 64  # a longer constant chain is treated as unknown (hostile models)
-MAX_FOLD_ELEMENTS = 1 << 24  # a folded tensor larger than this is not materialized (treated as unknown)
-# Folded results are kept only up to this size; a larger one is computed again when asked for. Every fold
-# that allocates spends its bytes from a per-model budget, after which folds give "unknown": one
-# ConstantOfShape fanned into 60 Casts cached 7.8 GB, and a diamond of uncached folds could recompute
-# without end; now at most the budget is ever computed.
-CACHE_FOLD_BYTES = 4 * 1024**2
-FOLD_BUDGET_BYTES = 1024**3
 CYCLE_SUFFIX = "@cycle"  # the renamed input of a node whose input closed a cycle
 MAX_CYCLE_NOTES = 5
-
-
-@dataclass
-class Node:
-    id: str  # unique path
-    op: str
-    domain: str
-    proto: onnx.NodeProto
-    inputs: list[str]  # tensor ids; "" for an omitted optional input
-    outputs: list[str]
-    scope: str  # "" for the main graph, else the subgraph's path, e.g. "If_0/then"
-
-    def attr(self, name: str, default: Any = None) -> Any:
-        """The attribute's value; ``default`` when it is absent or of a type its op does not declare."""
-        for attribute in self.proto.attribute:
-            if attribute.name == name:
-                return _attribute_value(self.op, self.domain, attribute, default)
-        return default
-
-    @property
-    def computed_inputs(self) -> list[str]:
-        return [t for t in self.inputs if t]
 
 
 @dataclass
@@ -182,7 +150,7 @@ class Graph:
         if node is None or depth > MAX_FOLD_DEPTH or node.domain not in ("", "ai.onnx"):
             return None
         if node.op == "Constant":
-            return _constant_node_value(node, self.loaded)
+            return constant_node_value(node, self.loaded)
         if node.op not in FOLDABLE_OPS:
             return None
         args = []
@@ -199,12 +167,12 @@ class Graph:
             if value is None:
                 return None
             args.append(value)
-        allocates = _fold_allocation(node, args)
+        allocates = fold_allocation(node, args)
         if allocates is None or allocates > min(self._fold_budget, MAX_FOLD_ELEMENTS * 8):
             return None  # too large for one tensor, or the model's folds have spent their budget
         self._fold_budget -= allocates
         try:
-            return _fold(node, args)
+            return fold(node, args)
         except Exception:  # a malformed constant chain is simply not constant
             return None
 
@@ -466,154 +434,6 @@ class _Builder:
             graph.notes.append(Note("skipped", f"{problem}; its values are treated as unknown"))
         if len(unreadable) > 20:
             graph.notes.append(Note("skipped", f"{len(unreadable) - 20} more initializers cannot be read either"))
-
-
-@functools.lru_cache(maxsize=4096)
-def _declared_attribute_type(op: str, domain: str, name: str) -> int | None:
-    """The AttributeProto type the op's schema declares for an attribute, None when unknown."""
-    try:
-        schema = onnx.defs.get_schema(op, domain="" if domain == "ai.onnx" else domain)
-    except Exception:  # no such op in this onnx (custom domain, typo, hostile model)
-        return None
-    attribute = schema.attributes.get(name)
-    return int(attribute.type.value) if attribute is not None else None
-
-
-@functools.cache
-def _default_types() -> tuple[tuple[type, frozenset[int]], ...]:
-    """Attribute types allowed for a default of each Python type (a function: onnx loads lazily)."""
-    kinds = onnx.AttributeProto
-    return (
-        (bool, frozenset({kinds.INT})),
-        (int, frozenset({kinds.INT})),
-        (float, frozenset({kinds.FLOAT, kinds.INT})),
-        (str, frozenset({kinds.STRING})),
-        (bytes, frozenset({kinds.STRING})),
-        ((list, tuple), frozenset({kinds.INTS, kinds.FLOATS, kinds.STRINGS})),
-    )
-
-
-def _attribute_value(op: str, domain: str, attribute: onnx.AttributeProto, default: Any) -> Any:
-    """The attribute's value when its type is the one expected, else ``default``.
-
-    Expected is what the op's schema declares, or failing that, the kind of ``default``; an INT
-    where a FLOAT is expected is read as a float.
-    """
-    declared = _declared_attribute_type(op, domain, attribute.name)
-    if declared is not None:
-        allowed = {declared, onnx.AttributeProto.INT} if declared == onnx.AttributeProto.FLOAT else {declared}
-    else:
-        allowed = next((types for kind, types in _default_types() if isinstance(default, kind)), None)
-    if allowed is not None and attribute.type not in allowed:
-        return default
-    try:
-        value = onnx.helper.get_attribute_value(attribute)
-    except Exception:  # an UNDEFINED or unknown attribute type
-        return default
-    if declared == onnx.AttributeProto.FLOAT and attribute.type == onnx.AttributeProto.INT:
-        return float(value)
-    return value
-
-
-def _constant_node_value(node: Node, loaded: LoadedModel) -> np.ndarray | None:
-    for attribute in node.proto.attribute:
-        try:
-            if attribute.name == "value":
-                return read_tensor(attribute.t, loaded)
-            if attribute.name == "value_float":
-                return np.array(attribute.f, dtype=np.float32)
-            if attribute.name == "value_floats":
-                return np.array(list(attribute.floats), dtype=np.float32)
-            if attribute.name == "value_int":
-                return np.array(attribute.i, dtype=np.int64)
-            if attribute.name == "value_ints":
-                return np.array(list(attribute.ints), dtype=np.int64)
-        except TensorUnavailable:
-            return None
-    return None
-
-
-def _axes(node: Node, args: list[np.ndarray | None]) -> list[int] | None:
-    if len(args) > 1 and args[1] is not None:
-        return [int(a) for a in np.asarray(args[1]).reshape(-1)]
-    axes = node.attr("axes")
-    return list(axes) if axes is not None else None
-
-
-def _fold_allocation(node: Node, args: list[np.ndarray | None]) -> int | None:
-    """Bytes that folding ``node`` allocates (0 for a view), known before computing it; None when the
-    result would hold more than MAX_FOLD_ELEMENTS elements or its size cannot be told."""
-    op = node.op
-    try:
-        if op == "ConstantOfShape":
-            shape = [int(d) for d in np.asarray(args[0]).reshape(-1)]
-            if any(d < 0 for d in shape):
-                return None
-            count, itemsize = math.prod(shape), 8  # the fill value's type is at most 8 bytes wide
-        elif op == "Cast":
-            count, itemsize = int(np.asarray(args[0]).size), 8
-        elif op == "DequantizeLinear":
-            shapes = [np.shape(a) for a in args if a is not None]
-            if len(shapes) > 1 and len(shapes[1]) == 1 and shapes[1][0] > 1:  # per-axis: scale runs along an axis
-                count = int(np.asarray(args[0]).size)
-            else:
-                count = math.prod(np.broadcast_shapes(*shapes))
-            itemsize = 4 * 3  # float32: the values, the shifted values, the result
-        else:
-            return 0  # Identity, Transpose, Reshape, Squeeze, Unsqueeze, Flatten: views of their input
-    except (ValueError, TypeError, IndexError, OverflowError):
-        return None
-    return None if count > MAX_FOLD_ELEMENTS else count * itemsize
-
-
-def _fold(node: Node, args: list[np.ndarray | None]) -> np.ndarray | None:
-    """Evaluate one foldable op in numpy (raises on malformed input)."""
-    x = args[0] if args else None
-    op = node.op
-    if op == "Identity":
-        return x
-    if op == "Cast":
-        return np.asarray(x).astype(onnx.helper.tensor_dtype_to_np_dtype(node.attr("to")))
-    if op == "Transpose":
-        perm = node.attr("perm")
-        return np.transpose(x, perm if perm else None)
-    if op == "Reshape":
-        shape = [int(d) for d in np.asarray(args[1]).reshape(-1)]
-        if not node.attr("allowzero", 0):
-            shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
-        return np.reshape(x, shape)
-    if op == "Flatten":
-        axis = node.attr("axis", 1)
-        axis = axis + x.ndim if axis < 0 else axis
-        return np.reshape(x, (int(np.prod(x.shape[:axis])), -1))
-    if op == "Squeeze":
-        axes = _axes(node, args)
-        return np.squeeze(x, axis=tuple(axes) if axes is not None else None)
-    if op == "Unsqueeze":
-        axes = _axes(node, args) or []
-        out_rank = x.ndim + len(axes)
-        return np.expand_dims(x, tuple(sorted(a + out_rank if a < 0 else a for a in axes)))
-    if op == "ConstantOfShape":
-        shape = [int(d) for d in np.asarray(x).reshape(-1)]
-        if any(d < 0 for d in shape) or int(np.prod(shape, dtype=np.float64)) > MAX_FOLD_ELEMENTS:
-            return None  # refuse to allocate a hostile size
-        value = node.attr("value")
-        fill = onnx.numpy_helper.to_array(value).reshape(-1)[0] if value is not None else np.float32(0)
-        return np.full(shape, fill, dtype=np.asarray(fill).dtype)
-    if op == "DequantizeLinear":
-        scale = np.asarray(args[1], dtype=np.float32)
-        zero = args[2] if len(args) > 2 and args[2] is not None else np.zeros_like(scale)
-        values = np.asarray(x, dtype=np.float32)
-        if scale.ndim == 1 and scale.size > 1:
-            if node.attr("block_size", 0):
-                return None
-            axis = node.attr("axis", 1)
-            shape = [1] * values.ndim
-            shape[axis] = -1
-            scale = scale.reshape(shape)
-            zero = np.asarray(zero, dtype=np.float32).reshape(shape)
-        return (values - np.asarray(zero, dtype=np.float32)) * scale
-    return None
 
 
 def count_parameters(graph: Graph) -> int:

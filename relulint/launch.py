@@ -23,6 +23,8 @@ import atexit
 import os
 import sys
 
+from relulint.isolation import isolate
+
 # Arguments after which no probe runs in this process, or may not: no worker is started early.
 NO_EARLY_WORKER = {
     "--no-probe",
@@ -42,28 +44,6 @@ def probe_likely(arguments: list[str]) -> bool:
     if not arguments:
         return False
     return not any(argument.split("=", 1)[0] in NO_EARLY_WORKER for argument in arguments)
-
-
-def isolate() -> None:
-    """Drop the working folder (``''``, ``.`` or its full path) from ``sys.path``; see the module docstring."""
-    sys.path[:] = safe_path(sys.path)
-    os.environ["PYTHONSAFEPATH"] = "1"
-
-
-def safe_path(entries: list[str]) -> list[str]:
-    """``entries`` without those that name the working folder."""
-    try:
-        here = os.path.realpath(os.getcwd())
-    except OSError:  # the working folder was removed: only the relative entries can name it
-        here = None
-    kept = []
-    for entry in entries:
-        if entry in ("", "."):
-            continue
-        if here is not None and os.path.realpath(entry) == here:
-            continue
-        kept.append(entry)
-    return kept
 
 
 def main() -> None:

@@ -231,7 +231,7 @@ def loaded_graph(model: onnx.ModelProto):
 
 
 def test_large_folds_are_not_cached_and_spend_a_budget():
-    from relulint import graph as graph_module
+    from relulint import folding
 
     graph = loaded_graph(fanned_casts(1024, 12))  # each double cast: 8 MB, above the 4 MB cache limit
     graph._fold_budget = 40 * 1024**2  # room for a few casts of 8 MB (and their float copies of 4 MB)
@@ -239,12 +239,12 @@ def test_large_folds_are_not_cached_and_spend_a_budget():
     assert values[0] is not None and values[0].dtype == np.float64 and values[0].shape == (1024, 1024)
     assert values[-1] is None  # the budget is spent: unknown, not another 8 MB
     cached = [v for v in graph._cache.values() if v is not None]
-    assert all(v.nbytes <= graph_module.CACHE_FOLD_BYTES for v in cached)
+    assert all(v.nbytes <= folding.CACHE_FOLD_BYTES for v in cached)
     assert graph._fold_budget >= 0
 
 
 def test_a_fold_larger_than_one_tensor_may_be_is_unknown():
-    from relulint.graph import _fold_allocation
+    from relulint.folding import fold_allocation
 
     scale = numpy_helper.from_array(np.full((1, 65536), 0.5, np.float32), "scale")
     values = numpy_helper.from_array(np.ones((65536, 1), np.int8), "q")
@@ -261,7 +261,7 @@ def test_a_fold_larger_than_one_tensor_may_be_is_unknown():
         [scale, values],
     )
     graph = loaded_graph(model)
-    assert _fold_allocation(graph.nodes["dq"], [graph.constant(t) for t in ("q", "scale")]) is None
+    assert fold_allocation(graph.nodes["dq"], [graph.constant(t) for t in ("q", "scale")]) is None
     assert graph.constant("w") is None  # 2**32 elements once broadcast: never allocated
 
 

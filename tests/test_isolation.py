@@ -143,7 +143,7 @@ def test_probe_child_ignores_the_working_folder_and_python_variables(tree, monke
 
 
 def test_safe_path_drops_only_the_working_folder(tmp_path, monkeypatch):
-    from relulint.launch import safe_path
+    from relulint.isolation import safe_path
 
     monkeypatch.chdir(tmp_path)
     other = str(tmp_path / "site-packages")

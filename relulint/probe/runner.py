@@ -88,7 +88,7 @@ main()
 
 def child_command() -> list[str]:
     """The command line that starts a probe child (see BOOT)."""
-    from relulint.launch import safe_path
+    from relulint.isolation import safe_path
 
     package = str(Path(relulint.__file__).resolve().parent)
     return [sys.executable, "-I", "-c", BOOT, json.dumps(safe_path(sys.path)), package]

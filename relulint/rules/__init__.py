@@ -13,12 +13,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from relulint.findings import Finding, Severity
-
-if TYPE_CHECKING:
-    from relulint.context import Context
 
 FAMILIES = ("init", "bias", "norm", "arch", "probe", "proof", "compare")
 DOCS_BASE = "https://github.com/relulint/relulint/blob/main/rules/"
@@ -73,7 +70,9 @@ class RuleMeta:
         return {option.name: option.default for option in self.options}
 
 
-CheckFunction = Callable[["Context", dict[str, Any]], Iterable[Finding]]
+# check(ctx, options): ctx is a relulint.context.Context. The registry sits below the context (the
+# configuration reads the registry, the context holds the configuration), so it does not name that type.
+CheckFunction = Callable[[Any, dict[str, Any]], Iterable[Finding]]
 
 
 @dataclass(frozen=True)
