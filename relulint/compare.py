@@ -50,6 +50,11 @@ class LayerChange:
     dead_old: dict[str, np.ndarray] = field(default_factory=dict)  # source -> bool mask
     dead_new: dict[str, np.ndarray] = field(default_factory=dict)
 
+    def strongest_source(self) -> str | None:
+        """The strongest source that counted dead units in both checkpoints: the one RL701, the JSON's
+        ``newly_dead`` metric and the HTML report count this layer's deaths by."""
+        return next((s for s in SOURCES if s in self.dead_old and s in self.dead_new), None)
+
     def newly_dead(self, source: str) -> np.ndarray:
         """Units alive in OLD and dead here, by one source (indices)."""
         if source not in self.dead_old or source not in self.dead_new:
@@ -129,11 +134,10 @@ def run_compare_analysis(ctx: Context) -> None:
             metrics["relative_update"] = change.relative_update
         if change.bias_shift is not None and change.bias_shift.size and np.isfinite(change.bias_shift).any():
             metrics["bias_shift_min"] = float(np.nanmin(change.bias_shift))
-        for source in SOURCES:
-            if source in change.dead_old:
-                metrics["old_dead_fraction"] = float(change.dead_old[source].mean()) if change.units else 0.0
-                metrics["newly_dead"] = int(change.newly_dead(source).size)
-                break
+        source = change.strongest_source()
+        if source is not None:
+            metrics["old_dead_fraction"] = float(change.dead_old[source].mean()) if change.units else 0.0
+            metrics["newly_dead"] = int(change.newly_dead(source).size)
         ctx.metric(layer, **metrics)
 
 

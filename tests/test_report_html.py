@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import relulint.rules
-from relulint.config import Config
+from relulint.config import Config, load_config_file
 from relulint.engine import analyse
 from relulint.findings import AffectedUnits, Finding, ModelResult, Note, Severity
 from relulint.modelkit import ModelBuilder
@@ -497,7 +497,7 @@ def figures(fragment: str) -> dict[str, str]:
     }
 
 
-PLOT_HEIGHT = 176  # Chart(): 220 high, 14 above and 30 below the plot
+PLOT_HEIGHT = 176  # Chart(): 270 high, 14 above and 80 below the plot (the slanted layer names)
 
 
 def test_comparison_section_shows_old_against_new_per_layer(page):
@@ -657,3 +657,171 @@ def test_identical_checkpoints_and_nothing_measured_say_so():
 )
 def test_log_axis_of_the_update_chart(values, bound, expected):
     assert log_range(values, bound) == expected
+
+
+# ---- thresholds from the rules' options, narrow and wide windows, one RL701 number ------------------
+def chart_geometry(browser, chart_index: int = 0) -> dict:
+    """The dashed line's height as a fraction of the plot, and the bars' classes, of one chart of model 1."""
+    return browser.execute_script(
+        """
+        const svg = document.querySelectorAll('#model-1 > .charts figure.chart svg')[arguments[0]];
+        const axis = svg.querySelector('line.axis-line'), line = svg.querySelector('line.reference');
+        const grid = [...svg.querySelectorAll('line.grid')].map(g => g.getBoundingClientRect().y);
+        const top = Math.min(...grid), bottom = axis.getBoundingClientRect().y;
+        return {
+            line: line ? (bottom - line.getBoundingClientRect().y) / (bottom - top) : null,
+            bars: [...svg.querySelectorAll('rect')].map(r => r.getAttribute('class')),
+            bad_cells: document.querySelectorAll('#model-1 table.layers-table td.bad').length,
+        };
+        """,
+        chart_index,
+    )
+
+
+def test_the_dead_line_moves_with_rl501_error_fraction_in_the_config(browser, tmp_path):
+    result = with_probe_numbers(analyse(str(hostile_model(tmp_path)), Config(probe=False)))  # 6%, 75%, 50% dead
+    (tmp_path / "relulint.toml").write_text("[rules.RL501]\nerror_fraction = 0.6\n", encoding="utf-8")
+    configured = load_config_file(tmp_path / "relulint.toml")
+    seen = {}
+    for name, config in (("default", Config(probe=False)), ("configured", configured)):
+        path = tmp_path / f"{name}.html"
+        path.write_text(render("html", Run(results=[result], config=config)), encoding="utf-8")
+        browser.get(path.as_uri())
+        seen[name] = chart_geometry(browser)
+    assert seen["default"]["line"] == pytest.approx(0.40, abs=0.01)
+    assert seen["default"]["bars"] == ["bar-ok", "bar-bad", "bar-bad"] and seen["default"]["bad_cells"] == 2
+    assert seen["configured"]["line"] == pytest.approx(0.60, abs=0.01)
+    assert seen["configured"]["bars"] == ["bar-ok", "bar-bad", "bar-ok"] and seen["configured"]["bad_cells"] == 1
+    text = (tmp_path / "configured.html").read_text(encoding="utf-8")
+    assert "RL501&#39;s error_fraction, 60%" in text and ">60%<" in text
+
+
+def test_the_weight_band_is_rl101s(tmp_path):
+    result = analyse(str(hostile_model(tmp_path)), Config(probe=False))
+    stds = [(u["metrics"]["weight_std"], u["metrics"]["he_std"]) for u in result.layers]
+    ratio = stds[0][0] / stds[0][1]  # layer 1: He-initialized, so near 1
+    for max_ratio, expected in ((4.0, "bar-ok"), (ratio * 0.9, "bar-warn")):
+        config = Config(probe=False, rule_options={"RL101": {"max_ratio": max_ratio}})
+        he = figures(render("html", Run(results=[result], config=config)))["Weight std against He initialization"]
+        assert svg_bars(he)[0][0] == expected
+        assert f"above {max_ratio:g}× He" in he
+
+
+def long_named_model(folder: Path, layers: int = 40) -> Path:
+    b = ModelBuilder(seed=1, name="long names")
+    y = b.input("x", [1, 8])
+    for i in range(layers):
+        name = f"/model/encoder/layers.{i}/feed_forward/intermediate/activation_fn/Relu_output_{i}"
+        y = b.relu(b.gemm(y, 8, 8, name=f"{name}/MatMul"), name)
+    path = folder / "long.onnx"
+    onnx.save(b.build([b.gemm(y, 8, 2, name="head")]), path)
+    return path
+
+
+def test_a_long_layer_table_fits_at_1400_px_and_the_axes_name_the_layers(browser, tmp_path):
+    result = analyse(str(long_named_model(tmp_path)), Config(probe=False))
+    path = tmp_path / "long.html"
+    path.write_text(render("html", Run(results=[result], config=Config(probe=False))), encoding="utf-8")
+    browser.set_window_size(1400, 1000)
+    browser.get(path.as_uri())
+    fits = browser.execute_script(
+        """
+        const wrap = document.querySelector('#model-1 .layers .table-wrap');
+        return [wrap.scrollWidth <= wrap.clientWidth, document.documentElement.scrollWidth <= window.innerWidth];
+        """
+    )
+    assert fits == [True, True]
+    labels = browser.execute_script(
+        """
+        const svg = document.querySelectorAll('#model-1 figure.chart svg')[0];
+        const box = svg.closest('figure').getBoundingClientRect();
+        return [...svg.querySelectorAll('text.x-name')].map(t => {
+            const r = t.getBoundingClientRect();
+            return {text: t.lastChild.textContent, title: t.querySelector('title').textContent,
+                    left: r.left - box.left, right: box.right - r.right, x: r.left, x2: r.right, y: r.top, y2: r.bottom};
+        });
+        """
+    )
+    assert len(labels) == 20  # 40 layers: every second name
+    first = labels[0]
+    assert first["title"] == "1. /model/encoder/layers.0/feed_forward/intermediate/activation_fn/Relu_output_0"
+    assert first["text"] == "…lu_output_0" and labels[1]["text"] == "…lu_output_2"  # the ends tell them apart
+    assert all(label["left"] >= 0 and label["right"] >= 0 for label in labels)  # inside the chart's card
+    for a, b in pairwise(labels):  # slanted labels do not run into each other: each starts right of the last's start
+        assert b["x"] > a["x"] and not (
+            b["x"] < a["x2"] and b["y"] < a["y2"] and a["y"] < b["y2"] and b["x2"] < a["x2"]
+        )
+
+
+def test_a_420_px_window_shows_findings_as_readable_cards(page, browser):
+    path, _ = page
+    # a phone's viewport (a headless window is at least 500 px wide, so the metrics are emulated)
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride", {"width": 420, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+    )
+    try:
+        browser.get(path.as_uri())
+        seen = browser.execute_script(
+            """
+            const width = window.innerWidth;
+            const rows = [...document.querySelectorAll('#model-1 tr.finding')];
+            const messages = rows.map(r => r.querySelector('td.message').getBoundingClientRect());
+            const svg = document.querySelector('#model-1 figure.chart svg');
+            return {
+                page_fits: document.documentElement.scrollWidth <= width,
+                header_hidden: getComputedStyle(document.querySelector('#model-1 .findings-table thead')).display,
+                cards: rows.map(r => getComputedStyle(r).display),
+                inside: messages.every(m => m.left >= 0 && m.right <= width),
+                narrowest: Math.min(...messages.map(m => m.width)),
+                font: parseFloat(getComputedStyle(svg.querySelector('text.axis')).fontSize)
+                      * svg.getBoundingClientRect().width / svg.viewBox.baseVal.width,
+            };
+            """
+        )
+        assert seen["page_fits"] and seen["header_hidden"] == "none"
+        assert seen["cards"] == ["grid"] * 4 and seen["inside"]
+        assert seen["narrowest"] > 300  # the message has the card's whole width, not a squeezed column
+        assert seen["font"] >= 9  # chart labels stay readable: the plot scrolls inside its card instead
+        browser.find_element("css selector", "#model-1 .sev-filter input[value='warning']").click()
+        hidden = browser.execute_script(
+            "return [...document.querySelectorAll('#model-1 tr.finding')].map(r => getComputedStyle(r).display)"
+        )
+        assert hidden == ["grid", "none", "none", "grid"]  # the filter still hides cards
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_rl701_says_the_number_the_comparison_table_shows(browser, tmp_path):
+    """The probe and the static margins disagree on six units of layer 2 (a bias of -0.05 puts them under
+    RL201's k = 0.01 but the probe sees them fire): RL701, the table and the facts count by the probe."""
+    rng = np.random.default_rng(3)
+    weights = [(rng.standard_normal((o, i)) * np.sqrt(2 / i)).astype(np.float32) for i, o in pairwise(WIDTHS)]
+    old_biases = [np.zeros(n, np.float32) for n in WIDTHS[1:]]
+    new_biases = [np.zeros(n, np.float32) for n in WIDTHS[1:]]
+    new_biases[1][:KILLED] = -1000.0
+    new_biases[1][KILLED : KILLED + 6] = -0.05
+    old, new = tmp_path / "old.onnx", tmp_path / "new.onnx"
+    onnx.save(checkpoint(weights, old_biases), old)
+    onnx.save(checkpoint(weights, new_biases), new)
+    config = Config(compare=str(old), samples=256, rule_options={"RL201": {"k": 0.01}})
+    result = analyse(str(new), config)
+    layer = result.extra["compare"]["layers"][CONTROL] if "compare" in result.extra else None
+    assert layer is not None and layer["probe"]["newly_dead"] == KILLED and layer["margins"]["newly_dead"] > KILLED
+    died = [f for f in result.findings if f.rule == "RL701"]
+    assert len(died) == 1 and died[0].units.count == KILLED and died[0].message.startswith(f"{KILLED} of 24 units")
+    path = tmp_path / "compare.html"
+    path.write_text(render("html", Run(results=[result], config=config)), encoding="utf-8")
+    browser.get(path.as_uri())
+    shown = browser.execute_script(
+        """
+        const finding = [...document.querySelectorAll('#model-1 tr.finding')].find(r => r.dataset.rule === 'RL701');
+        const rows = [...document.querySelectorAll('#model-1 table.compare-table tbody tr')];
+        const facts = [...document.querySelectorAll('#model-1 .compare-facts div')];
+        return {
+            finding: finding.querySelector('td.num').textContent.trim(),
+            table: rows[1].querySelectorAll('td')[4].textContent.trim(),
+            fact: facts.find(d => d.querySelector('dt').textContent === 'Died since OLD').querySelector('dd').textContent,
+        };
+        """
+    )
+    assert shown == {"finding": f"{KILLED} / 24", "table": str(KILLED), "fact": f"{KILLED} units"}

@@ -7,21 +7,33 @@ takes anything shaped like ``LayerSeries`` (the views' LayerView), so the charts
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from relulint.report.html.format import fmt_number, fmt_percent, number
 from relulint.report.text import clean
 
-# The issue's reference line on the dead-fraction chart: above it, most of a layer is lost.
-DEAD_LINE = 0.40
-# A layer's weight std more than this factor away from He's is drawn highlighted.
-HE_FACTOR = 2.0
 # A measured zero still gets a sliver of a bar, so that it reads as "0", not as "not measured".
 MIN_BAR = 1.5
 # The relative-update chart spans at most this many decades: smaller updates sit on its floor.
 MAX_DECADES = 6
+# Layer names under the columns are cut to this many characters (the bar's tooltip has the whole name).
+NAME_CHARS = 12
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The lines and bands the charts and tables draw, as the rules that judge them are configured."""
+
+    dead_fraction: float  # RL501's error_fraction: a layer with more of its units dead is reported
+    min_xavier: float  # RL101's min_ratio: weights below this multiple of Xavier's std are too small
+    max_he: float  # RL101's max_ratio: weights above this multiple of He's std are too large
+
+    def weight_off(self, std: float, he: float | None, xavier: float | None) -> bool:
+        """Outside RL101's band (the band alone: RL101 also passes over trained and normalized layers)."""
+        return bool((he and std > self.max_he * he) or (xavier and std < self.min_xavier * xavier))
 
 
 class LayerSeries(Protocol):
@@ -31,6 +43,7 @@ class LayerSeries(Protocol):
     dead_fraction: float | None
     weight_std: float | None
     he_std: float | None
+    xavier_std: float | None
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,7 @@ class Tick:
     x2: float
     y2: float
     label: str = ""
+    title: str = ""  # the whole text, when the label is shortened
 
 
 @dataclass
@@ -57,7 +71,7 @@ class Chart:
     title: str
     description: str
     width: int = 640
-    height: int = 220
+    height: int = 270
     bars: list[Bar] = field(default_factory=list)
     markers: list[Tick] = field(default_factory=list)  # short horizontal marks (e.g. He std)
     grid: list[Tick] = field(default_factory=list)  # y grid lines with their labels
@@ -67,10 +81,10 @@ class Chart:
     legend: list[tuple[str, str]] = field(default_factory=list)  # (css class, text)
     empty: str = ""  # why there is nothing to draw
 
-    left: int = 48
+    left: int = 56  # the y labels, and the first slanted layer name
     right: int = 16
     top: int = 14
-    bottom: int = 30
+    bottom: int = 80  # room for the layer names, slanted under the columns
 
     @property
     def plot_width(self) -> float:
@@ -91,32 +105,54 @@ def columns(chart: Chart, count: int) -> tuple[float, float]:
     return band, max(min(band * 0.7, 36.0), 1.0)
 
 
-def x_labels(chart: Chart, count: int) -> list[Tick]:
-    """Layer numbers under the columns; every k-th one when there are many."""
-    band, _ = columns(chart, count)
-    step = max(1, math.ceil(count / 24))
+def x_labels(chart: Chart, names: Sequence[str], numbers: Sequence[int] | None = None) -> list[Tick]:
+    """The layers' names under the columns (shortened; every k-th one when there are many), each with
+    its number in the Layers table and its whole name as the title. ``numbers`` default to 1, 2, .."""
+    band, _ = columns(chart, len(names))
+    step = max(1, math.ceil(len(names) / 32))  # slanted 11 px labels need about 14 px apart
+    shown = short_names(names)
     return [
-        Tick(chart.left + band * (i + 0.5), chart.baseline + 16, 0, 0, str(i + 1))
-        for i in range(count)
-        if i % step == 0 or i == count - 1
+        Tick(
+            chart.left + band * (i + 0.5),
+            chart.baseline + 12,
+            0,
+            0,
+            shown[i],
+            f"{numbers[i] if numbers is not None else i + 1}. {clean(names[i])}",
+        )
+        for i in range(0, len(names), step)
     ]
+
+
+def short_names(names: Sequence[str]) -> list[str]:
+    """Names without the path all of them share, cut from the front to NAME_CHARS: the end of an exported
+    name (``block_3/fc2/Relu``) tells layers apart, its beginning (``/model/encoder``) seldom does."""
+    cleaned = [clean(name) for name in names]
+    prefix = os.path.commonprefix(cleaned) if len(cleaned) > 1 else ""
+    cut = max(prefix.rfind(separator) for separator in "/.:") + 1
+    return [shorten(name[cut:] or name) for name in cleaned]
+
+
+def shorten(name: str) -> str:
+    return name if len(name) <= NAME_CHARS else "…" + name[-(NAME_CHARS - 1) :]
 
 
 def y_scale(chart: Chart, top_value: float) -> Callable[[float], float]:
     return lambda value: chart.baseline - chart.plot_height * (value / top_value if top_value else 0.0)
 
 
-def dead_fraction_chart(layers: Sequence[LayerSeries], probe_ran: bool) -> Chart:
+def dead_fraction_chart(layers: Sequence[LayerSeries], probe_ran: bool, thresholds: Thresholds) -> Chart:
+    line = thresholds.dead_fraction
     chart = Chart(
         title="Dead units per layer",
         description=(
             "Share of each layer's units that never switched on during the probe, in depth order; "
-            f"the dashed line marks {DEAD_LINE:.0%}."
+            f"the dashed line is RL501's error_fraction, {percent_text(line)}."
         ),
         legend=[
             ("bar-ok", "dead fraction"),
-            ("bar-bad", f"over {DEAD_LINE:.0%}"),
-            ("reference", f"{DEAD_LINE:.0%} line"),
+            ("bar-bad", f"over {percent_text(line)} (RL501)"),
+            ("reference", f"{percent_text(line)} line"),
         ],
     )
     measured = [layer.dead_fraction for layer in layers]
@@ -142,32 +178,40 @@ def dead_fraction_chart(layers: Sequence[LayerSeries], probe_ran: bool) -> Chart
                 y=min(y, chart.baseline - MIN_BAR),
                 width=width,
                 height=max(chart.baseline - y, MIN_BAR),
-                css="bar-bad" if value >= DEAD_LINE else "bar-ok",
+                css="bar-bad" if value > line else "bar-ok",
                 title=f"{index + 1}. {clean(layer.name)}: {fmt_percent(value)} dead",
             )
         )
-    percent_axis(chart, scale)
-    chart.x_labels = x_labels(chart, len(layers))
+    percent_axis(chart, scale, line)
+    chart.x_labels = x_labels(chart, [layer.name for layer in layers])
     return chart
 
 
-def percent_axis(chart: Chart, scale: Callable[[float], float]) -> None:
-    """Grid lines at 0, 25, .. 100% and the dashed DEAD_LINE, for the dead-fraction charts."""
+def percent_axis(chart: Chart, scale: Callable[[float], float], line: float) -> None:
+    """Grid lines at 0, 25, .. 100% and the dashed line at ``line`` (RL501's threshold), for the dead-fraction
+    charts; a threshold outside [0, 1] draws no line."""
     chart.grid = [
         Tick(chart.left, scale(v), chart.left + chart.plot_width, scale(v), f"{v:.0%}") for v in (0, 0.25, 0.5, 0.75, 1)
     ]
-    y = scale(DEAD_LINE)
-    chart.reference = Tick(chart.left, y, chart.left + chart.plot_width, y, f"{DEAD_LINE:.0%}")
+    if 0.0 <= line <= 1.0:
+        y = scale(line)
+        chart.reference = Tick(chart.left, y, chart.left + chart.plot_width, y, percent_text(line))
 
 
-def he_chart(layers: Sequence[LayerSeries]) -> Chart:
+def percent_text(fraction: float) -> str:
+    """40%, 12.5%: a threshold as the user wrote it, without rounding it away."""
+    return f"{fraction * 100:.4g}%"
+
+
+def he_chart(layers: Sequence[LayerSeries], thresholds: Thresholds) -> Chart:
+    band_text = f"below {thresholds.min_xavier:g}× Xavier or above {thresholds.max_he:g}× He"
     chart = Chart(
         title="Weight std against He initialization",
         description=(
             "Standard deviation of each layer's weights (bars) and the He value sqrt(2 / fan-in) (marks); "
-            f"bars more than {HE_FACTOR:g}× away from He are highlighted."
+            f"bars outside RL101's band ({band_text}) are highlighted."
         ),
-        legend=[("bar-ok", "weight std"), ("bar-warn", f"over {HE_FACTOR:g}× off He"), ("marker", "He std")],
+        legend=[("bar-ok", "weight std"), ("bar-warn", f"{band_text} (RL101)"), ("marker", "He std")],
     )
     pairs = [(layer.weight_std, layer.he_std) for layer in layers]
     if not layers:
@@ -185,7 +229,7 @@ def he_chart(layers: Sequence[LayerSeries]) -> Chart:
     for index, (layer, (std, he)) in enumerate(zip(layers, pairs)):
         centre = chart.left + band * (index + 0.5)
         if std is not None:
-            off = he is not None and he > 0 and (std > he * HE_FACTOR or std < he / HE_FACTOR)
+            off = thresholds.weight_off(std, he, layer.xavier_std)
             y = scale(std)
             title = f"{index + 1}. {clean(layer.name)}: std {fmt_number(std)}, He {fmt_number(he)}"
             y = min(y, chart.baseline - MIN_BAR)
@@ -199,7 +243,7 @@ def he_chart(layers: Sequence[LayerSeries]) -> Chart:
         Tick(chart.left, scale(v), chart.left + chart.plot_width, scale(v), f"{v:.6g}")
         for v in (step * i for i in range(steps + 1))
     ]
-    chart.x_labels = x_labels(chart, len(layers))
+    chart.x_labels = x_labels(chart, [layer.name for layer in layers])
     return chart
 
 
@@ -263,8 +307,3 @@ def log_range(positive: list[float], bound: float) -> tuple[int, int]:
     low = math.floor(math.log10(min(anchors))) if anchors else high - 3
     low = max(min(low, high - 3), high - MAX_DECADES)
     return low, high
-
-
-def layer_labels(chart: Chart, indices: list[int]) -> list[Tick]:
-    """The layers' numbers from the Layers table under the columns; every k-th one when there are many."""
-    return [replace(tick, label=str(indices[int(tick.label) - 1] + 1)) for tick in x_labels(chart, len(indices))]

@@ -8,15 +8,15 @@ from typing import Any
 
 from relulint.compare import SOURCES
 from relulint.report.html.charts import (
-    DEAD_LINE,
     MIN_BAR,
     Bar,
     Chart,
     Tick,
     columns,
-    layer_labels,
     log_range,
     percent_axis,
+    percent_text,
+    x_labels,
     y_scale,
 )
 from relulint.report.html.format import as_int, as_object, domain_text, fmt_number, fmt_percent, number
@@ -70,6 +70,7 @@ class CompareView:
     source_text: tuple[str, str]  # (its name, how it counts a unit as dead and on what)
     max_update: float  # RL702's bound
     bias_k: float  # RL703's threshold, in standard deviations
+    dead_line: float  # RL501's error_fraction, as on the model's dead-fraction chart
     layers: list[ChangeView]
     charts: list[Chart]
 
@@ -127,15 +128,16 @@ def compare_view(
     compare: dict[str, Any],
     order: dict[str, int],
     flagged_updates: set[str],
-    options: tuple[float, float],
+    options: tuple[float, float, float],
     bounds: dict[str, Any] | None = None,
 ) -> CompareView:
     """The comparison section of one model from its JSON ``compare`` object.
 
     ``order`` maps layer names to their number in the Layers table; ``flagged_updates`` names the layers
-    RL702 reported; ``options`` is (RL702's max_update, RL703's k) as configured for the run.
+    RL702 reported; ``options`` is (RL702's max_update, RL703's k, RL501's error_fraction) as configured for
+    the run.
     """
-    max_update, bias_k = options
+    max_update, bias_k, dead_line = options
     raw_layers = as_object(compare.get("layers")) or {}
     listed = [str(s) for s in compare.get("sources") or []] if isinstance(compare.get("sources"), list) else []
     present = [s for s in SOURCES if any(isinstance(v, dict) and s in v for v in raw_layers.values())]
@@ -172,6 +174,7 @@ def compare_view(
         source_text=dead_source_text(source, compare, bounds),
         max_update=max_update,
         bias_k=bias_k,
+        dead_line=dead_line,
         layers=rows,
         charts=[],
     )
@@ -180,17 +183,18 @@ def compare_view(
 
 
 def dead_change_chart(view: CompareView) -> Chart:
+    line = view.dead_line
     chart = Chart(
         title="Dead units: OLD against NEW",
         description=(
             "Share of each layer's units counted dead in the older checkpoint (OLD) and in this one (NEW), "
-            f"by the {source_name(view.source)}; the dashed line marks {DEAD_LINE:.0%}."
+            f"by the {source_name(view.source)}; the dashed line is RL501's error_fraction, {percent_text(line)}."
         ),
         legend=[
             ("bar-old", "OLD"),
             ("bar-ok", "NEW"),
-            ("bar-bad", f"NEW over {DEAD_LINE:.0%}"),
-            ("reference", f"{DEAD_LINE:.0%} line"),
+            ("bar-bad", f"NEW over {percent_text(line)}"),
+            ("reference", f"{percent_text(line)} line"),
         ],
     )
     if not view.layers:
@@ -227,12 +231,12 @@ def dead_change_chart(view: CompareView) -> Chart:
                     y=min(y, chart.baseline - MIN_BAR),
                     width=bar,
                     height=max(chart.baseline - y, MIN_BAR),
-                    css=css or ("bar-bad" if value >= DEAD_LINE else "bar-ok"),
+                    css=css or ("bar-bad" if value > line else "bar-ok"),
                     title=title,
                 )
             )
-    percent_axis(chart, scale)
-    chart.x_labels = layer_labels(chart, [layer.index for layer in view.layers])
+    percent_axis(chart, scale, line)
+    chart.x_labels = layer_axis(chart, view)
     return chart
 
 
@@ -282,5 +286,10 @@ def update_chart(view: CompareView) -> Chart:
     if bound > 0 and 10.0**low <= bound <= 10.0**high:
         y = scale(bound)
         chart.reference = Tick(chart.left, y, chart.left + chart.plot_width, y, f"bound {bound:g}")
-    chart.x_labels = layer_labels(chart, [layer.index for layer in view.layers])
+    chart.x_labels = layer_axis(chart, view)
     return chart
+
+
+def layer_axis(chart: Chart, view: CompareView) -> list[Tick]:
+    """The compared layers' names, numbered as in the Layers table."""
+    return x_labels(chart, [layer.name for layer in view.layers], [layer.index + 1 for layer in view.layers])

@@ -14,7 +14,6 @@ from markupsafe import Markup
 from relulint import INFORMATION_URI, __version__
 from relulint.findings import Severity
 from relulint.report import Run
-from relulint.report.html.charts import DEAD_LINE
 from relulint.report.html.comparison import source_name
 from relulint.report.html.format import fmt_number, fmt_percent, fmt_time, show, show_code
 from relulint.report.html.views import model_view
@@ -81,6 +80,5 @@ def render(run: Run) -> str:
             script=Markup(script),
             script_source=csp_hash(script),
             style_source=csp_hash(css),
-            dead_line=DEAD_LINE,
         )
     )

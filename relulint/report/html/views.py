@@ -7,7 +7,14 @@ from typing import Any
 
 from relulint.config import Config
 from relulint.findings import ModelResult, Severity
-from relulint.report.html.charts import Chart, Histogram, dead_fraction_chart, he_chart, positive_rate_histogram
+from relulint.report.html.charts import (
+    Chart,
+    Histogram,
+    Thresholds,
+    dead_fraction_chart,
+    he_chart,
+    positive_rate_histogram,
+)
 from relulint.report.html.comparison import CompareView, compare_view
 from relulint.report.html.format import (
     as_int,
@@ -67,6 +74,7 @@ class LayerView:
     at_risk_fraction: float | None
     weight_std: float | None
     he_std: float | None
+    xavier_std: float | None
     he_ratio: float | None
     bias_margin_min: float | None
     proven_dead: int | None  # units the bounds prove dead over --input-range (None: no proof ran)
@@ -89,6 +97,7 @@ class ModelView:
     charts: list[Chart]
     notes: list[dict[str, Any]]
     probe: dict[str, Any] | None
+    thresholds: Thresholds
     proofs: bool = False  # bounds over an input domain ran: the Layers table gets a "Proven dead" column
     compare: CompareView | None = None  # the section "Compared with OLD"
 
@@ -157,6 +166,7 @@ def layer_view(index: int, unit: dict[str, Any], probe_layers: dict[str, Any], f
         at_risk_fraction=number(metrics.get("at_risk_fraction")),
         weight_std=number(metrics.get("weight_std")),
         he_std=number(metrics.get("he_std")),
+        xavier_std=number(metrics.get("xavier_std")),
         he_ratio=number(metrics.get("he_ratio")),
         bias_margin_min=number(metrics.get("bias_margin_min")),
         proven_dead=as_int(metrics.get("proven_dead")),
@@ -177,9 +187,14 @@ def model_view(index: int, result: ModelResult, config: Config | None = None) ->
     flagged = {f.node for f in findings if f.node}
     layers = [layer_view(i, u, probe_layers, flagged) for i, u in enumerate(data.get("units") or [])]
     rules = sorted({f.rule.id: f.rule for f in findings}.values(), key=lambda r: r.id)
+    thresholds = rule_thresholds(config)
     compare = None
     if as_object(data.get("compare")) and result.error is None:
-        options = (float(config.options_for("RL702")["max_update"]), float(config.options_for("RL703")["k"]))
+        options = (
+            float(config.options_for("RL702")["max_update"]),
+            float(config.options_for("RL703")["k"]),
+            thresholds.dead_fraction,
+        )
         compare = compare_view(
             data["compare"],
             order={layer.name: layer.index for layer in layers},
@@ -196,11 +211,24 @@ def model_view(index: int, result: ModelResult, config: Config | None = None) ->
         findings=findings,
         rules=rules,
         layers=layers,
-        charts=[dead_fraction_chart(layers, probe is not None), he_chart(layers)] if result.error is None else [],
+        charts=[dead_fraction_chart(layers, probe is not None, thresholds), he_chart(layers, thresholds)]
+        if result.error is None
+        else [],
         notes=data.get("notes") or [],
         probe=probe,
+        thresholds=thresholds,
         proofs=bounds is not None or any(layer.proven_dead is not None for layer in layers),
         compare=compare,
+    )
+
+
+def rule_thresholds(config: Config) -> Thresholds:
+    """The page's lines and bands from the rules' effective options (their defaults, or the configuration's)."""
+    dead, weights = config.options_for("RL501"), config.options_for("RL101")
+    return Thresholds(
+        dead_fraction=float(dead["error_fraction"]),
+        min_xavier=float(weights["min_ratio"]),
+        max_he=float(weights["max_ratio"]),
     )
 
 

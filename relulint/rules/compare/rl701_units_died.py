@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from relulint.context import Context
 from relulint.findings import AffectedUnits, Finding, Severity
 from relulint.rules import Option, RuleMeta
@@ -26,10 +24,12 @@ how many, which a single file cannot: a layer that had every unit alive after in
 third of them dead one epoch later was damaged by the training itself, most often by a learning rate
 that is too high (see RL702 and RL703, which usually fire with it).
 
-A unit counts as dead by the strongest evidence available, each judged the same way in both
-checkpoints: the probe (it never fired on the same inputs, fed to both checkpoints with the same seed
+A unit counts as dead by the strongest evidence the layer has, judged the same way in both checkpoints,
+and that one count is what the finding, the JSON (`compare.layers`) and the HTML report's table show: the probe (it never fired on the same inputs, fed to both checkpoints with the same seed
 or `--data`), the proof (its pre-activation is provably at most 0 over `--input-range`), and the static
-margins (its bias puts it more than RL201's `k` standard deviations below zero). The finding is an error
+margins (its bias puts it more than RL201's `k` standard deviations below zero). A weaker source never adds
+units to a stronger one's count (a unit the probe saw fire is alive, whatever its margin says); what the
+other sources count is in the finding's evidence. The finding is an error
 when the probe or the proof shows the death, a warning when only the static margins do. A layer is
 reported when more than `min_fraction` of its units died: on a few dozen probe samples, a unit that
 was rarely active can look dead in one checkpoint and not in the other.
@@ -63,6 +63,7 @@ relulint checkpoints/epoch_2.onnx --compare checkpoints/epoch_1.onnx
     tags=("checkpoint",),
 )
 
+SOURCE_NAMES = {"probe": "the probe", "proof": "the proof", "margins": "the static margins"}
 SOURCE_TEXT = {
     "probe": "the probe saw {n} never fire on the same inputs",
     "proof": "the bounds over the input domain prove {n} dead",
@@ -76,24 +77,28 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
         change = result.layers.get(layer.name)
         if change is None or not change.units:
             continue
-        by_source = {source: change.newly_dead(source) for source in ("probe", "proof", "margins")}
-        died = np.unique(np.concatenate(list(by_source.values())))
+        source = change.strongest_source()
+        if source is None:
+            continue
+        died = change.newly_dead(source)
         fraction = died.size / change.units
         if not died.size or fraction <= options["min_fraction"]:
             continue
-        measured = by_source["probe"].size or by_source["proof"].size
-        parts = [
-            SOURCE_TEXT[source].format(n=units.size, k=result.margin_k) + _counts(change, source)
-            for source, units in by_source.items()
-            if units.size
+        by_source = {s: change.newly_dead(s) for s in change.dead_new if s in change.dead_old}
+        others = [
+            f"{SOURCE_NAMES[s]}: {units.size}"
+            for s, units in by_source.items()
+            if s != source and units.size != died.size
         ]
-        worst = _worst(change, by_source, options["worst"])
+        worst = [int(i) for i in died[: options["worst"]]]
         yield Finding(
             rule=META.id,
-            severity=Severity.ERROR if measured else Severity.WARNING,
+            severity=Severity.ERROR if source in ("probe", "proof") else Severity.WARNING,
             message=(
                 f"{died.size} of {change.units} units ({fraction:.1%}) alive in {result.old_path} are dead here: "
-                f"{'; '.join(parts)} (first: {', '.join(str(i) for i in worst)})"
+                f"{SOURCE_TEXT[source].format(n=died.size, k=result.margin_k)}{_counts(change, source)}"
+                f"{' (other sources count ' + ', '.join(others) + ')' if others else ''} "
+                f"(first: {', '.join(str(i) for i in worst)})"
             ),
             node=layer.name,
             tensor=layer.pre_activation,
@@ -103,16 +108,11 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
                 "linear": layer.linear,
                 "old": result.old_path,
                 "died": int(died.size),
+                "source": source,
                 "units": change.units,
                 "fraction": fraction,
-                "by_source": {
-                    source: [int(i) for i in units] for source, units in by_source.items() if source in change.dead_new
-                },
-                **{
-                    f"{source}": _summary(change, source)
-                    for source in ("probe", "proof", "margins")
-                    if source in change.dead_new
-                },
+                "by_source": {s: [int(i) for i in units] for s, units in by_source.items()},
+                **{s: _summary(change, s) for s in by_source},
                 "relative_update": change.relative_update,
             },
             fix=f"restart from {result.old_path} with a lower learning rate (or a warm-up) and gradient clipping",
@@ -129,11 +129,3 @@ def _summary(change: LayerChange, source: str) -> dict[str, int]:
         "dead_new": int(change.dead_new[source].sum()),
         "newly_dead": int(change.newly_dead(source).size),
     }
-
-
-def _worst(change: LayerChange, by_source: dict[str, np.ndarray], count: int) -> list[int]:
-    """Units that died, strongest evidence first (probe, then proof, then margins)."""
-    listed: list[int] = []
-    for units in by_source.values():
-        listed.extend(int(i) for i in units if int(i) not in listed)
-    return listed[:count]

@@ -17,11 +17,13 @@ from relulint.probe.wording import (
 )
 from relulint.rules import Option, RuleMeta
 
+ERROR_FRACTION = 0.4  # the default of `error_fraction`, which the summary states
+
 META = RuleMeta(
     id="RL501",
     name="dead-units",
     severity=Severity.ERROR,
-    summary="A layer in which more than 40% of the units never output a positive value on the probe's inputs.",
+    summary=f"A layer in which more than {ERROR_FRACTION:.0%} of the units never output a positive value on the probe's inputs.",
     why=f"""
 A ReLU unit that is never positive is *dead*: its output is always zero, so it passes no gradient back and
 training cannot revive it. The layer then works with fewer units than it was given, and everything downstream
@@ -55,7 +57,12 @@ model = torch.nn.Sequential(layer, torch.nn.ReLU())
 ```
 """,
     options=(
-        Option("error_fraction", float, 0.4, "Report a layer when more than this fraction of its units are dead."),
+        Option(
+            "error_fraction",
+            float,
+            ERROR_FRACTION,
+            "Report a layer when more than this fraction of its units are dead.",
+        ),
         Option("worst", int, 5, "How many dead units to list."),
         MAX_FIRING_RATE,
     ),

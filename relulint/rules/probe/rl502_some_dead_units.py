@@ -10,11 +10,13 @@ from relulint.findings import Finding, Severity
 from relulint.probe.wording import MAX_FIRING_RATE, dead_evidence, dead_units_finding, measured_layers, probe_result
 from relulint.rules import Option, RuleMeta, matches
 
+WARNING_FRACTION = 0.1  # the default of `warning_fraction`, which the summary states
+
 META = RuleMeta(
     id="RL502",
     name="some-dead-units",
     severity=Severity.WARNING,
-    summary="A layer in which more than 10% of the units never output a positive value on the probe's inputs.",
+    summary=f"A layer in which more than {WARNING_FRACTION:.0%} of the units never output a positive value on the probe's inputs.",
     why="""
 Dead units (never positive on any sample, so they pass no gradient and cannot recover) are wasted capacity.
 A few in a wide layer are normal after training; a tenth of a layer or more usually means training pushed
@@ -37,7 +39,12 @@ layer.bias.data[:20] = -10.0   # 20 of 128 units (16%) never activate
 ```
 """,
     options=(
-        Option("warning_fraction", float, 0.1, "Report a layer when more than this fraction of its units are dead."),
+        Option(
+            "warning_fraction",
+            float,
+            WARNING_FRACTION,
+            "Report a layer when more than this fraction of its units are dead.",
+        ),
         Option("worst", int, 5, "How many dead units to list."),
         MAX_FIRING_RATE,
     ),
