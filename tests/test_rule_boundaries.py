@@ -14,12 +14,6 @@ import relulint.rules
 RULES = Path(relulint.rules.__file__).parent
 RAW_MODULES = {"relulint.graph", "relulint.loader", "relulint.wire", "relulint.tensors", "onnx"}
 RAW_CONTEXT_ATTRIBUTES = {"graph", "loaded"}
-# Rules that still read the raw model, with what they read; the list may only shrink (the test fails when
-# one of them no longer needs its entry).
-NOT_YET_MOVED = {
-    "probe/rl504_synthetic_probe_inputs.py": {"ctx.loaded", "ctx.graph"},
-    "probe/rl505_input_scale.py": {"ctx.graph"},
-}
 
 
 def raw_reads(path: Path) -> set[str]:
@@ -47,9 +41,9 @@ def test_rule_modules_read_only_the_unit_view_the_analyses_and_their_options():
     for path in rule_modules():
         name = path.relative_to(RULES).as_posix()
         reads = raw_reads(path)
-        if reads != NOT_YET_MOVED.get(name, set()):
+        if reads:
             offenders[name] = sorted(reads)
-    assert offenders == {}, f"rules reading raw nodes (or allowlist out of date): {offenders}"
+    assert offenders == {}, f"rules reading raw nodes: {offenders}"
 
 
 def test_the_boundary_check_sees_a_raw_read(tmp_path):

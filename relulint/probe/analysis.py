@@ -410,6 +410,7 @@ def _result(ctx: Context, instrumentation: Instrumentation, outcome: Outcome, sp
         batch=outcome.batch,
         distribution=describe_synthetic(config, specs) if synthetic else None,
         data=config.data,
+        fed_inputs=tuple(ctx.graph.inputs),
         skipped=dict(instrumentation.skipped),
         stopped=outcome.stopped,
         available=outcome.available,
@@ -421,7 +422,8 @@ def _result(ctx: Context, instrumentation: Instrumentation, outcome: Outcome, sp
         zero_below = not by_name[tap.layer].keeps_gradient_below_zero
         result.layers[tap.layer] = LayerMeasure.from_totals(tap.layer, outcome.totals[tap.layer], zero_below)
     for name, totals in outcome.inputs.items():
-        measure = InputMeasure.from_totals(name, totals)
+        reached = first_linear(ctx.graph, name)  # the child measured only inputs that reach one (_with_data_axes)
+        measure = InputMeasure.from_totals(name, totals, reached[0].id if reached else "")
         if measure is not None:
             result.data_inputs[name] = measure
     return result

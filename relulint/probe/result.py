@@ -149,21 +149,22 @@ class LayerMeasure:
 
 @dataclass
 class InputMeasure:
-    """Per-channel mean and std of one real-data input (RL505)."""
+    """Per-channel mean and std of one real-data input (RL505), and the linear op it goes straight into."""
 
     name: str
     axis: int
     count: int
     mean: np.ndarray
     std: np.ndarray
+    linear: str = ""  # the node id of the linear op the input reaches through data-moving ops only
 
     @classmethod
-    def from_totals(cls, name: str, totals: InputTotals) -> InputMeasure | None:
+    def from_totals(cls, name: str, totals: InputTotals, linear: str = "") -> InputMeasure | None:
         if not totals.count or totals.total is None:
             return None
         mean = totals.total / totals.count
         std = np.sqrt(np.maximum(totals.total_sq / totals.count - mean**2, 0.0))
-        return cls(name, totals.axis, totals.count, mean, std)
+        return cls(name, totals.axis, totals.count, mean, std, linear)
 
 
 @dataclass
@@ -175,6 +176,7 @@ class ProbeResult:
     distribution: str | None = None  # how synthetic inputs were drawn, e.g. "normal(mean 0, std 1)"
     data: str | None = None  # the --data path
     data_inputs: dict[str, InputMeasure] = field(default_factory=dict)
+    fed_inputs: tuple[str, ...] = ()  # the model inputs the probe fed (the main graph's, initializers excluded)
     skipped: dict[str, str] = field(default_factory=dict)  # layer -> why it was not probed
     stopped: str = ""  # why sampling ended: "cap", "data", "settled" (--samples auto), "time", "auto-limit"
     available: int = 0  # samples the --data source holds (0: synthetic inputs, or not known)

@@ -46,7 +46,7 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
     result = probe_result(ctx)
     if result is None or not result.synthetic:
         return
-    inputs = [i.name for i in ctx.loaded.model.graph.input if i.name not in ctx.graph.initializers]
+    inputs = list(result.fed_inputs)
     arrays = ", ".join(f"{name}=..." for name in inputs[:4])
     yield Finding(
         rule=META.id,

@@ -9,7 +9,6 @@ import numpy as np
 
 from relulint.context import Context
 from relulint.findings import AffectedUnits, Finding, Severity
-from relulint.probe.specs import first_linear
 from relulint.probe.wording import probe_result
 from relulint.rules import Option, RuleMeta
 
@@ -60,10 +59,8 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
     if result is None or result.synthetic:
         return
     for name, measure in result.data_inputs.items():
-        reached = first_linear(ctx.graph, name)
-        if reached is None:
+        if not measure.linear:
             continue
-        node, _ = reached
         mean, std = measure.mean, measure.std
         constant = std == 0
         bad = (
@@ -80,10 +77,10 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
             rule=META.id,
             severity=META.severity,
             message=(
-                f"input '{name}' goes into '{node.id}' with no normalization in front, but {len(channels)} of its "
+                f"input '{name}' goes into '{measure.linear}' with no normalization in front, but {len(channels)} of its "
                 f"{mean.size} channels (axis {measure.axis}) are far from unit scale in the data: {listed}"
             ),
-            node=node.id,
+            node=measure.linear,
             tensor=name,
             units=AffectedUnits(len(channels), int(mean.size), tuple(int(c) for c in worst)),
             evidence={
