@@ -89,7 +89,9 @@ def fold_allocation(node: Node, args: list[np.ndarray | None]) -> int | None:
 
 def fold(node: Node, args: list[np.ndarray | None]) -> np.ndarray | None:
     """Evaluate one foldable op in numpy (raises on malformed input)."""
-    x = args[0] if args else None
+    if not args or args[0] is None:
+        return None  # every foldable op reads its first input (the graph folds only constant inputs)
+    x = args[0]
     op = node.op
     if op == "Identity":
         return x

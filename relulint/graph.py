@@ -49,7 +49,7 @@ from relulint.tensors import TensorUnavailable, read_tensor, tensor_problem, ten
 
 if TYPE_CHECKING:
     import networkx as nx
-    from onnx import TensorProto
+    from onnx import GraphProto, NodeProto, TensorProto, ValueInfoProto
 
 BRANCH_NAMES = {"then_branch": "then", "else_branch": "else", "body": "body"}
 CYCLE_SUFFIX = "@cycle"  # the renamed input of a node whose input closed a cycle
@@ -65,7 +65,7 @@ class Graph:
     inputs: list[str] = field(default_factory=list)  # main-graph inputs that are not initializers
     outputs: list[str] = field(default_factory=list)
     initializers: dict[str, TensorProto] = field(default_factory=dict)
-    value_info: dict[str, onnx.ValueInfoProto] = field(default_factory=dict)
+    value_info: dict[str, ValueInfoProto] = field(default_factory=dict)
     notes: list[Note] = field(default_factory=list)
     # (subgraph owner, subgraph output ids): data leaving a subgraph flows into its owner node
     subgraph_outputs: list[tuple[str, list[str]]] = field(default_factory=list)
@@ -153,7 +153,7 @@ class Graph:
             return constant_node_value(node, self.loaded)
         if node.op not in FOLDABLE_OPS:
             return None
-        args = []
+        args: list[np.ndarray | None] = []
         for name in node.inputs:
             if not name:
                 args.append(None)
@@ -204,9 +204,9 @@ def build_graph(loaded: LoadedModel) -> Graph:
     graph.inputs = [i.name for i in main.input if i.name not in initializer_names]
     graph.outputs = [o.name for o in main.output]
     builder.report()
-    cycle = find_cycle(graph)
-    if cycle:
-        cut = cut_cycles(graph)
+    closing, cycle = cycle_edges(graph)
+    if closing:
+        cut = cut_cycles(graph, closing)
         shown = ", ".join(f"'{tensor}' into '{target}'" for _, target, tensor in cut[:MAX_CYCLE_NOTES])
         more = f" and {len(cut) - MAX_CYCLE_NOTES} more" if len(cut) > MAX_CYCLE_NOTES else ""
         graph.notes.append(
@@ -219,13 +219,18 @@ def build_graph(loaded: LoadedModel) -> Graph:
     return graph
 
 
-def cut_cycles(graph: Graph) -> list[tuple[str, str, str]]:
-    """Make the graph acyclic by cutting the edges a depth-first walk finds closing a cycle.
+def cut_cycles(graph: Graph, closing: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """Make the graph acyclic by cutting every tensor that flows from ``source`` into ``target`` for each pair.
 
     Returns (source node, target node, tensor) per cut edge. A cut node input is renamed to
     ``<tensor>@cycle`` (produced by no node); a cut subgraph output no longer feeds its owner.
     """
-    cut = _back_edges(graph)
+    producers = graph.producers
+    cut: list[tuple[str, str, str]] = []
+    for source, target in closing:
+        owned = [t for owner, outputs in graph.subgraph_outputs if owner == target for t in outputs]
+        tensors = dict.fromkeys(t for t in (*graph.nodes[target].inputs, *owned) if t and producers.get(t) == source)
+        cut.extend((source, target, tensor) for tensor in tensors)
     for _source, target, tensor in cut:
         node = graph.nodes[target]
         if tensor in node.inputs:
@@ -243,78 +248,47 @@ def cut_cycles(graph: Graph) -> list[tuple[str, str, str]]:
     return cut
 
 
-def _back_edges(graph: Graph) -> list[tuple[str, str, str]]:
-    """Edges (source, target, tensor) that point back into the current path of a depth-first walk."""
-    outgoing: dict[str, list[tuple[str, str]]] = {node_id: [] for node_id in graph.nodes}
+def cycle_edges(graph: Graph) -> tuple[list[tuple[str, str]], list[str]]:
+    """Edges (source, target, tensor) that close a cycle, found by one depth-first walk, and the node ids along the
+    first cycle it closes ([] and [] for a DAG)."""
+    producers = graph.producers
+    successors: dict[str, list[str]] = {node_id: [] for node_id in graph.nodes}
     for node in graph.nodes.values():
-        for tensor in dict.fromkeys(node.computed_inputs):
-            source = graph.producers.get(tensor)
+        for tensor in node.inputs:
+            source = producers.get(tensor)
             if source is not None:
-                outgoing[source].append((node.id, tensor))
+                successors[source].append(node.id)
     for owner, outputs in graph.subgraph_outputs:
         for tensor in outputs:
-            source = graph.producers.get(tensor) if tensor else None
+            source = producers.get(tensor) if tensor else None
             if source is not None and source != owner:
-                outgoing[source].append((owner, tensor))
+                successors[source].append(owner)
     ON_PATH, DONE = 1, 2
     state: dict[str, int] = {}
-    back: list[tuple[str, str, str]] = []
+    closing: dict[tuple[str, str], None] = {}  # in the order found
+    first: list[str] = []
     for root in graph.nodes:
         if root in state:
             continue
         state[root] = ON_PATH
-        stack = [(root, iter(outgoing[root]))]
+        path = [root]
+        stack = [iter(successors[root])]
         while stack:
-            node_id, edges = stack[-1]
-            for target, tensor in edges:
+            for target in stack[-1]:
                 seen = state.get(target)
                 if seen is None:
                     state[target] = ON_PATH
-                    stack.append((target, iter(outgoing[target])))
+                    path.append(target)
+                    stack.append(iter(successors[target]))
                     break
                 if seen == ON_PATH:
-                    back.append((node_id, target, tensor))
+                    if not first:
+                        first = path[path.index(target) :]
+                    closing[(path[-1], target)] = None
             else:
-                state[node_id] = DONE
+                state[path.pop()] = DONE
                 stack.pop()
-    return back
-
-
-def find_cycle(graph: Graph) -> list[str]:
-    """Node ids along one cycle, or [] for a DAG (Kahn's algorithm over the producer map)."""
-    producers = graph.producers
-    incoming: dict[str, set[str]] = {
-        node.id: {producers[t] for t in node.inputs if t in producers} for node in graph.nodes.values()
-    }
-    for owner, outputs in graph.subgraph_outputs:
-        incoming[owner].update(
-            graph.producers[t] for t in outputs if t in graph.producers and graph.producers[t] != owner
-        )
-    outgoing: dict[str, list[str]] = {node_id: [] for node_id in graph.nodes}
-    for node_id, sources in incoming.items():
-        for source in sources:
-            outgoing[source].append(node_id)
-    remaining = {node_id: len(sources) for node_id, sources in incoming.items()}
-    ready = [node_id for node_id, count in remaining.items() if count == 0]
-    while ready:
-        node_id = ready.pop()
-        for target in outgoing[node_id]:
-            remaining[target] -= 1
-            if remaining[target] == 0:
-                ready.append(target)
-        del remaining[node_id]
-    if not remaining:
-        return []
-    # Walk back inside the leftover nodes until one repeats: that stretch is a cycle.
-    start = next(iter(remaining))
-    seen: dict[str, int] = {}
-    path: list[str] = []
-    current = start
-    while current not in seen:
-        seen[current] = len(path)
-        path.append(current)
-        current = next(s for s in incoming[current] if s in remaining)
-    return list(reversed(path[seen[current] :]))
+    return list(closing), first
 
 
 def _build_nx(graph: Graph) -> nx.DiGraph:
@@ -345,7 +319,7 @@ class _Builder:
         self.dangling: set[str] = set()
         self.duplicates: set[str] = set()
 
-    def add_scope(self, proto: onnx.GraphProto, scope: str, outer: dict[str, str]) -> dict[str, str]:
+    def add_scope(self, proto: GraphProto, scope: str, outer: dict[str, str]) -> dict[str, str]:
         """Register one (sub)graph's tensors and nodes; return its local-name -> id map."""
         graph = self.graph
         prefix = f"{scope}/" if scope else ""
@@ -358,7 +332,7 @@ class _Builder:
             graph.initializers[prefix + tensor.name] = tensor
         for info in proto.input:
             env[info.name] = prefix + info.name
-        nodes: list[tuple[Node, onnx.NodeProto]] = []
+        nodes: list[tuple[Node, NodeProto]] = []
         for index, node_proto in enumerate(proto.node):
             node_id = self._unique_id(prefix + (node_proto.name or f"{node_proto.op_type}_{index}"))
             outputs = []
@@ -391,7 +365,7 @@ class _Builder:
                 self._add_subgraphs(node, node_proto, env)
         return env
 
-    def _add_subgraphs(self, node: Node, node_proto: onnx.NodeProto, env: dict[str, str]) -> None:
+    def _add_subgraphs(self, node: Node, node_proto: NodeProto, env: dict[str, str]) -> None:
         for attribute in node_proto.attribute:
             if attribute.type == onnx.AttributeProto.GRAPH:
                 subgraphs = [(BRANCH_NAMES.get(attribute.name, attribute.name), attribute.g)]

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relulint.lazy import onnx
+
+if TYPE_CHECKING:
+    from onnx import AttributeProto, NodeProto
 
 
 @dataclass
@@ -18,7 +21,7 @@ class Node:
     id: str  # unique path
     op: str
     domain: str
-    proto: onnx.NodeProto
+    proto: NodeProto
     inputs: list[str]  # tensor ids; "" for an omitted optional input
     outputs: list[str]
     scope: str  # "" for the main graph, else the subgraph's path, e.g. "If_0/then"
@@ -47,7 +50,7 @@ def _declared_attribute_type(op: str, domain: str, name: str) -> int | None:
 
 
 @functools.cache
-def _default_types() -> tuple[tuple[type, frozenset[int]], ...]:
+def _default_types() -> tuple[tuple[type | tuple[type, ...], frozenset[int]], ...]:
     """Attribute types allowed for a default of each Python type (a function: onnx loads lazily)."""
     kinds = onnx.AttributeProto
     return (
@@ -60,13 +63,14 @@ def _default_types() -> tuple[tuple[type, frozenset[int]], ...]:
     )
 
 
-def attribute_value(op: str, domain: str, attribute: onnx.AttributeProto, default: Any) -> Any:
+def attribute_value(op: str, domain: str, attribute: AttributeProto, default: Any) -> Any:
     """The attribute's value when its type is the one expected, else ``default``.
 
     Expected is what the op's schema declares, or failing that, the kind of ``default``; an INT
     where a FLOAT is expected is read as a float.
     """
     declared = _declared_attribute_type(op, domain, attribute.name)
+    allowed: set[int] | frozenset[int] | None
     if declared is not None:
         allowed = {declared, onnx.AttributeProto.INT} if declared == onnx.AttributeProto.FLOAT else {declared}
     else:
