@@ -30,6 +30,7 @@ from relulint.units import Layer
 if TYPE_CHECKING:
     from relulint.bounds.propagate import Propagation
     from relulint.context import Context
+    from relulint.graph import Node
 
 # Ops whose output is x itself (or a fixed multiple) where x >= 0: an always-active unit is linear there.
 IDENTITY_ON_POSITIVE = {"Relu", "Clip", "Max", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "ThresholdedRelu"}
@@ -205,7 +206,7 @@ def _clip_limit_inputs(ctx: Context, layer: Layer) -> str:
     return node.inputs[2] if node.op == "Clip" and len(node.inputs) > 2 else ""
 
 
-def _ceiling(ctx: Context, node, propagation: Propagation) -> float | None:
+def _ceiling(ctx: Context, node: Node, propagation: Propagation) -> float | None:
     if node.op != "Clip":
         return None
     from relulint.bounds.ops import Inputs, Unsupported, clip_limits

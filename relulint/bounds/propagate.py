@@ -43,7 +43,7 @@ class InputBox:
 class Propagation:
     bounds: dict[str, Bound]
     domain: Domain | None
-    unbounded_ops: Counter  # op type -> nodes whose outputs were left unbounded
+    unbounded_ops: Counter[str]  # op type -> nodes whose outputs were left unbounded
     reasons: dict[str, str]  # op type -> why (the first reason seen)
     symbolic: set[str] = field(default_factory=set)  # tensors that had linear bounds in the input variables
 
@@ -147,7 +147,7 @@ def topological(graph: Graph) -> list[Node]:
     waiting: dict[str, int] = {}
     users: dict[str, list[Node]] = {}
     for node in main:
-        producers = {graph.producers.get(t) for t in node.inputs if t} & ids
+        producers = {graph.producers[t] for t in node.inputs if t in graph.producers} & ids
         waiting[node.id] = len(producers)
         for producer in producers:
             users.setdefault(producer, []).append(node)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +75,7 @@ class Inputs:
             return None if given is None else [int(v) for v in given]
         return None
 
-    def attr(self, name: str, default=None):
+    def attr(self, name: str, default: Any = None) -> Any:
         return self.node.attr(name, default)
 
 
@@ -95,7 +96,7 @@ def axis_index(axis: int, ndim: int) -> int:
     return axis + ndim if axis < 0 else axis
 
 
-def check_size(shape, what: str = "output") -> None:
+def check_size(shape: Iterable[int], what: str = "output") -> None:
     """Refuse to build a bound larger than MAX_ELEMENTS (or with a negative dimension)."""
     dims = [int(d) for d in shape]
     if any(d < 0 for d in dims):
@@ -104,7 +105,7 @@ def check_size(shape, what: str = "output") -> None:
         raise Unsupported(f"{what} of {math.prod(dims):,} elements is over the {MAX_ELEMENTS:,} bounded")
 
 
-def window_attributes(inp: Inputs, spatial: tuple[int, ...], kernel) -> kernels.Window:
+def window_attributes(inp: Inputs, spatial: tuple[int, ...], kernel: Iterable[int] | None) -> kernels.Window:
     """Conv/pool geometry, refusing what ONNX forbids (zero strides, negative pads) and huge outputs."""
     n = len(spatial)
     kernel = list(kernel or [])
@@ -135,5 +136,5 @@ def scalar_value(value: np.ndarray | None) -> float | None:
     return float(np.asarray(value).reshape(-1)[0])
 
 
-def attribute_text(value) -> str:
+def attribute_text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
