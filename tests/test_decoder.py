@@ -184,7 +184,7 @@ def test_external_data_decoder_lints_like_the_inline_one(tmp_path):
 
 
 def test_the_scale_of_an_embedding_table_is_streamed_exactly(tmp_path):
-    from relulint.margins import constant_moments
+    from relulint.margins.propagation import constant_moments
 
     external = save_decoder(tmp_path / "external.onnx", NARROW)
     graph = build_graph(load_model(str(external)))
