@@ -236,3 +236,42 @@ def test_the_defaulted_dims_note_names_the_input_and_the_shape_that_was_probed(t
     onnx.save(b.build([b.gemm(b.relu(b.gemm(pooled, 1, 4, name="fc1"), "relu1"), 4, 2, name="head")]), path)
     notes = [n.message for n in run(path, samples=8).notes]
     assert any("('audio' dim 1 = 32); set them with --input-shape audio=1x32" in n for n in notes), notes
+
+
+def test_a_sequence_export_whose_data_gives_the_initial_state_once_is_probed_as_one_sequence(tmp_path):
+    # A sequence export (silero's): input [time, features] with no batch axis, h/c [1, 1, H] given once in
+    # the data as the initial state. The probe runs the file in chunks along time; the state must be
+    # carried from chunk to chunk, or each chunk restarts the LSTM and the counts differ from one run.
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(2)
+    hidden, features, steps = 6, 4, 64
+    b = ModelBuilder(seed=0)
+    x = b.input("input", ["time", features])
+    b.inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 1, hidden]) for n in ("h", "c")]
+    seq = b.node("Unsqueeze", [x, b.const(np.array([1], np.int64))])  # [time, 1, features]
+    w = b.const(rng.normal(0, 1.0, (1, 4 * hidden, features)).astype(np.float32))
+    r = b.const(rng.normal(0, 1.0, (1, 4 * hidden, hidden)).astype(np.float32))
+    bias = np.zeros((1, 8 * hidden), np.float32)
+    bias[0, :hidden] = np.linspace(-3, 3, hidden)  # input gates from nearly shut to open: a mix of states
+    y = b.node("LSTM", [seq, w, r, b.const(bias), "", "h", "c"], name="lstm", outputs=3, hidden_size=hidden)
+    b.nodes += [helper.make_node("Identity", [f"lstm_out{i}"], [name]) for i, name in ((1, "hn"), (2, "cn"))]
+    shifted = b.node("Add", [b.node("Squeeze", [y, b.const(np.array([1, 2], np.int64))]), b.const(np.float32(-0.2))])
+    act = b.node("Relu", [shifted], name="act")
+    model = b.build([b.node("Identity", [act], name="out")])
+    model.graph.output.extend(
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 1, hidden]) for n in ("hn", "cn")]
+    )
+    path = tmp_path / "seq.onnx"
+    onnx.save(model, path)
+    inputs = (np.cumsum(rng.normal(0, 0.5, (steps, features)), axis=0)).astype(np.float32)  # slow drift
+    zeros = np.zeros((1, 1, hidden), np.float32)
+    np.savez(tmp_path / "d.npz", input=inputs, h=zeros, c=zeros)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    whole = session.run([model.graph.output[0].name], {"input": inputs, "h": zeros, "c": zeros})[0]
+    truth = int(np.sum(~(whole > 0).any(axis=0)))
+    result = run(path, data=str(tmp_path / "d.npz"))
+    notes = [n.message for n in result.notes]
+    assert any("recurrent state carried between chunks ('h' from" in n for n in notes), notes
+    assert result.extra["probe"]["layers"]["act"]["dead"] == truth

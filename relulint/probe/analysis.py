@@ -358,7 +358,11 @@ def _input_specs(
     config = replace(ctx.config, input_shapes={**hinted, **ctx.config.input_shapes}) if hinted else ctx.config
     specs = input_specs(ctx.graph, config, batch, data_shapes, attempt)
     if data and not specs.problem:
-        specs.specs = carried_states(ctx.graph, specs.specs, set(data_shapes or {}))
+        # A state the data gives once (exactly the input's fixed shape, as an initial state) is carried too:
+        # chunks of one sequence (a sequence export whose dim 0 is the time axis) must not each restart it.
+        fixed = {spec.name: spec.shape for spec in specs.specs if not spec.batched}
+        held = {name for name, shape in (data_shapes or {}).items() if fixed.get(name) != tuple(shape)}
+        specs.specs = carried_states(ctx.graph, specs.specs, held)
     return specs
 
 
