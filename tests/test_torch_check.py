@@ -180,9 +180,13 @@ def test_sarif_points_at_the_module_source_line(tmp_path):
     assert location["artifactLocation"] == {"uri": Path(__file__).name, "uriBaseId": "%SRCROOT%"}
     assert location["region"]["startLine"] == line_of(Block, "self.conv2 = ")
     assert {"location": location["artifactLocation"]} in document["runs"][0]["artifacts"]
-    # a model-wide finding points at the root module's class
-    rl504 = next(r for r in results if r["ruleId"] == "RL504")
-    assert rl504["locations"][0]["physicalLocation"]["region"]["startLine"] == inspect.getsourcelines(Planted)[1]
+    # a model-wide note is a notification of the run, not an alert, and points at the root module's class
+    assert not any(r["ruleId"] == "RL504" for r in results)
+    notes = document["runs"][0]["invocations"][0]["toolExecutionNotifications"]
+    rl504 = next(n for n in notes if n.get("associatedRule", {}).get("id") == "RL504")
+    location = rl504["locations"][0]["physicalLocation"]
+    assert location["artifactLocation"] == {"uri": Path(__file__).name, "uriBaseId": "%SRCROOT%"}
+    assert location["region"]["startLine"] == inspect.getsourcelines(Planted)[1]
 
 
 def test_dynamo_exporter_gives_the_same_findings_and_call_sites():

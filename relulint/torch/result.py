@@ -64,12 +64,19 @@ class Report:
 
 
 def point_at_source(log: dict[str, Any], root: Path, fallback: tuple[str, int] | None) -> dict[str, Any]:
-    """Move each SARIF result's physical location to the Python line its evidence names."""
+    """Move each SARIF result's physical location to the Python line its evidence names; so too the run's
+    notifications (model-wide notes), which would otherwise name the module as if it were a file."""
     from relulint.report.sarif import artifact_location, relative_path
 
     artifacts: dict[str, dict[str, Any]] = {}
     for sarif_run in log["runs"]:
-        for result in sarif_run["results"]:
+        notifications = [
+            note
+            for invocation in sarif_run.get("invocations", [])
+            for note in invocation.get("toolExecutionNotifications", [])
+            if note.get("locations")
+        ]
+        for result in sarif_run["results"] + notifications:
             source = result.get("properties", {}).get("evidence", {}).get("source")
             site = (source["file"], source["line"]) if source else fallback
             if site is None:
