@@ -16,9 +16,10 @@ META = RuleMeta(
     severity=Severity.NOTE,
     summary="The probe measured dead units on synthetic inputs only; real data gives a verdict to trust.",
     why="""
-Without `--data`, the probe feeds the model random inputs: normal noise for float inputs (`--input-dist`;
-uniform over the domain for an input with an `--input-range`),
-integers below the embedding table's size for token ids, random booleans. A unit that responds to a feature
+Without `--data`, the probe feeds the model random inputs: structured samples for float inputs (half smooth
+noise, half pages with strokes for an image or a voiced sound for a signal; `--input-dist`; in the domain of an
+input with an `--input-range`), integers below the embedding table's size for token ids, masks all ones,
+random booleans. A unit that responds to a feature
 real inputs have and noise lacks (an edge detector, a word) stays silent on noise and looks dead, and a unit
 that is dead on real data can fire on noise. The counts on synthetic inputs are a cheap first look, not a
 verdict: every probe finding made on them says so.
