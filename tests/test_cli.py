@@ -274,6 +274,14 @@ def test_concise_lines_are_short_and_full_keeps_the_whole_message():
     assert "fc2_relu [RL201] error: 128 of 128 units (100%)" in concise
 
 
+def test_a_concise_line_is_cut_at_a_clause_never_inside_parentheses():
+    from relulint.report.text import headline
+
+    message = "ran on 304 samples (sr integers below 2; floats in [-1, 1]), which can mislead; pass --data"
+    assert headline(message) == "ran on 304 samples (sr integers below 2; floats in [-1, 1]), which can mislead"
+    assert headline("found 3; the worst: a") == "found 3"
+
+
 def test_a_folder_named_on_the_command_line_is_searched_even_when_git_ignores_it(tmp_path, monkeypatch):
     # ruff and ripgrep search a folder the user names; only what git ignores *inside* a searched folder is skipped.
     if shutil.which("git") is None:

@@ -241,6 +241,62 @@ def test_a_branch_that_never_runs_reports_nothing(tmp_path):
     assert not rule_findings(result, "RL501") and not rule_findings(result, "RL503")
 
 
+def test_a_branch_that_never_runs_says_so_in_a_note(tmp_path):
+    result = probe(save(tmp_path, if_model(False)))
+    assert any("measured no value of 1 layer" in n and "no sample ran the If branch" in n for n in probe_notes(result))
+
+
+def rank_hiding_if_model(then_rank_one: bool = False):
+    """A ReLU reading an If whose branches differ in rank, so shape inference gives its input no rank (as
+    torch exports an LSTM cell's conditional squeeze): units 1 and 3 planted dead by their bias.
+    ``then_rank_one``: the branch that runs gives a rank-1 tensor instead, which has no axis of units."""
+    b = ModelBuilder(seed=4)
+    x = b.input("x", ["N", 3])
+    bias = np.zeros(4, np.float32)
+    bias[[1, 3]] = -100
+    pre = b.node("Add", [b.node("MatMul", [x, b.const(b.he([3, 4], 3))]), b.const(bias)])
+    cond = b.const(np.array(True))
+    then_node = (
+        helper.make_node("ReduceMax", [pre], ["t_out"], name="t_max", keepdims=0, axes=[0])
+        if then_rank_one
+        else helper.make_node("Identity", [pre], ["t_out"], name="t_id")
+    )
+    then_graph = helper.make_graph(
+        [then_node], "then", [], [helper.make_tensor_value_info("t_out", TensorProto.FLOAT, None)]
+    )
+    axes = onnx.numpy_helper.from_array(np.array([2], np.int64), "e_axes")
+    else_graph = helper.make_graph(
+        [helper.make_node("Unsqueeze", [pre, "e_axes"], ["e_out"], name="e_unsqueeze")],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e_out", TensorProto.FLOAT, None)],
+        [axes],
+    )
+    b.nodes.append(
+        helper.make_node("If", [cond], ["joined"], name="If_0", then_branch=then_graph, else_branch=else_graph)
+    )
+    out = b.node("Relu", ["joined"], name="relu")
+    return b.build([out], output_shapes=[None])
+
+
+def test_a_relu_whose_rank_shape_inference_loses_behind_an_if_is_counted_at_run_time(tmp_path):
+    model = rank_hiding_if_model()
+    inferred = onnx.shape_inference.infer_shapes(model)
+    relu_input = next(v for v in inferred.graph.value_info if v.name == "joined")
+    assert not relu_input.type.tensor_type.HasField("shape")  # the case: no rank to count units on
+    result = probe(save(tmp_path, model), samples=16)
+    layer = result.extra["probe"]["layers"]["relu"]
+    assert (layer["units"], layer["dead"], layer["samples"]) == (4, 2, 16)
+    assert not any("number of units is unknown" in n for n in probe_notes(result))
+
+
+def test_a_rank_found_too_low_at_run_time_is_a_note_not_a_count(tmp_path):
+    result = probe(save(tmp_path, rank_hiding_if_model(then_rank_one=True)), samples=16)
+    assert "relu" not in result.extra["probe"]["layers"]
+    assert any("relu (its output has shape 4 at run time: no axis of units)" in n for n in probe_notes(result))
+    assert not rule_findings(result, "RL501")
+
+
 # ---- failures cost only the probe ------------------------------------------------------------------
 
 

@@ -87,6 +87,7 @@ class PendingProbe:
             return _skip(ctx, "the data held no samples")
         _stopping_note(ctx, outcome, sampling(ctx.config)[1])
         result = _result(ctx, self.instrumentation, outcome, self.specs)
+        _note_unmeasured_layers(ctx, result)
         ctx.analyses["probe"] = result
         _set_metrics(ctx, result)
 
@@ -423,8 +424,13 @@ def _result(ctx: Context, instrumentation: Instrumentation, outcome: Outcome, sp
     )
     by_name = {layer.name: layer for layer in ctx.layers}
     for tap in instrumentation.taps:
+        sums = outcome.totals[tap.layer]
+        if sums.low_rank is not None:
+            shape = "x".join(map(str, sums.low_rank)) or "a scalar"
+            result.skipped[tap.layer] = f"its output has shape {shape} at run time: no axis of units"
+            continue
         zero_below = not by_name[tap.layer].keeps_gradient_below_zero
-        result.layers[tap.layer] = LayerMeasure.from_totals(tap.layer, outcome.totals[tap.layer], zero_below)
+        result.layers[tap.layer] = LayerMeasure.from_totals(tap.layer, sums, zero_below)
     for name, totals in outcome.inputs.items():
         reached = first_linear(ctx.graph, name)  # the child measured only inputs that reach one (_with_data_axes)
         measure = InputMeasure.from_totals(name, totals, reached[0].id if reached else "")
@@ -450,6 +456,19 @@ def _set_metrics(ctx: Context, result: ProbeResult) -> None:
             probe_evidence=result.inputs,
             firing_rate_bound=measure.firing_rate_bound,
         )
+
+
+def _note_unmeasured_layers(ctx: Context, result: ProbeResult) -> None:
+    """Instrumented layers the run gave no value of: a rank found too low at run time, or an If branch that
+    no sample took (its units are neither dead nor alive on these inputs)."""
+    low_rank = [(name, why) for name, why in result.skipped.items() if why.endswith("no axis of units")]
+    untaken = [name for name, measure in result.layers.items() if not measure.ran]
+    parts = [f"{name} ({why})" for name, why in low_rank[:5]]
+    parts += [f"{name} (no sample ran the If branch it sits in)" for name in untaken[: max(5 - len(parts), 0)]]
+    count = len(low_rank) + len(untaken)
+    if count:
+        more = f"; and {count - len(parts)} more" if count > len(parts) else ""
+        ctx.notes.append(Note("skipped", f"the probe measured no value of {count} layer(s): {'; '.join(parts)}{more}"))
 
 
 def _note_skipped_layers(ctx: Context, instrumentation: Instrumentation) -> None:

@@ -135,7 +135,7 @@ def plan(graph: Graph, layers: list[Layer], shapes: dict[str, TensorInfo], poole
         why = _unprobeable(graph, layer)
         info = shapes.get(layer.output) or TensorInfo(0, None)
         units = layer.units or _units(info, layer.channel_axis)
-        if not why and not units and not _countable_at_run_time(info, layer.channel_axis):
+        if not why and not units and not _countable_at_run_time(info, layer.channel_axis, opset):
             why = "its number of units is unknown"
         if why:
             result.skipped.append((layer.name, why))
@@ -155,7 +155,8 @@ def plan(graph: Graph, layers: list[Layer], shapes: dict[str, TensorInfo], poole
         per_sample = _spatial_size(info) if layer.channel_axis == 1 and pooled and units else None
         kind, outputs = _add_reductions(additions, names, local, layer.channel_axis, units, info, per_sample, opset)
         exported = _export(graph, result, names, layer.scope, outputs)
-        taps[layer.name] = LayerTap(layer.name, kind, tuple(exported), units, per_sample or 0)
+        min_rank = 2 if kind == REDUCED and info.rank is None else 0
+        taps[layer.name] = LayerTap(layer.name, kind, tuple(exported), units, per_sample or 0, min_rank=min_rank)
     result.taps = [taps[layer.name] for layer, _, _ in probed]
     return result
 
@@ -220,9 +221,14 @@ def _unprobeable(graph: Graph, layer: Layer) -> str | None:
     return None
 
 
-def _countable_at_run_time(info: TensorInfo, axis: int) -> bool:
+def _countable_at_run_time(info: TensorInfo, axis: int, opset: int) -> bool:
     """Units whose count shape inference does not give are counted on the tensor the child sees, on the
-    last axis (a ReLU behind an LSTM and a reshape) or on axis 1 of a tensor of known rank >= 2."""
+    last axis (a ReLU behind an LSTM and a reshape) or on axis 1 of a tensor of rank >= 2. An unknown rank
+    (shape inference gives up behind an If whose branches squeeze conditionally, as torch exports an
+    LSTM cell's state) is read at run time too: the tap's min_rank makes the child check it (from opset 11,
+    where Unsqueeze takes the negative axes that widen a tensor of unknown rank)."""
+    if info.rank is None and axis == 1:
+        return opset >= 11
     return axis == -1 or (axis == 1 and info.rank is not None and info.rank >= 2)
 
 
@@ -277,6 +283,8 @@ def _add_reductions(
         _pooled(nodes, inits, names, value, units, len(info.shape), opset, outputs)
     else:
         nodes.append(helper.make_node("Shape", [tensor], [outputs["shape"]], name=names.fresh("Shape")))
+        if axis == 1 and not units and info.rank is None:
+            value = _at_least_rank_two(nodes, inits, names, value, opset)
         _reduced(nodes, inits, names, value, axis, units, opset, outputs)
     for stat in stats:
         elem = TensorProto.INT64 if stat == "shape" else TensorProto.FLOAT
@@ -324,6 +332,19 @@ def _clip(names: Names, inits, x: str, y: str, opset: int) -> onnx.NodeProto:
     inits.append(helper.make_tensor(low, TensorProto.FLOAT, [], [0.0]))
     inits.append(helper.make_tensor(high, TensorProto.FLOAT, [], [1.0]))
     return helper.make_node("Clip", [x, low, high], [y], name=names.fresh("Clip"))
+
+
+def _at_least_rank_two(nodes, inits, names: Names, x: str, opset: int) -> str:
+    """``x`` with two trailing axes of size 1, so that the [0, 0, -1] view below is valid whatever the rank
+    (a rank >= 2 tensor keeps its values per unit; a lower rank is told by its shape and not counted)."""
+    wider = names.fresh("wider")
+    if opset >= 13:
+        axes = names.fresh("axes")
+        inits.append(helper.make_tensor(axes, TensorProto.INT64, [2], [-1, -2]))
+        nodes.append(helper.make_node("Unsqueeze", [x, axes], [wider], name=names.fresh("Unsqueeze")))
+    else:  # opset 11-12 (_countable_at_run_time)
+        nodes.append(helper.make_node("Unsqueeze", [x], [wider], name=names.fresh("Unsqueeze"), axes=[-1, -2]))
+    return wider
 
 
 def _reduced(nodes, inits, names: Names, x: str, axis: int, units: int, opset: int, out: dict[str, str]) -> None:

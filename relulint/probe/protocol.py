@@ -59,6 +59,9 @@ class LayerTap:
     per_sample: int = 0  # POOLED: values per unit in one sample (the product of the spatial dims)
     offset: int = 0  # REDUCED taps of a group: where this layer's units start in the group's outputs
     width: int = 0  # REDUCED taps of a group: units of the whole group; 0 for a tap of its own
+    # REDUCED taps of a tensor whose rank shape inference did not give: the rank the activation must have
+    # at run time for its axis 1 to be the units (the tap's view works on any rank, its count does not).
+    min_rank: int = 0
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class TapTotals:
     maximum: np.ndarray = field(init=False)
     positions: int = 0  # values per unit seen (samples x positions per sample)
     samples: int = 0  # model samples whose batch computed this layer
+    low_rank: tuple[int, ...] | None = None  # the activation's shape when its rank was below the tap's min_rank
 
     def __post_init__(self) -> None:
         self.positive = np.zeros(self.units, np.float64)
@@ -106,6 +110,9 @@ class TapTotals:
         high, mean, mean_sq, positive = values[:4]
         if high.size == 0:
             return  # the If branch holding this layer did not run on this batch
+        if tap.kind == REDUCED and len(values[4]) < tap.min_rank:
+            self.low_rank = tuple(int(d) for d in values[4])  # no axis of units: this layer is not counted
+            return
         if not self.units:
             self.units = int(high.size)  # REDUCED taps give [C]: the count shape inference did not know
             self.__post_init__()

@@ -22,10 +22,23 @@ def _paint(text: str, code: str, color: bool) -> str:
 
 
 def headline(message: str) -> str:
-    first = message.split("; ", 1)[0]
+    first = _first_clause(message)
     if len(first) <= CONCISE_CHARS:
         return first
     return first[: CONCISE_CHARS - 1].rsplit(" ", 1)[0] + "…"
+
+
+def _first_clause(message: str) -> str:
+    """The message up to its first ``; `` outside parentheses (a parenthesis may list its own parts)."""
+    depth = 0
+    for index, char in enumerate(message):
+        if char in "([":
+            depth += 1
+        elif char in ")]":
+            depth = max(depth - 1, 0)
+        elif char == ";" and depth == 0 and message[index + 1 : index + 2] == " ":
+            return message[:index]
+    return message
 
 
 def model_lines(result: ModelResult, run: Run) -> list[str]:
