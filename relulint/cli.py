@@ -278,7 +278,9 @@ SEVERITIES = click.Choice(["error", "warning", "note"], case_sensitive=False)
     "(exact), channels=rgb|bgr, layout=nchw|nhwc, scale=X, mean=M1,M2,M3, std=S1,S2,S3, "
     "sample-rate=HZ (resampled linearly), window=SAMPLES.",
 )
-@click.option("--probe-timeout", type=float, default=None, help="Seconds the probe may run. [default: 60]")
+@click.option(
+    "--probe-timeout", type=float, default=None, help="Seconds the probe may run. [default: 60; 300 with --data]"
+)
 @click.option(
     "--timeout",
     type=float,

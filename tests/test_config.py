@@ -193,3 +193,10 @@ def test_internal_errors_have_their_own_status_and_ask_for_a_report(tmp_path, mo
     status, stdout, stderr = invoke(str(model(tmp_path)), "--no-probe")
     assert status == 3 and stdout == ""
     assert stderr.startswith("relulint: internal error: RuntimeError: a defect; this is a bug in relulint")
+
+
+def test_the_probe_gets_longer_by_default_with_real_data_and_the_given_limit_always_wins():
+    from relulint.config import DATA_PROBE_TIMEOUT, SYNTHETIC_PROBE_TIMEOUT, Config
+
+    assert Config().probe_seconds == SYNTHETIC_PROBE_TIMEOUT < DATA_PROBE_TIMEOUT == Config(data="x.npz").probe_seconds
+    assert Config(data="x.npz", probe_timeout=7.0).probe_seconds == Config(probe_timeout=7.0).probe_seconds == 7.0

@@ -26,7 +26,7 @@ from relulint.probe.protocol import Job, Outcome
 from relulint.probe.result import InputMeasure, LayerMeasure, ProbeResult
 from relulint.probe.runner import Child, Progress, take_child
 from relulint.probe.shapes import TensorInfo, infer_shapes
-from relulint.probe.specs import ATTEMPTS, Specs, carried_states, first_linear, input_specs
+from relulint.probe.specs import ATTEMPTS, DefaultedDims, Specs, carried_states, first_linear, input_specs
 
 # Address space of the child before any tensor: interpreter, numpy, onnxruntime, thread stacks.
 BASELINE_MEMORY = 512 * 1024**2
@@ -44,7 +44,7 @@ class PendingProbe:
         instrumentation: Instrumentation,
         folder: tempfile.TemporaryDirectory,
         data_folder: tempfile.TemporaryDirectory | None,
-        defaulted: list[str],
+        defaulted: list[DefaultedDims],
         attempt: int,
         notes: list[Note],
         budget: float,
@@ -54,7 +54,7 @@ class PendingProbe:
         self.instrumentation = instrumentation
         self.folder = folder  # holds the instrumented model until the child has read it
         self.data_folder = data_folder  # images or audio decoded for the child (see relulint.probe.media)
-        self.defaulted = defaulted  # dynamic dims the probe chose itself ("'x' dim 2 = 224")
+        self.defaulted = defaulted  # dynamic dims the probe chose itself
         self.attempt = attempt  # which default sizes (specs.IMAGE_SIZES, OTHER_DIMS) were tried
         self.notes = notes  # the notes its preparation added, replaced when it is retried
         self.budget = budget  # seconds this attempt may take: --probe-timeout, shared by the retries
@@ -96,7 +96,7 @@ class PendingProbe:
         next plausible sizes, saying so."""
         ctx = self.ctx
         ctx.notes[:] = [note for note in ctx.notes if not any(note is mine for mine in self.notes)]
-        rejected = [*self.rejected, self.hinted or "; ".join(self.defaulted)]
+        rejected = [*self.rejected, self.hinted or "; ".join(map(str, self.defaulted))]
         attempt = self.attempt if hints is not None else self.attempt + 1
         hinted = hints.shapes(self.specs) if hints is not None else None
         child = take_child()
@@ -163,7 +163,7 @@ SHAPE_FAILURES = ("onnxruntime cannot load", "onnxruntime failed while running")
 
 def _shape_examples(specs: Specs) -> list[tuple[str, str]]:
     """``--input-shape`` values for the inputs whose dims were defaulted, as they were probed (one sample)."""
-    defaulted = {entry.split("'")[1] for entry in specs.defaulted if entry.count("'") >= 2}
+    defaulted = {entry.input for entry in specs.defaulted}
     examples = []
     for spec in specs.specs:
         if spec.name in defaulted and spec.constant is None:  # a mask follows the token ids
@@ -257,7 +257,7 @@ def _prepare(
     hinted: dict[str, tuple[int, ...]] | None = None,
 ) -> PendingProbe | None:
     config = ctx.config
-    budget = config.probe_timeout if budget is None else budget
+    budget = config.probe_seconds if budget is None else budget
     first_note = len(ctx.notes) - (data_folder is not None)  # the decoding note belongs to this attempt
     data_shapes = None
     varying = False
@@ -287,7 +287,7 @@ def _prepare(
         ctx.notes.append(
             Note(
                 "info",
-                f"probe inputs: dynamic dims set by default ({'; '.join(specs.defaulted)}); set them with "
+                f"probe inputs: dynamic dims set by default ({'; '.join(map(str, specs.defaulted))}); set them with "
                 + " ".join(f"--input-shape {name}={shape}" for name, shape in _shape_examples(specs)),
             )
         )

@@ -33,11 +33,22 @@ DEFAULT_INT_HIGH = 2  # integers that index nothing relulint can see: 0 and 1 (m
 INDEX_PASS_OPS = PASS_THROUGH_OPS | {"Expand", "Tile", "Concat", "Slice", "Gather", "Transpose"}
 
 
+@dataclass(frozen=True)
+class DefaultedDims:
+    """The dynamic dims of one input that the probe sized itself (no data, --input-shape or hint gave them)."""
+
+    input: str
+    sizes: tuple[tuple[int, int], ...]  # (axis, size chosen)
+
+    def __str__(self) -> str:  # for notes: 'x' dim 2 = 224, dim 3 = 224
+        return f"'{self.input}' " + ", ".join(f"dim {axis} = {size}" for axis, size in self.sizes)
+
+
 @dataclass
 class Specs:
     specs: list[InputSpec] = field(default_factory=list)
     problem: str | None = None  # why no input can be made, None when all can
-    defaulted: list[str] = field(default_factory=list)  # "x: dims 2, 3 set to 224" for a note
+    defaulted: list[DefaultedDims] = field(default_factory=list)
 
 
 def input_specs(
@@ -153,13 +164,13 @@ def _spec(
     data_shape: tuple[int, ...] | None,
     attempt: int = 0,
     batch_axis: int | None = 0,
-) -> tuple[InputSpec | None, str | None, str]:
+) -> tuple[InputSpec | None, str | None, DefaultedDims | None]:
     name = value.name
     if not value.type.HasField("tensor_type"):
-        return None, f"input '{name}' is not a tensor (sequences and maps cannot be synthesized)", ""
+        return None, f"input '{name}' is not a tensor (sequences and maps cannot be synthesized)", None
     dtype = element_dtype(value.type.tensor_type.elem_type)
     if dtype is None or dtype.kind not in "biuf":
-        return None, f"input '{name}' has an element type the probe cannot fill", ""
+        return None, f"input '{name}' has an element type the probe cannot fill", None
     declared: list[int | None] | None = None
     if value.type.tensor_type.HasField("shape"):
         declared = [
@@ -169,7 +180,7 @@ def _spec(
     given = config.input_shapes.get(name)
     if given is not None:
         if declared is not None and len(given) != len(declared):
-            return None, f"--input-shape {name} has rank {len(given)} but the input has rank {len(declared)}", ""
+            return None, f"--input-shape {name} has rank {len(given)} but the input has rank {len(declared)}", None
         dims = list(given)
         axis = 0 if declared is None or not declared else batch_axis
         batched = axis is not None and bool(dims)
@@ -177,12 +188,16 @@ def _spec(
             dims[axis] = batch
         for index, fixed in enumerate(declared or []):
             if fixed is not None and index != axis and dims[index] != fixed:
-                return None, f"--input-shape {name}: dim {index} is {dims[index]} but the model fixes it to {fixed}", ""
-        return _finish(graph, name, dtype.name, tuple(dims), batched, axis or 0, ()), None, ""
+                return (
+                    None,
+                    f"--input-shape {name}: dim {index} is {dims[index]} but the model fixes it to {fixed}",
+                    None,
+                )
+        return _finish(graph, name, dtype.name, tuple(dims), batched, axis or 0, ()), None, None
     if declared is None:
-        return None, f"input '{name}' declares no shape; give one with --input-shape {name}=...", ""
+        return None, f"input '{name}' declares no shape; give one with --input-shape {name}=...", None
     dims: list[int] = []
-    defaulted: list[str] = []
+    defaulted: list[tuple[int, int]] = []
     batched = batch_axis is not None
     for index, dim in enumerate(declared):
         if dim is not None:
@@ -194,10 +209,10 @@ def _spec(
         else:
             size = _default_dim(declared, index, attempt)
             dims.append(size)
-            defaulted.append(f"dim {index} = {size}")
-    note = f"'{name}' {', '.join(defaulted)}" if defaulted else ""
+            defaulted.append((index, size))
+    chosen = DefaultedDims(name, tuple(defaulted)) if defaulted else None
     free = tuple(i for i, dim in enumerate(declared) if dim is None and i != batch_axis)
-    return _finish(graph, name, dtype.name, tuple(dims), batched, batch_axis or 0, free), None, note
+    return _finish(graph, name, dtype.name, tuple(dims), batched, batch_axis or 0, free), None, chosen
 
 
 def _default_dim(declared: list[int | None], index: int, attempt: int = 0) -> int:
