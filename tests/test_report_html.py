@@ -825,3 +825,17 @@ def test_rl701_says_the_number_the_comparison_table_shows(browser, tmp_path):
         """
     )
     assert shown == {"finding": f"{KILLED} / 24", "table": str(KILLED), "fact": f"{KILLED} units"}
+
+
+def test_the_facts_say_what_the_probes_evidence_lets_it_claim():
+    from relulint.report.html.views import model_facts
+
+    def evidence(inputs: str | None) -> tuple[str, str, str] | None:
+        probe = {"inputs": inputs, "samples": 304, "batch": 8} if inputs else None
+        return next((fact for fact in model_facts({}, [], probe) if fact[0] == "Evidence"), None)
+
+    synthetic, data = evidence("synthetic"), evidence("data")
+    assert synthetic is not None and "a suspicion: warnings at most" in synthetic[1]
+    assert data is not None and data[1].startswith("real data")
+    assert "proven (RL601" in data[2] and "max_firing_rate" in data[2] and "--data" in synthetic[2]
+    assert evidence(None) is None  # no probe, no evidence to describe

@@ -260,6 +260,7 @@ def model_facts(
         inputs = "real data" if probe.get("inputs") == "data" else "synthetic inputs"
         samples, batch = probe.get("samples", "?"), probe.get("batch", "?")
         facts.append(("Probe samples", str(samples), f"{samples} samples of {inputs}, batch {batch}"))
+        facts.append(EVIDENCE_FACTS["data" if probe.get("inputs") == "data" else "synthetic"])
     else:
         facts.append(("Probe", "did not run", "static analysis only"))
     if bounds:
@@ -270,6 +271,18 @@ def model_facts(
         tip = f"the older checkpoint (SHA-256 {old.get('sha256') or '?'})"
         facts.append(("Compared with", str(old.get("path") or "?"), tip))
     return facts
+
+
+# What each evidence level lets a probe finding claim (RL501-RL503's policy), shown beside the probe's samples.
+EVIDENCE_LEVELS = (
+    "Evidence levels: proven (RL601's bounds over --input-range: dead for every input of the domain); data (real "
+    "samples: an error once the 95% bound on a dead unit's firing rate is under the rule's max_firing_rate); "
+    "synthetic (a suspicion: a warning at most; pass real samples with --data to confirm)"
+)
+EVIDENCE_FACTS = {
+    "data": ("Evidence", "real data (errors when enough samples)", EVIDENCE_LEVELS),
+    "synthetic": ("Evidence", "synthetic inputs (a suspicion: warnings at most)", EVIDENCE_LEVELS),
+}
 
 
 def bounds_facts(bounds: dict[str, Any]) -> list[tuple[str, str, str]]:
