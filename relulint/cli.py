@@ -119,7 +119,7 @@ def plan_outputs(formats: tuple[str, ...], outputs: tuple[str, ...]) -> list[tup
     to_stdout = "-" in outputs
     if formats and not to_stdout and len(outputs) > 1:
         raise UsageError("with several -o files, each file's format follows its extension (.txt .json .sarif .html)")
-    plan = []
+    plan: list[tuple[str, str | None]] = []
     for destination in outputs:
         if destination == "-":
             plan.append((formats[0] if formats else "text", None))
@@ -149,7 +149,7 @@ def run_models(models: list[str], config: Config) -> list[ModelResult]:
     return [analyse(model, config) for model in models]
 
 
-def _result_of(future: Future, model: str) -> ModelResult:
+def _result_of(future: Future[ModelResult], model: str) -> ModelResult:
     try:
         return future.result()
     except BrokenProcessPool:  # a worker died (killed, out of memory): only its models are lost

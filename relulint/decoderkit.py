@@ -16,13 +16,14 @@ zero; ``dead_units`` plants fc1 biases far below zero.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import onnx
+from numpy.typing import ArrayLike, DTypeLike
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
@@ -78,7 +79,7 @@ class _Weights:
         per_row = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
         step = max(1, BLOCK_BYTES // (4 * per_row))
 
-        def blocks():
+        def blocks() -> Iterator[np.ndarray]:
             for start in range(0, rows, step):
                 block = self.rng.standard_normal((min(step, rows - start), per_row), dtype=np.float32)
                 block *= np.float32(std)
@@ -89,7 +90,7 @@ class _Weights:
     def array(self, name: str, values: np.ndarray) -> str:
         return self._add(name, values.shape, iter([np.ascontiguousarray(values, np.float32)]))
 
-    def _add(self, name: str, shape: Sequence[int], blocks) -> str:
+    def _add(self, name: str, shape: Sequence[int], blocks: Iterator[np.ndarray]) -> str:
         nbytes = 4 * int(np.prod(shape, dtype=np.int64))
         if self.data is None or nbytes < 1024:
             values = np.concatenate([b.reshape(-1) for b in blocks]).reshape(shape)
@@ -116,12 +117,12 @@ class _Graph:
         self.nodes: list[onnx.NodeProto] = []
         self.consts = 0
 
-    def op(self, op: str, inputs: Sequence[str], name: str, **attrs) -> str:
+    def op(self, op: str, inputs: Sequence[str], name: str, **attrs: Any) -> str:
         output = f"{name}_output_0"
         self.nodes.append(helper.make_node(op, list(inputs), [output], name=name, **attrs))
         return output
 
-    def const(self, value, dtype=np.float32) -> str:
+    def const(self, value: ArrayLike, dtype: DTypeLike = np.float32) -> str:
         self.consts += 1
         name = f"/Constant_{self.consts}_output_0"
         self.w.tensors.append(numpy_helper.from_array(np.array(value, dtype), name))
@@ -254,10 +255,24 @@ def build_decoder(
     return model
 
 
-def save_decoder(path: Path, shape: DecoderShape, **options) -> Path:
+def save_decoder(
+    path: Path,
+    shape: DecoderShape,
+    *,
+    fused_layernorm: bool = True,
+    dead_units: Sequence[tuple[int, int]] = (),
+    seed: int = 0,
+) -> Path:
     """Write the decoder to ``path`` with its weights in ``path.data`` (streamed: bounded memory)."""
     data_path = path.with_name(path.name + ".data")
     with open(data_path, "wb") as data:
-        model = build_decoder(shape, data=data, location=data_path.name, **options)
+        model = build_decoder(
+            shape,
+            fused_layernorm=fused_layernorm,
+            dead_units=dead_units,
+            seed=seed,
+            data=data,
+            location=data_path.name,
+        )
     path.write_bytes(model.SerializeToString())
     return path

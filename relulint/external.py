@@ -142,7 +142,7 @@ def check_external_data(loaded: LoadedModel) -> None:
     ``loaded.external_files``, the only ones the probe links into its folder.
     """
     real_base = loaded.base_dir.resolve()
-    resolved: dict[str, tuple[str | None, Path | None]] = {}  # location -> (refusal, file): resolved once
+    resolved: dict[str, str | Path] = {}  # location -> the file, or why it is refused: resolved once
     for tensor in iter_tensors(loaded.model):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
@@ -157,10 +157,10 @@ def check_external_data(loaded: LoadedModel) -> None:
             continue
         if location not in resolved:
             refusal = location_problem(real_base, location)
-            resolved[location] = (refusal, None if refusal else (real_base / location).resolve())
-        refusal, file = resolved[location]
-        if refusal:
-            raise ModelError(loaded.path, f"external data of tensor '{name}' {refusal}")
+            resolved[location] = refusal if refusal else (real_base / location).resolve()
+        file = resolved[location]
+        if isinstance(file, str):
+            raise ModelError(loaded.path, f"external data of tensor '{name}' {file}")
         problem = _external_problem(tensor, file, entries)
         if problem:
             loaded.unavailable[external_key(tensor)] = f"external data of tensor '{name}' ({location}) {problem}"

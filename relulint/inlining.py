@@ -4,7 +4,7 @@ budget of nodes counted before anything is inlined."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from relulint.errors import one_line
 from relulint.findings import Note
@@ -65,11 +65,16 @@ def _nodes_within(owner: onnx.GraphProto | onnx.FunctionProto) -> Iterator[onnx.
                     stack.extend(attr.graphs)
 
 
-def _calls(owner: onnx.FunctionProto, functions: dict[tuple[str, str], Any]) -> list[tuple[str, str]]:
+def _calls(owner: onnx.FunctionProto, functions: dict[tuple[str, str], onnx.FunctionProto]) -> list[tuple[str, str]]:
     return list(dict.fromkeys(key for n in _nodes_within(owner) if (key := (n.domain, n.op_type)) in functions))
 
 
-def _own_nodes(owner: Any, functions: dict, sizes: dict[tuple[str, str], int], limit: int) -> int | None:
+def _own_nodes(
+    owner: onnx.GraphProto | onnx.FunctionProto,
+    functions: dict[tuple[str, str], onnx.FunctionProto],
+    sizes: dict[tuple[str, str], int],
+    limit: int,
+) -> int | None:
     total = 0
     for node in _nodes_within(owner):
         key = (node.domain, node.op_type)

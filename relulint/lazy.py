@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 
 def lazy_module(name: str) -> ModuleType:
@@ -32,4 +33,7 @@ def lazy_module(name: str) -> ModuleType:
     return module
 
 
-onnx = lazy_module("onnx")
+if TYPE_CHECKING:  # the type checker sees the real module and its types
+    import onnx
+else:
+    onnx = lazy_module("onnx")

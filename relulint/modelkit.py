@@ -11,6 +11,7 @@ Weights default to He initialization; every helper takes explicit arrays too.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -41,7 +42,7 @@ class ModelBuilder:
         self.initializers.append(numpy_helper.from_array(np.asarray(array), name))
         return name
 
-    def node(self, op: str, inputs: Sequence[str], name: str | None = None, outputs: int = 1, **attrs) -> str:
+    def node(self, op: str, inputs: Sequence[str], name: str | None = None, outputs: int = 1, **attrs: Any) -> str:
         """Add a node; returns its first output (``<name>_out``)."""
         name = name or self.fresh(op)
         outs = [f"{name}_out"] + [f"{name}_out{i}" for i in range(1, outputs)]

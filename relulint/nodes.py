@@ -46,7 +46,8 @@ def _declared_attribute_type(op: str, domain: str, name: str) -> int | None:
     except Exception:  # no such op in this onnx (custom domain, typo, hostile model)
         return None
     attribute = schema.attributes.get(name)
-    return int(attribute.type.value) if attribute is not None else None
+    # onnx's stub omits the value of its pybind11 enums, which every AttrType has at run time
+    return int(attribute.type.value) if attribute is not None else None  # type: ignore[attr-defined]
 
 
 @functools.cache

@@ -67,6 +67,16 @@ def element_dtype(data_type: int) -> np.dtype | None:
         return None
 
 
+def _numeric_dtype(tensor: TensorProto) -> np.dtype:
+    """The numpy dtype of a tensor that holds numbers (``tensor_problem`` has said so)."""
+    dtype = element_dtype(tensor.data_type)
+    if dtype is None:
+        raise TensorUnavailable(
+            f"tensor '{tensor.name or '<unnamed>'}' has the unknown element type {tensor.data_type}"
+        )
+    return dtype
+
+
 def tensor_problem(tensor: TensorProto, loaded: LoadedModel | None = None) -> str | None:
     """Why the tensor's values cannot be read, or None when its data agrees with its dims and type."""
     name = tensor.name or "<unnamed>"
@@ -95,7 +105,7 @@ def _needed_and_stored(tensor: TensorProto, count: int) -> tuple[int, int, str]:
     """(needed, stored, unit): the data the dims call for against what the tensor holds."""
     bits = packed_bits().get(tensor.data_type)
     if tensor.HasField("raw_data"):
-        itemsize = element_dtype(tensor.data_type).itemsize
+        itemsize = _numeric_dtype(tensor).itemsize
         needed = (count * bits + 7) // 8 if bits else count * itemsize
         return needed, len(tensor.raw_data), "bytes"
     field, per_element = typed_fields().get(tensor.data_type, ("int32_data", 1))
@@ -115,7 +125,7 @@ def read_tensor(tensor: TensorProto, loaded: LoadedModel) -> np.ndarray:
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
         return _read_external(tensor, loaded, shape)
     if tensor.HasField("raw_data") and tensor.data_type not in packed_bits():
-        dtype = element_dtype(tensor.data_type)
+        dtype = _numeric_dtype(tensor)
         return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(shape)
     try:
         return onnx.numpy_helper.to_array(tensor)
@@ -130,7 +140,7 @@ BLOCK_BYTES = 16 * 1024**2  # one block of ``row_blocks``: large enough that num
 
 
 def _read_external(tensor: TensorProto, loaded: LoadedModel, shape: tuple[int, ...]) -> np.ndarray:
-    dtype = element_dtype(tensor.data_type)
+    dtype = _numeric_dtype(tensor)
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
     if count * dtype.itemsize > MAX_WHOLE_READ_BYTES:
         raise TensorUnavailable(
@@ -166,7 +176,7 @@ def row_blocks(
         for first in range(0, rows, step):
             yield matrix[first : first + step]
         return
-    dtype = element_dtype(tensor.data_type)
+    dtype = _numeric_dtype(tensor)
     step = max(1, block_bytes // max(1, columns * dtype.itemsize))
     buffer = np.empty(min(step, rows) * columns, dtype=dtype)  # reused: fresh pages cost a fault each
     with _ExternalFile(tensor, loaded) as source:
@@ -188,7 +198,7 @@ class _ExternalFile:
         self.loaded, self.location = loaded, location
         self.name = name or "<unnamed>"
         self.offset = int(offset or 0)
-        self.dtype = element_dtype(tensor.data_type)
+        self.dtype = _numeric_dtype(tensor)
         self.end = self.offset + (element_count(tensor) or 0) * self.dtype.itemsize
         checked = loaded.external_files.get(location)
         if checked is None:  # the loader's gate records every file it lets through
@@ -213,7 +223,7 @@ class _ExternalFile:
 
     def read(self, first: int, values: np.ndarray) -> np.ndarray:
         """``values``, filled with the tensor's elements from ``first`` on (as many as it holds)."""
-        buffer = memoryview(values.view(np.uint8))  # bytes: a buffer of bfloat16 or float8 has no format
+        buffer = values.view(np.uint8).data  # bytes: a buffer of bfloat16 or float8 has no format
         position = self.offset + first * self.dtype.itemsize
         done = 0
         self.stream.seek(position)

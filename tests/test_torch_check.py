@@ -150,6 +150,9 @@ def test_real_data_from_a_dataloader_reaches_the_probe():
     assert not [f for f in report.findings if f.rule == "RL504"]  # no "synthetic inputs" caveat
     capped = check(model, images[:2], data=loader, select=["RL5"], samples=20)
     assert "20 samples of real data" in next(f for f in capped.findings if f.rule == "RL501").message
+    # "auto" with data: the probe stops on its own within the data (it raised TypeError on "auto" - 0)
+    auto = check(model, images[:2], data=loader, select=["RL5"], samples="auto")
+    assert "40 samples of real data" in next(f for f in auto.findings if f.rule == "RL501" and f.node == "fc").message
 
 
 def test_bad_options_and_data_are_refused():

@@ -132,7 +132,7 @@ def sym_broadcast(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.broadcast_to(array, (array.shape[0], *shape))
 
 
-def safe_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def safe_product(a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
     """a * b where 0 * inf counts as 0: a bound's infinity stands for a large but finite number."""
     with np.errstate(invalid="ignore"):
         product = a * b
@@ -147,7 +147,7 @@ def rounding(magnitude: np.ndarray, terms: int) -> np.ndarray:
 def linear(
     x: Bound,
     apply: Apply,
-    weight: np.ndarray,
+    weight: np.ndarray | float,
     bias: np.ndarray | float,
     terms: int,
     domain: Domain | None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import EllipsisType
 
 import numpy as np
 
@@ -50,8 +51,8 @@ def window(
         total = [max(0, (o - 1) * s + e - size) for o, s, e, size in zip(out, strides, extent, spatial)]
         small = [t // 2 for t in total]
         big = [t - t // 2 for t in total]
-        begin, end = (small, big) if auto_pad == "SAME_UPPER" else (big, small)
-        return Window(tuple(kernel), strides, dilations, tuple(begin), tuple(end), tuple(out))
+        first, last = (small, big) if auto_pad == "SAME_UPPER" else (big, small)
+        return Window(tuple(kernel), strides, dilations, tuple(first), tuple(last), tuple(out))
     if auto_pad == "VALID" or not pads:
         pads = [0] * (2 * n)
     begin, end = tuple(pads[:n]), tuple(pads[n:])
@@ -85,6 +86,11 @@ def _offset_slices(geometry: Window, offset: tuple[int, ...]) -> tuple[slice, ..
     )
 
 
+def _trailing(spatial: tuple[slice, ...], skipped: int = 0) -> tuple[EllipsisType | slice, ...]:
+    """The index that takes ``spatial`` on the last axes, after ``skipped`` whole axes before them."""
+    return (..., *[slice(None)] * skipped, *spatial)
+
+
 def conv(x: np.ndarray, w: np.ndarray, geometry: Window, group: int) -> np.ndarray:
     """ONNX Conv without bias. x: [..., C, *spatial], w: [M, C/group, *kernel] -> [..., M, *out]."""
     n = w.ndim - 2
@@ -99,7 +105,7 @@ def conv(x: np.ndarray, w: np.ndarray, geometry: Window, group: int) -> np.ndarr
         return out.reshape(*lead, m, *geometry.out)
     axes = "".join(chr(ord("p") + i) for i in range(n))  # spatial letters p, q, r
     for offset in np.ndindex(*geometry.kernel):
-        patch = xg[(..., slice(None), slice(None), *_offset_slices(geometry, offset))]
+        patch = xg[_trailing(_offset_slices(geometry, offset), 2)]
         out += np.einsum(f"...gc{axes},gmc->...gm{axes}", patch, wg[(slice(None), slice(None), slice(None), *offset)])
     return out.reshape(*lead, m, *geometry.out)
 
@@ -137,9 +143,9 @@ def conv_transpose(x: np.ndarray, w: np.ndarray, geometry: TransposeGeometry, gr
             slice(k * d, k * d + s * (size - 1) + 1, s)
             for k, d, s, size in zip(offset, geometry.dilations, geometry.strides, spatial)
         )
-        buffer[(..., slice(None), slice(None), *target)] += contribution
+        buffer[_trailing(target, 2)] += contribution
     crop = tuple(slice(b, f - e) for b, e, f in zip(geometry.pads_begin, geometry.pads_end, full))
-    out = buffer[(..., slice(None), slice(None), *crop)]
+    out = buffer[_trailing(crop, 2)]
     return out.reshape(*lead, group * per_group, *out.shape[len(lead) + 2 :])
 
 
@@ -148,7 +154,7 @@ def max_pool(x: np.ndarray, geometry: Window) -> np.ndarray:
     xp = _padded(x, geometry, -np.inf)
     out = np.full((*x.shape[: x.ndim - len(geometry.kernel)], *geometry.out), -np.inf)
     for offset in np.ndindex(*geometry.kernel):
-        np.maximum(out, xp[(..., *_offset_slices(geometry, offset))], out=out)
+        np.maximum(out, xp[_trailing(_offset_slices(geometry, offset))], out=out)
     return out
 
 
@@ -157,7 +163,7 @@ def window_sum(x: np.ndarray, geometry: Window) -> np.ndarray:
     xp = _padded(x, geometry, 0.0)
     out = np.zeros((*x.shape[: x.ndim - len(geometry.kernel)], *geometry.out))
     for offset in np.ndindex(*geometry.kernel):
-        out += xp[(..., *_offset_slices(geometry, offset))]
+        out += xp[_trailing(_offset_slices(geometry, offset))]
     return out
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from relulint.graph import Graph, Node
 from relulint.probe.inputs import InputSpec
-from relulint.probe.shapes import infer_shapes
+from relulint.probe.shapes import TensorInfo, infer_shapes
 
 # Ops whose output has the shape of their data input (elementwise, normalizations, casts).
 SAME_SHAPE_OPS = {
@@ -103,7 +103,9 @@ def _reached(graph: Graph, name: str) -> list[tuple[Node, str]]:
     return found
 
 
-def _from_node(hints: Hints, graph: Graph, spec: InputSpec, node: Node, tensor: str, inferred: dict) -> None:
+def _from_node(
+    hints: Hints, graph: Graph, spec: InputSpec, node: Node, tensor: str, inferred: dict[str, TensorInfo]
+) -> None:
     if not node.inputs or node.inputs[0] != tensor:
         return  # the input is not the data this op reshapes, multiplies, pads or slices
     mode = node.attr("mode", "constant")
@@ -144,15 +146,21 @@ def _per_sample(hints: Hints, spec: InputSpec, needed: int, source: str) -> None
         hints.add(spec, {free[0]: math.isqrt(rest), free[1]: math.isqrt(rest)}, source)
 
 
-def _reshape_product(graph: Graph, node: Node, inferred: dict) -> int | None:
+def _reshape_product(graph: Graph, node: Node, inferred: dict[str, TensorInfo]) -> int | None:
     """Values per sample after a Reshape whose target keeps dim 0 (0, -1 or the batch) and fixes the rest."""
     target = _constant_ints(graph, node.inputs[1]) if len(node.inputs) > 1 else None
-    if target is None or -1 in target[1:]:
-        info = inferred.get(node.outputs[0]) if node.outputs else None
-        target = list(info.shape) if info is not None and info.shape and None not in info.shape[1:] else None
-    if not target or len(target) < 2 or any(d is None or d <= 0 for d in target[1:]):
+    rest = target[1:] if target is not None and -1 not in target[1:] else _inferred_rest(node, inferred)
+    if not rest or any(d <= 0 for d in rest):
         return None  # 0 copies a dim of the input: the product says nothing new
-    return math.prod(target[1:])
+    return math.prod(rest)
+
+
+def _inferred_rest(node: Node, inferred: dict[str, TensorInfo]) -> list[int] | None:
+    """The dims after dim 0 of the op's output, when shape inference knows them all."""
+    info = inferred.get(node.outputs[0]) if node.outputs else None
+    shape = info.shape if info is not None else None
+    rest = [d for d in shape[1:] if d is not None] if shape else []
+    return rest if shape and len(rest) == len(shape) - 1 else None
 
 
 def _weight_rows(graph: Graph, flatten: Node) -> int | None:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -21,6 +22,10 @@ from relulint.probe.structured import NAMES as STRUCTURED_NAMES
 from relulint.probe.structured import unit_samples
 
 DATA_SUFFIXES = (".npz", ".npy")
+
+# One run's inputs by name. None: a recurrent state carried over, which the worker feeds from the
+# previous run's outputs (a sequence's later chunks).
+Feed = dict[str, np.ndarray | None]
 
 
 class DataError(Exception):
@@ -156,7 +161,7 @@ def batch_rows(specs: list[InputSpec], batch: int) -> int:
 
 def synthetic_batches(
     specs: list[InputSpec], batch: int, samples: int, dist: Distribution, seed: int
-) -> Iterator[dict[str, np.ndarray]]:
+) -> Iterator[Feed]:
     """``samples`` samples in batches; ``samples`` 0: without end (the caller stops, see ``SamplingStop``)."""
     rng = np.random.default_rng(seed)
     rows = batch_rows(specs, batch)
@@ -164,7 +169,8 @@ def synthetic_batches(
     done = 0
     while not samples or done < samples:
         size = min(rows, samples - done) if batched and samples else rows
-        yield synthetic_batch(specs, size, dist, rng)
+        feed: Feed = dict(synthetic_batch(specs, size, dist, rng))  # no state carried: all arrays
+        yield feed
         done += size
 
 
@@ -340,9 +346,7 @@ def chosen_samples(counts: list[int] | None, samples: int, seed: int) -> list[np
     return [picked[(picked >= lo) & (picked < hi)] - lo for lo, hi in zip(starts[:-1], starts[1:])]
 
 
-def data_batches(
-    specs: list[InputSpec], path: str, batch: int, samples: int, seed: int = 0
-) -> Iterator[dict[str, np.ndarray]]:
+def data_batches(specs: list[InputSpec], path: str, batch: int, samples: int, seed: int = 0) -> Iterator[Feed]:
     """Batches of real data, streamed file by file: every sample (``samples`` 0), or ``samples`` of them
     spread over the whole source when the headers say how many each file holds. Samples of another shape
     than the batch being filled (dims the model leaves dynamic) end it: each batch holds one shape."""
@@ -395,13 +399,10 @@ def data_batches(
         yield _with_states(_feed(pending, specs, once), carried, starts, pending_rows)
 
 
-def _with_states(
-    feed: dict[str, np.ndarray | None], carried: list[InputSpec], starts: bool, rows: int
-) -> dict[str, np.ndarray | None]:
+def _with_states(feed: dict[str, np.ndarray], carried: list[InputSpec], starts: bool, rows: int) -> Feed:
     """Carried states: zeros when the batch starts a file, else None (the worker feeds the previous outputs)."""
-    for spec in carried:
-        feed[spec.name] = np.zeros(with_rows(spec, rows), np.dtype(spec.dtype)) if starts else None
-    return feed
+    states = {s.name: np.zeros(with_rows(s, rows), np.dtype(s.dtype)) if starts else None for s in carried}
+    return {**feed, **states}
 
 
 def _sample_shape(array: np.ndarray, spec: InputSpec) -> tuple[int, ...]:
@@ -412,13 +413,13 @@ def _take(array: np.ndarray, spec: InputSpec, rows: slice | np.ndarray, once: bo
     """The chosen samples of one input's array (all of it for an input given once)."""
     if once:
         return array
-    index = [slice(None)] * array.ndim
+    index: list[slice | np.ndarray] = [slice(None)] * array.ndim
     index[_sample_axis(spec)] = rows
     return array[tuple(index)]
 
 
 def _feed(parts: list[dict[str, np.ndarray]], specs: list[InputSpec], once: set[str]) -> dict[str, np.ndarray]:
-    feed = {}
+    feed: dict[str, np.ndarray] = {}
     for spec in specs:
         chunks = [part[spec.name] for part in parts]
         if spec.name in once:
@@ -466,7 +467,7 @@ def _file_shapes(file: Path, names: list[str]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _header_shape(stream) -> tuple[int, ...]:
+def _header_shape(stream: IO[bytes]) -> tuple[int, ...]:
     version = np.lib.format.read_magic(stream)
     reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, _, _ = reader(stream)

@@ -52,6 +52,7 @@ def inspect_source(path: str) -> Source:
     root = Path(path)
     if root.is_symlink() and not root.exists():
         raise DataError(f"--data {path}: a broken symbolic link")
+    files: tuple[Path, ...]
     if root.is_file():
         files = (root,)
     elif root.is_dir():
@@ -159,7 +160,8 @@ def prepare(
             break
         used += array.nbytes
         group = groups.setdefault(array.shape[1:], len(groups))
-        np.savez(folder / f"{group:04d}-{index:06d}.npz", **{target.name: array}, **extra)
+        # The stub's allow_pickle keyword (numpy 2.1+) could be one of the names: mypy cannot tell it is not.
+        np.savez(folder / f"{group:04d}-{index:06d}.npz", **{target.name: array}, **extra)  # type: ignore[arg-type]
         result.samples += array.shape[0]
         result.files += 1
     result.shapes = list(groups)

@@ -160,7 +160,7 @@ class InputMeasure:
 
     @classmethod
     def from_totals(cls, name: str, totals: InputTotals, linear: str = "") -> InputMeasure | None:
-        if not totals.count or totals.total is None:
+        if not totals.count or totals.total is None or totals.total_sq is None:
             return None
         mean = totals.total / totals.count
         std = np.sqrt(np.maximum(totals.total_sq / totals.count - mean**2, 0.0))

@@ -109,14 +109,16 @@ class Child:
             stderr=self.stderr,
             env=env,
         )
+        # Both are pipes (PIPE above); Popen types them optional for the other choices.
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.to_child, self.from_child = self.process.stdin, self.process.stdout
         self.messages: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
-        stream = self.process.stdout
         try:
             while True:
-                self.messages.put(pickle.load(stream))
+                self.messages.put(pickle.load(self.from_child))
         except (EOFError, pickle.UnpicklingError, OSError, ValueError):
             pass
         finally:
@@ -125,8 +127,8 @@ class Child:
     def send(self, job: Job) -> None:
         self.started = time.monotonic()  # the time limit counts from here, not from the start-up
         try:
-            self.process.stdin.write(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
-            self.process.stdin.close()
+            self.to_child.write(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
+            self.to_child.close()
         except (BrokenPipeError, OSError):
             pass  # the child died before reading; wait() reports why
 
@@ -140,7 +142,7 @@ class Child:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
-        for stream in (self.process.stdout, self.process.stdin):
+        for stream in (self.from_child, self.to_child):
             try:
                 stream.close()
             except (OSError, ValueError):

@@ -33,10 +33,11 @@ class TensorInfo:
         return None if self.shape is None else len(self.shape)
 
     def nbytes(self) -> int | None:
-        if self.shape is None or None in self.shape:
+        known = [dim for dim in self.shape or () if dim is not None]
+        if self.shape is None or len(known) < len(self.shape):
             return None
         itemsize = _itemsize(self.elem_type)
-        return math.prod(self.shape) * itemsize if itemsize else None
+        return math.prod(known) * itemsize if itemsize else None
 
 
 @functools.cache

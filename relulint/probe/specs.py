@@ -75,7 +75,7 @@ def input_specs(
             known = {**config.input_shapes, **(data_shapes or {})}
             shape = next((tuple(s) for s in known.values() if len(s) == len(_dims_of(value))), None)
         spec, problem, defaulted = _spec(graph, value, config, batch, shape, attempt, axis)
-        if problem:
+        if spec is None:
             result.problem = problem
             return result
         result.specs.append(spec)
@@ -184,7 +184,7 @@ def _spec(
         dims = list(given)
         axis = 0 if declared is None or not declared else batch_axis
         batched = axis is not None and bool(dims)
-        if batched:
+        if axis is not None and dims:
             dims[axis] = batch
         for index, fixed in enumerate(declared or []):
             if fixed is not None and index != axis and dims[index] != fixed:
@@ -196,7 +196,7 @@ def _spec(
         return _finish(graph, name, dtype.name, tuple(dims), batched, axis or 0, ()), None, None
     if declared is None:
         return None, f"input '{name}' declares no shape; give one with --input-shape {name}=...", None
-    dims: list[int] = []
+    dims = []
     defaulted: list[tuple[int, int]] = []
     batched = batch_axis is not None
     for index, dim in enumerate(declared):

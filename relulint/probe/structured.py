@@ -26,6 +26,8 @@ numpy only: this runs in the probe's child, which imports nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 KINDS = ("structured", "smooth", "strokes", "harmonic")
@@ -79,7 +81,12 @@ def _layout(shape: tuple[int, ...]) -> str:
     return "other"
 
 
-def _in_layout(make, shape: tuple[int, ...], layout: str, rng: np.random.Generator) -> np.ndarray:
+def _in_layout(
+    make: Callable[[tuple[int, ...], np.random.Generator], np.ndarray],
+    shape: tuple[int, ...],
+    layout: str,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """``make`` draws [batch, channels, height, width]; NHWC inputs get it transposed."""
     if layout == "nchw":
         return make(shape, rng)

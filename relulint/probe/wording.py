@@ -132,7 +132,9 @@ class DeadEvidence:
         }
 
 
-def dead_evidence(ctx: Context, layer: Layer, measure: LayerMeasure, result: ProbeResult, max_rate: float):
+def dead_evidence(
+    ctx: Context, layer: Layer, measure: LayerMeasure, result: ProbeResult, max_rate: float
+) -> DeadEvidence:
     """The evidence for ``layer``'s dead units: the probe's samples, and RL601's bounds when they ran."""
     dead = np.flatnonzero(measure.dead_mask)
     proven = np.array([], dtype=np.int64)

@@ -25,6 +25,7 @@ import numpy as np
 
 from relulint.probe.inputs import (
     DataError,
+    Feed,
     SamplingStop,
     auto_min_samples,
     batch_rows,
@@ -101,12 +102,12 @@ class Prefetched:
     while onnxruntime runs the current one (both release the GIL). At most two batches exist.
     Without a thread (none can start under a tight --probe-memory) batches are made in turn."""
 
-    def __init__(self, batches: Iterator[dict[str, np.ndarray]]) -> None:
+    def __init__(self, batches: Iterator[Feed]) -> None:
         self.batches = batches
         self.pool: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=1)
         self.next = self._submit()
 
-    def _submit(self) -> Future | None:
+    def _submit(self) -> Future[Feed | None] | None:
         if self.pool is None:
             return None
         try:
@@ -115,7 +116,7 @@ class Prefetched:
             self.pool = None
             return None
 
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+    def __iter__(self) -> Iterator[Feed]:
         try:
             while True:
                 # .result() raises what making the batch raised (DataError)
@@ -181,10 +182,9 @@ def run(job: Job, out: BinaryIO) -> Outcome:
     send(out, ("progress", 0, total_batches))  # the session exists: the bar shows batches from here
     previous: dict[str, np.ndarray] = {}
     try:
-        for feed in prefetched:
-            for name, output in carried.items():
-                if feed[name] is None:  # not a file's first chunk: the state the last chunk left
-                    feed[name] = previous[output]
+        for batch in prefetched:
+            # A state given as None (not a file's first chunk) is the one the last chunk left.
+            feed = {name: previous[carried[name]] if value is None else value for name, value in batch.items()}
             size = _rows(feed, job, rows)
             for name, accumulator in outcome.inputs.items():
                 accumulator.add(feed[name])

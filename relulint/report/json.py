@@ -13,7 +13,7 @@ from relulint.rules import rule_by_id
 SCHEMA_VERSION = 1
 
 
-def document(run: Run) -> dict:
+def document(run: Run) -> dict[str, Any]:
     used = sorted({f.rule for result in run.results for f in result.findings})
     return {
         "version": SCHEMA_VERSION,
@@ -25,7 +25,7 @@ def document(run: Run) -> dict:
     }
 
 
-def _rule_summary(rule_id: str) -> dict:
+def _rule_summary(rule_id: str) -> dict[str, Any]:
     rule = rule_by_id(rule_id)
     if rule is None:
         return {}

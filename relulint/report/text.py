@@ -7,6 +7,8 @@ RL504 states once per model), clipped at ``CONCISE_CHARS``. ``full`` prints each
 
 from __future__ import annotations
 
+from typing import Any
+
 from relulint.findings import ModelResult, Severity
 from relulint.report import Run
 from relulint.report.escape import clean, shown_path
@@ -73,7 +75,7 @@ def model_lines(result: ModelResult, run: Run) -> list[str]:
     return lines
 
 
-def sparsity_line(probe: dict) -> str:
+def sparsity_line(probe: dict[str, Any]) -> str:
     """The probed layers' activation sparsity (share of zero outputs) in one line; "" when none was measured."""
     values = [layer["sparsity"] for layer in probe.get("layers", {}).values() if layer.get("sparsity") is not None]
     if not values:

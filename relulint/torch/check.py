@@ -62,11 +62,15 @@ def check(
     with tempfile.TemporaryDirectory(prefix="relulint-torch-") as folder:
         exported = export(module, inputs, Path(folder) / "model.onnx", exporter)
         if data is not None:
-            limit = settings.samples if "samples" in options else DATA_SAMPLES
+            # samples="auto": the probe stops once the dead set is stable, within DATA_SAMPLES of the data
+            asked = settings.samples if "samples" in options else None
+            limit = asked if isinstance(asked, int) else DATA_SAMPLES
             arrays = collect_samples(data, exported.input_names, [_dtype(x) for x in inputs], limit)
-            np.savez(Path(folder) / "data.npz", **arrays)
+            # The stub's allow_pickle keyword (numpy 2.1+) could be one of the names: mypy cannot tell it is not.
+            np.savez(Path(folder) / "data.npz", **arrays)  # type: ignore[arg-type]
             taken = len(next(iter(arrays.values())))
-            settings = replace(settings, data=str(Path(folder) / "data.npz"), samples=taken)
+            samples: int | str = "auto" if asked == "auto" else taken
+            settings = replace(settings, data=str(Path(folder) / "data.npz"), samples=samples)
         started = _now()
         result = analyse(str(exported.path), settings)
         finished = _now()

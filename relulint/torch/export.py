@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import onnx
 import torch
@@ -87,7 +88,7 @@ def export(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor], path
     return exported
 
 
-def _export_torchscript(module: torch.nn.Module, inputs: tuple, path: Path, names: list[str]) -> None:
+def _export_torchscript(module: torch.nn.Module, inputs: tuple[Any, ...], path: Path, names: list[str]) -> None:
     outputs = _output_count(module, inputs)
     output_names = [f"output_{index}" for index in range(outputs)]
     axes = {name: {0: BATCH_DIM} for name in [*names, *output_names]}
@@ -106,13 +107,13 @@ def _export_torchscript(module: torch.nn.Module, inputs: tuple, path: Path, name
         )
 
 
-def _output_count(module: torch.nn.Module, inputs: tuple) -> int:
+def _output_count(module: torch.nn.Module, inputs: tuple[Any, ...]) -> int:
     result = module(*inputs)
     flat, _ = torch.utils._pytree.tree_flatten(result)
     return sum(1 for value in flat if isinstance(value, torch.Tensor))
 
 
-def _export_dynamo(module: torch.nn.Module, inputs: tuple, path: Path) -> None:
+def _export_dynamo(module: torch.nn.Module, inputs: tuple[Any, ...], path: Path) -> None:
     shapes = tuple({0: torch.export.Dim.AUTO} if isinstance(value, torch.Tensor) else None for value in inputs)
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
@@ -123,6 +124,8 @@ def _export_dynamo(module: torch.nn.Module, inputs: tuple, path: Path) -> None:
             program = torch.onnx.export(module, inputs, dynamo=True, optimize=False, dynamic_shapes=shapes)
     finally:
         quiet.setLevel(level)
+    if program is None:  # only the TorchScript exporter (dynamo=False) returns None
+        raise RuntimeError("torch.onnx.export (dynamo) returned no program")
     program.save(str(path))
 
 

@@ -8,12 +8,15 @@ monitor's ``Report``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-try:
+if TYPE_CHECKING:  # checked against one of the two packages: they hold the same classes
     from lightning.pytorch import Callback, LightningModule, Trainer
-except ModuleNotFoundError:  # the standalone package of the same code
-    from pytorch_lightning import Callback, LightningModule, Trainer
+else:
+    try:
+        from lightning.pytorch import Callback, LightningModule, Trainer
+    except ModuleNotFoundError:  # the standalone package of the same code
+        from pytorch_lightning import Callback, LightningModule, Trainer
 
 from relulint.torch.monitor import DeadUnitMonitor
 from relulint.torch.result import Report

@@ -18,8 +18,9 @@ import logging
 import sys
 import warnings
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from relulint.report import Run
 from relulint.rules import rule_by_id
 from relulint.torch.result import Report
 from relulint.torch.source import definition_site, shown_file
+from relulint.torch.windows import LayerCheck, LayerTotals, unit_axis
 
 log = logging.getLogger("relulint.torch")
 
@@ -40,8 +42,6 @@ ACTIVATION_MODULES = (torch.nn.ReLU, torch.nn.ReLU6)
 FUNCTIONS = {torch.relu, torch.relu_, torch.nn.functional.relu, torch.nn.functional.relu6, torch.nn.functional.relu_}
 TORCH_ROOT = str(Path(torch.__file__).resolve().parent)
 PARAMETERIZED = (torch.nn.modules.conv._ConvNd, torch.nn.Linear)
-# grad_fn names of the ops whose outputs have their units (channels) on axis 1 of a 3-D tensor
-CHANNEL_FIRST_OPS = ("Convolution", "BatchNorm", "GroupNorm", "InstanceNorm")
 
 
 def _option(rule_id: str, name: str) -> Any:
@@ -59,85 +59,11 @@ class DeadUnitWarning(UserWarning):
         self.check = check
 
 
-@dataclass(frozen=True)
-class LayerCheck:
-    """One layer at one check: what the window since the previous check measured."""
-
-    layer: str
-    step: int  # training forwards seen when the check ran
-    epoch: int | None
-    units: int
-    samples: int  # samples (batch items) in the window
-    values: int  # values per unit in the window (samples x positions)
-    dead: int  # never positive in the window
-    rarely_active: int  # positive on under 1% of the values, but not dead
-    dormant: int  # ReDo score <= tau
-    died: int  # dead now, alive at the previous check
-
-    @property
-    def dead_fraction(self) -> float:
-        return self.dead / self.units if self.units else 0.0
-
-    @property
-    def dormant_fraction(self) -> float:
-        return self.dormant / self.units if self.units else 0.0
-
-
-@dataclass
-class _Layer:
-    """Running totals of one activation, on the device of its activations."""
-
-    name: str
-    module: str  # qualified name of the module (or of the module whose forward calls the function)
-    source: tuple[str, int] | None
-    axis: int
-    positive: torch.Tensor | None = None  # float64 [units], whole numbers: positive values per unit
-    total: torch.Tensor | None = None  # float64 [units], sum of the outputs (|a| for a ReLU)
-    samples: int = 0
-    values: int = 0
-    dead_since: np.ndarray | None = None  # step at which each unit was first seen dead in a row; -1 alive
-    last: dict[str, np.ndarray] = field(default_factory=dict)  # the last check's counts, for callers
-
-    def add(self, output: torch.Tensor) -> None:
-        output = output.detach()
-        axis = self.axis % output.dim()
-        units = output.shape[axis]
-        if axis == output.dim() - 1:  # [..., units]: one row per sample and position
-            view, reduce = output.reshape(-1, units), (0,)
-        else:  # [batch, units, positions...]: the positions of a unit are contiguous
-            view, reduce = output.reshape(output.shape[:axis].numel(), units, -1), (2, 0)
-        per_call = view.numel() // max(1, units)
-        # A ReLU's output is >= 0, so sign() is 1 exactly where it is positive: summing it took a third of
-        # the time of counting (x > 0) or count_nonzero on CPU (bench/torch_bench.py), and float32 sums of
-        # 0/1 are exact below 2**24 values; above, the integer count.
-        signs = torch.sign(view) if per_call < 2**24 else (view > 0).to(torch.float64)
-        positive, total = signs, view
-        for dim in reduce:
-            positive, total = positive.sum(dim), total.sum(dim)
-        if self.positive is None or self.positive.shape != positive.shape:
-            self.positive = positive.to(torch.float64)
-            self.total = total.to(torch.float64)
-            self.samples = self.values = 0
-        else:
-            self.positive += positive
-            self.total += total
-        self.samples += int(output.shape[0]) if axis != 0 else 1
-        self.values += per_call
-
-
-def _unit_axis(pre_activation: torch.Tensor | None, output: torch.Tensor) -> int:
-    """Units on axis 1 for images and conv features, on the last axis for Linear outputs ([batch, tokens, features])."""
-    if output.dim() != 3:
-        return 1 if output.dim() >= 2 else 0
-    grad_fn = getattr(pre_activation, "grad_fn", None) if pre_activation is not None else None
-    name = type(grad_fn).__name__ if grad_fn is not None else ""
-    return 1 if any(op in name for op in CHANNEL_FIRST_OPS) else -1
-
-
 def _caller_level() -> int:
     """The ``stacklevel`` that makes a warning point at the first frame outside relulint.torch and torch."""
     own = str(Path(__file__).resolve().parent)
-    frame, level = sys._getframe(1), 1
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
     while frame is not None and (frame.f_code.co_filename.startswith((own, TORCH_ROOT))):
         frame, level = frame.f_back, level + 1
     return level
@@ -148,7 +74,13 @@ class _FunctionalReLUs(TorchFunctionMode):
         super().__init__()
         self.monitor = monitor
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Collection[type],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
         result = func(*args, **(kwargs or {}))
         if func in FUNCTIONS and not self.monitor._inside and isinstance(result, torch.Tensor):
             self.monitor._functional(args[0] if args else None, result)
@@ -191,7 +123,7 @@ class DeadUnitMonitor:
         self.step = 0
         self.epoch: int | None = None
         self.updates: dict[str, float] = {}  # module -> relative weight update between the last two checks
-        self._layers: dict[str, _Layer] = {}
+        self._layers: dict[str, LayerTotals] = {}
         self._names = {id(m): n for n, m in module.named_modules()}
         self._inside = 0
         self._level: dict[str, int] = {}  # layer -> 0 fine, 1 above warning, 2 above error (at the last check)
@@ -226,11 +158,11 @@ class DeadUnitMonitor:
             self._mode.__exit__(*exc)
         self.detach()
 
-    def _enter(self, module: torch.nn.Module, inputs: tuple) -> None:
+    def _enter(self, module: torch.nn.Module, inputs: tuple[Any, ...]) -> None:
         self._inside += 1  # nn.ReLU calls F.relu: counted once, by its hook
 
-    def _hook(self, qualified: str):
-        def hook(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+    def _hook(self, qualified: str) -> Callable[[torch.nn.Module, tuple[Any, ...], torch.Tensor], None]:
+        def hook(module: torch.nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
             self._inside -= 1
             if module.training and isinstance(output, torch.Tensor):
                 self._record(qualified, qualified, inputs[0] if inputs else None, output)
@@ -248,7 +180,7 @@ class DeadUnitMonitor:
 
     def _caller(self) -> tuple[str | None, tuple[str, int] | None]:
         """The monitored module whose forward made this call, and the call's file and line."""
-        frame = sys._getframe(2)
+        frame: FrameType | None = sys._getframe(2)
         site = None
         while frame is not None:
             file = frame.f_code.co_filename
@@ -270,13 +202,13 @@ class DeadUnitMonitor:
     ) -> None:
         layer = self._layers.get(key)
         if layer is None:
-            axis = _unit_axis(pre_activation if isinstance(pre_activation, torch.Tensor) else None, output)
-            layer = _Layer(key, owner, site or definition_site(self.module, owner), axis)
+            axis = unit_axis(pre_activation if isinstance(pre_activation, torch.Tensor) else None, output)
+            layer = LayerTotals(key, owner, site or definition_site(self.module, owner), axis)
             self._layers[key] = layer
         with torch.no_grad(), torch._C.DisableTorchFunction():  # the monitor's own ops skip its mode
             layer.add(output)
 
-    def _counted(self, module: torch.nn.Module, inputs: tuple, output: Any) -> None:
+    def _counted(self, module: torch.nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
         if not module.training:
             return
         self.step += 1
@@ -294,44 +226,14 @@ class DeadUnitMonitor:
         # Called from a training loop inside the monitor's function mode: its own ops skip the mode (through
         # it, torch kept a few small objects per call, and memory grew with the checks).
         with torch.no_grad(), torch._C.DisableTorchFunction():
-            checks = [self._judge(layer) for layer in self._layers.values() if layer.positive is not None]
+            judged = [layer.judge(self.step, self.epoch, self.tau, self.rare) for layer in self._layers.values()]
+            checks = [item for item in judged if item is not None]
             self.updates = self._relative_updates()
         for item in checks:
             self._warn_on_crossing(item)
         if checks:
             self.history.append(checks)
         return checks
-
-    def _judge(self, layer: _Layer) -> LayerCheck:
-        positive = layer.positive.cpu().numpy().astype(np.int64)  # a copy: the buffer is zeroed below
-        mean = (layer.total / max(1, layer.values)).cpu().numpy()
-        dead_now = positive == 0
-        rate = positive / max(1, layer.values)
-        layer_mean = float(mean.mean()) if mean.size else 0.0
-        dormant = mean <= self.tau * layer_mean if layer_mean > 0 else np.ones_like(dead_now)
-        died = 0
-        if layer.dead_since is None or layer.dead_since.shape != dead_now.shape:
-            layer.dead_since = np.where(dead_now, self.step, -1)
-        else:
-            died = int((dead_now & (layer.dead_since < 0)).sum())
-            layer.dead_since = np.where(dead_now, np.where(layer.dead_since < 0, self.step, layer.dead_since), -1)
-        layer.last = {"positive": positive, "mean": mean, "values": np.int64(layer.values)}
-        item = LayerCheck(
-            layer=layer.name,
-            step=self.step,
-            epoch=self.epoch,
-            units=int(positive.size),
-            samples=layer.samples,
-            values=layer.values,
-            dead=int(dead_now.sum()),
-            rarely_active=int(((positive > 0) & (rate < self.rare)).sum()),
-            dormant=int(dormant.sum()),
-            died=died,
-        )
-        layer.positive.zero_()
-        layer.total.zero_()
-        layer.samples = layer.values = 0
-        return item
 
     def _warn_on_crossing(self, item: LayerCheck) -> None:
         fraction = item.dead_fraction
@@ -371,7 +273,7 @@ class DeadUnitMonitor:
     # ---- reading it ---------------------------------------------------------------------------
     def counts(self) -> dict[str, np.ndarray]:
         """Per layer, each unit's positive count in the last checked window."""
-        return {name: layer.last["positive"] for name, layer in self._layers.items() if layer.last}
+        return {name: layer.last_positive for name, layer in self._layers.items() if layer.last_positive is not None}
 
     def report(self) -> Report:
         """RL501/RL502/RL503 for the last check, RL701 for units dead since an earlier check, RL702 for updates."""
@@ -424,7 +326,8 @@ class DeadUnitMonitor:
         found = []
         fraction = item.dead_fraction
         layer = self._layers[item.layer]
-        dead_units = tuple(int(i) for i in np.flatnonzero(layer.last["positive"] == 0)[:5])
+        positive = layer.last_positive if layer.last_positive is not None else np.zeros(0)
+        dead_units = tuple(int(i) for i in np.flatnonzero(positive == 0)[:5])
         evidence = {
             **self._where(item),
             "dead": item.dead,
@@ -479,7 +382,7 @@ class DeadUnitMonitor:
             )
         return found
 
-    def _died_since(self, layer: _Layer) -> tuple[int, int] | None:
+    def _died_since(self, layer: LayerTotals) -> tuple[int, int] | None:
         """Units dead at the last check that were alive at the first: how many, and from which step on."""
         if layer.dead_since is None or len(self.history) < 2:
             return None

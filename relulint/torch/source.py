@@ -11,7 +11,6 @@ import ast
 import inspect
 import os
 import textwrap
-from functools import cache
 from pathlib import Path
 
 import torch
@@ -19,9 +18,19 @@ import torch
 TORCH_ROOT = Path(torch.__file__).resolve().parent
 
 
-@cache
+# Class -> what _class_assignments found (a dict, not functools.cache: its typing wants a Hashable
+# argument, which torch's stubs keep a Module class from being).
+_ASSIGNMENTS: dict[type, tuple[str, dict[str, int]] | None] = {}
+
+
 def _class_assignments(cls: type) -> tuple[str, dict[str, int]] | None:
     """(source file, attribute -> line of its first ``self.attribute = ...``) of a class, or None."""
+    if cls not in _ASSIGNMENTS:
+        _ASSIGNMENTS[cls] = _find_assignments(cls)
+    return _ASSIGNMENTS[cls]
+
+
+def _find_assignments(cls: type) -> tuple[str, dict[str, int]] | None:
     try:
         file = inspect.getsourcefile(cls)
         lines, first = inspect.getsourcelines(cls)
@@ -35,11 +44,12 @@ def _class_assignments(cls: type) -> tuple[str, dict[str, int]] | None:
         return None
     found: dict[str, int] = {}
     for node in ast.walk(tree):
-        targets: list[ast.expr] = []
         if isinstance(node, ast.Assign):
             targets = list(node.targets)
         elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
             targets = [node.target]
+        else:
+            continue
         for target in targets:
             if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id == "self":
                 line = node.lineno + first - 1

@@ -75,6 +75,13 @@ class Inputs:
             return None if given is None else [int(v) for v in given]
         return None
 
+    def required_ints(self, index: int, attribute: str | None = None) -> list[int]:
+        """``ints``, for a list the op cannot do without (a malformed node may lack it)."""
+        values = self.ints(index, attribute)
+        if values is None:
+            raise Unsupported(f"{self.node.op} without its input {index}")
+        return values
+
     def attr(self, name: str, default: Any = None) -> Any:
         return self.node.attr(name, default)
 

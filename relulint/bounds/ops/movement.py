@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 
@@ -97,8 +98,8 @@ def _concat(inp: Inputs) -> Result:
     hi = np.concatenate([a.hi for a in args], axis=axis)
     domain, sym = inp.domain, None
     if domain is not None and any(a.sym is not None for a in args) and domain.fits(lo.shape):
-        forms = [as_symbolic(a, domain) for a in args]
-        if all(f is not None for f in forms):
+        forms = [form for a in args if (form := as_symbolic(a, domain)) is not None]
+        if len(forms) == len(args):
             sym = Symbolic(
                 np.concatenate([f.lower for f in forms], axis=axis + 1),
                 np.concatenate([f.upper for f in forms], axis=axis + 1),
@@ -124,9 +125,14 @@ def _split(inp: Inputs) -> Result:
     start = 0
     for size in sizes:
         index = (slice(None),) * axis + (slice(start, start + size),)
-        results.append(structural(x, lambda a, lead, index=index: a[(*([slice(None)] * lead), *index)], inp.domain))
+        results.append(structural(x, _part(index), inp.domain))
         start += size
     return results
+
+
+def _part(index: tuple[slice, ...]) -> Callable[[np.ndarray, int], np.ndarray]:
+    """The map that takes ``index`` on the axes after the ``lead`` ones (one output of a Split)."""
+    return lambda a, lead: a[(*([slice(None)] * lead), *index)]
 
 
 @handles("Gather")
@@ -143,7 +149,7 @@ def _gather(inp: Inputs) -> Result:
 @handles("Expand")
 def _expand(inp: Inputs) -> Result:
     x = inp.bound(0)
-    target = inp.ints(1)
+    target = inp.required_ints(1)
     shape = np.broadcast_shapes(x.shape, tuple(target))
     check_size(shape)
     return _move(
@@ -156,7 +162,7 @@ def _expand(inp: Inputs) -> Result:
 
 @handles("Tile")
 def _tile(inp: Inputs) -> Result:
-    repeats = inp.ints(1)
+    repeats = inp.required_ints(1)
     check_size([d * r for d, r in zip(inp.bound(0).shape, repeats)])
     return _move(inp, lambda a, lead: np.tile(a, [1] * lead + list(repeats)))
 
@@ -166,9 +172,9 @@ def _pad(inp: Inputs) -> Result:
     x = inp.bound(0)
     ndim = len(x.shape)
     mode = attribute_text(inp.attr("mode", "constant"))
-    pads = inp.ints(1, "pads")
+    pads = inp.required_ints(1, "pads")
     if inp.opset >= 18 and inp.has(3):
-        axes = [axis_index(a, ndim) for a in inp.ints(3)]
+        axes = [axis_index(a, ndim) for a in inp.required_ints(3)]
     else:
         axes = list(range(ndim))
     widths = [(0, 0)] * ndim
@@ -193,7 +199,8 @@ def _pad(inp: Inputs) -> Result:
             )
             sym = Symbolic(lower, upper)
         return [make(lo, hi, sym, inp.domain)]
-    numpy_mode = {"reflect": "reflect", "edge": "edge", "wrap": "wrap"}.get(mode)
+    modes: dict[str, Literal["reflect", "edge", "wrap"]] = {"reflect": "reflect", "edge": "edge", "wrap": "wrap"}
+    numpy_mode = modes.get(mode)
     if numpy_mode is None:
         raise Unsupported(f"Pad mode {mode}")
     return _move(inp, lambda a, lead: np.pad(a, [(0, 0)] * lead + widths, mode=numpy_mode))

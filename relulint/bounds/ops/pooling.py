@@ -99,11 +99,11 @@ def _reduce(inp: Inputs) -> Result:
                 reduce(x.lo, axis=tuple(axes), keepdims=keep), reduce(x.hi, axis=tuple(axes), keepdims=keep), None, None
             )
         ]
-    reduce = np.mean if op == "ReduceMean" else np.sum
+    combine = np.mean if op == "ReduceMean" else np.sum
     terms = int(np.prod([x.shape[a] for a in axes])) + 1
 
     def apply(a: np.ndarray) -> np.ndarray:
         lead = a.ndim - ndim
-        return reduce(a, axis=tuple(lead + i for i in axes), keepdims=keep)
+        return combine(a, axis=tuple(lead + i for i in axes), keepdims=keep)
 
     return [positive_linear(x, apply, terms, inp.domain)]
