@@ -10,7 +10,7 @@ import numpy as np
 from relulint.config import Config
 from relulint.findings import Note
 from relulint.graph import Graph
-from relulint.loader import LoadedModel
+from relulint.loaded import LoadedModel
 from relulint.stats import WeightStats, streamed_weight_stats, weight_stats
 from relulint.tensors import TensorUnavailable
 from relulint.units import (

@@ -13,18 +13,16 @@ import functools
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from relulint.errors import ModelError, one_line
 from relulint.findings import Note
 from relulint.lazy import onnx
+from relulint.loaded import CheckedFile, LoadedModel
 
 if TYPE_CHECKING:
     from onnx import TensorProto
-
-    from relulint.loader import LoadedModel
 
 
 @functools.cache
@@ -119,16 +117,6 @@ def duplicate_external_key(tensor: TensorProto) -> str | None:
             return entry.key
         seen.add(entry.key)
     return None
-
-
-@dataclass(frozen=True)
-class CheckedFile:
-    """An external-data file that passed the gate: inside the model's folder, a regular file, this one."""
-
-    path: Path  # resolved
-    device: int
-    inode: int
-    size: int
 
 
 MAX_EXTERNAL_NOTES = 20  # a hostile model may mark thousands of tensors external

@@ -4,15 +4,11 @@ budget of nodes counted before anything is inlined."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from relulint.errors import one_line
 from relulint.findings import Note
 from relulint.lazy import onnx
-
-if TYPE_CHECKING:
-    from relulint.loader import LoadedModel
-
+from relulint.loaded import LoadedModel
 
 # Nodes the main graph may have once model-local functions are inlined. A 3 KB file whose functions each
 # call the previous one twice, 24 levels deep, would inline to 2**24 nodes (killed at 8 GB); the budget is

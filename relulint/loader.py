@@ -10,20 +10,18 @@ too deep for protobuf is measured on the wire (``relulint.wire``) before it is p
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from relulint.errors import ModelError, one_line
-from relulint.external import CheckedFile, check_external_data
+from relulint.external import check_external_data
 from relulint.findings import Note
 from relulint.inlining import inline_functions
 from relulint.lazy import onnx
+from relulint.loaded import Digest, LoadedModel
 from relulint.wire import message_depth, strip_large_raw_data
 
 DEFAULT_MAX_MODEL_SIZE = 2 * 1024**3  # protobuf cannot parse a larger message anyway
@@ -34,65 +32,6 @@ DEFAULT_MAX_MODEL_SIZE = 2 * 1024**3  # protobuf cannot parse a larger message a
 # nested tens of thousands deep would crash the process) and only this large (measuring costs a pass).
 MAX_MESSAGE_DEPTH = 400
 DEEP_PARSE_MAX_SIZE = 16 * 1024**2  # measuring walks every field in Python: about 0.5 s per MB of nodes
-
-
-class _Digest:
-    """The SHA-256 of the file's bytes, computed on another thread and waited for only when read.
-
-    hashlib releases the GIL on large buffers, so the hash runs on the other core while the model
-    is parsed, the graph built and the probe started (0.06 s of a 100 MB file off the critical path).
-    """
-
-    def __init__(self, data: bytes) -> None:
-        self._digest = hashlib.sha256()
-        self._thread = threading.Thread(target=self._digest.update, args=(data,), daemon=True)
-        self._thread.start()
-        self._value: str | None = None
-
-    def value(self) -> str:
-        if self._value is None:
-            self._thread.join()
-            self._value = self._digest.hexdigest()
-        return self._value
-
-
-@dataclass
-class LoadedModel:
-    path: str  # as the user gave it; used in every message
-    model: onnx.ModelProto
-    digest: _Digest | str  # the file's SHA-256, or its pending computation
-    file_size: int
-    base_dir: Path = Path(".")  # external data is read only from below this folder
-    # Set when large inline weights were left in the file and point into it (relulint.wire): its name.
-    inline_location: str | None = None
-    unavailable: dict[tuple[str, str, str], str] = field(default_factory=dict)  # external_key -> why missing
-    # location -> the file it names, for every location the external-data gate let through
-    external_files: dict[str, CheckedFile] = field(default_factory=dict)
-    notes: list[Note] = field(default_factory=list)
-
-    @property
-    def sha256(self) -> str:
-        if not isinstance(self.digest, str):
-            self.digest = self.digest.value()
-        return self.digest
-
-    def info(self) -> dict[str, Any]:
-        model = self.model
-        opsets = {(entry.domain or "ai.onnx"): entry.version for entry in model.opset_import}
-        return {
-            "opset": opsets.get("ai.onnx"),
-            "opsets": opsets,
-            "ir_version": model.ir_version,
-            "producer": {"name": model.producer_name, "version": model.producer_version},
-            "doc_string": _clip(model.doc_string, 2000),
-            # Author-supplied key/value pairs; capped so a hostile model cannot flood the reports.
-            "metadata": {_clip(p.key, 200): _clip(p.value, 2000) for p in list(model.metadata_props)[:50]},
-            "file_size": self.file_size,
-        }
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def load_model(path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_MODEL_SIZE, check: bool = True) -> LoadedModel:
@@ -106,7 +45,7 @@ def load_model(path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_MODEL_S
     data = _read_bytes(shown, file, max_size)
     if not len(data):
         raise ModelError(shown, "file is empty, not an ONNX model")
-    digest = _Digest(data)
+    digest = Digest(data)
     try:
         model, depth, inline_location = _parse_large_or_whole(shown, file, data)
     except BaseException:

@@ -26,7 +26,7 @@ import numpy as np
 from relulint.errors import ModelError
 from relulint.external import element_count, external_key, location_problem, packed_bits
 from relulint.lazy import onnx
-from relulint.loader import LoadedModel
+from relulint.loaded import LoadedModel
 
 if TYPE_CHECKING:
     from onnx import TensorProto
