@@ -10,19 +10,11 @@ import numpy as np
 from relulint.config import Config
 from relulint.findings import Note
 from relulint.graph import Graph
+from relulint.layer_values import bias_vector, weight_blocks, weight_matrix
 from relulint.loaded import LoadedModel
 from relulint.stats import WeightStats, streamed_weight_stats, weight_stats
 from relulint.tensors import TensorUnavailable
-from relulint.units import (
-    Layer,
-    OutputPath,
-    bias_vector,
-    norm_parameters,
-    output_paths,
-    subgraph_output_owners,
-    weight_blocks,
-    weight_matrix,
-)
+from relulint.units import Layer, OutputPath, norm_parameters, output_paths, subgraph_output_owners
 
 
 @dataclass

@@ -3,21 +3,20 @@
 A ``Layer`` names the activation, the linear op before it (Conv, ConvTranspose,
 Gemm, MatMul with a constant operand), where its weight and bias come from, the
 normalization and residual join in between, and how many units (channels) it has.
-The static rules and the probe both work on this view; ``weight_matrix`` and
-``bias_vector`` read the numbers lazily.
+The static rules and the probe both work on this view. The record itself is
+``relulint.layer``; ``relulint.layer_values`` reads the numbers lazily.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field, fields, replace
-from typing import Any, TypedDict
+from dataclasses import dataclass, field, replace
+from typing import TypedDict
 
 import numpy as np
 
 from relulint.graph import Graph, Node
+from relulint.layer import PLAIN, VARIANT, BiasTerm, Layer
 from relulint.ops import (
-    FLAT_BELOW_VARIANTS,
     LINEAR_OPS,
     NORM_OPS,
     PASS_THROUGH_OPS,
@@ -25,71 +24,13 @@ from relulint.ops import (
     VALUE_MOVING_OPS,
     VARIANT_OPS,
 )
-from relulint.tensors import as_float, element_dtype, row_blocks, tensor_problem, tensor_shape
 
-PLAIN = "plain"
-VARIANT = "variant"
 DECOMPOSED_LAYERNORM = "LayerNormalization (decomposed)"
 MAX_WALK = 64  # steps back from an activation before giving up (cycles, hostile graphs)
 MAX_JOIN_OPERANDS = 4  # operands of a residual join searched for the main branch (a Sum may have thousands)
 # A unit count read from a declared shape alone (no weight backs it) above this is not believed:
 # a hostile header may declare 10**12 channels, and reports allocate per unit.
 MAX_DECLARED_UNITS = 1 << 24
-# numpy dtype kinds no weight or bias has: objects, strings, dates (ml_dtypes' bfloat16, float8 and int4 are "V")
-NON_NUMERIC_KINDS = "OUSMm"
-
-
-@dataclass(frozen=True)
-class BiasTerm:
-    tensor: str
-    sign: int = 1  # -1 for ``x - b``
-    scale: float = 1.0  # Gemm's beta
-
-
-@dataclass(frozen=True)
-class Layer:
-    """The units feeding one ReLU-family activation."""
-
-    name: str  # the activation's node id: the layer's name in every report
-    activation_op: str
-    family: str  # "plain" (Relu, ReLU6 as Clip, Max(x, 0)) or "variant"
-    pre_activation: str  # tensor id entering the activation
-    output: str  # tensor id leaving it
-    channel_axis: int  # axis of the output that indexes units: 1 (Conv) or -1 (Gemm/MatMul)
-    linear: str | None = None  # node id of the linear op, None when none was found
-    linear_op: str | None = None
-    weight: str | None = None  # tensor id of the constant weight; None: unknown
-    weight_layout: str | None = None  # conv | convtranspose | gemm | gemm_transposed | matmul_right | matmul_left
-    group: int = 1
-    bias: tuple[BiasTerm, ...] = ()
-    units: int | None = None
-    fan_in: int | None = None
-    fan_out: int | None = None
-    norm: str | None = None  # node id of the normalization between linear op and activation
-    norm_op: str | None = None
-    # A BatchNormalization exported in training mode (training_mode=1, or its running statistics as extra
-    # outputs) normalizes with the batch's own statistics, not its running ones.
-    norm_training_mode: bool = False
-    # (parameter, tensor id) of the normalization's inputs: gamma, beta (and BatchNorm's mean, var).
-    norm_params: tuple[tuple[str, str], ...] = ()
-    residual: bool = False  # a join of two computed tensors (Add/Sum) before the activation
-    scope: str = ""  # "" or the subgraph path, e.g. "If_0/then"
-
-    @property
-    def keeps_gradient_below_zero(self) -> bool:
-        """A variant that passes a gradient below zero (LeakyReLU, PReLU, ELU, GELU, hard-swish...): its units
-        there are weak, not dead, and a negative margin is at most worth a note."""
-        return self.family == VARIANT and self.activation_op not in FLAT_BELOW_VARIANTS
-
-    def to_json(self) -> dict[str, Any]:
-        # Field by field, not dataclasses.asdict: that deep-copies, and costs seconds on 25,000 layers.
-        data = {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if f.name not in ("weight_layout", "group", "norm_params")
-        }
-        data["bias"] = [term.tensor for term in self.bias]
-        return data
 
 
 def activation_family(graph: Graph, node: Node) -> tuple[str, str] | None:
@@ -484,92 +425,6 @@ def _units_from_shape(graph: Graph, tensor: str, axis: int) -> int | None:
         return None
     dim = shape[axis]
     return dim if isinstance(dim, int) and 0 < dim <= MAX_DECLARED_UNITS else None
-
-
-def weight_matrix(graph: Graph, layer: Layer) -> np.ndarray | None:
-    """The layer's weight as ``[units, fan_in]`` floats, or None when it is unknown."""
-    if layer.weight is None:
-        return None
-    value = graph.constant(layer.weight)
-    if value is None or value.dtype.kind in NON_NUMERIC_KINDS:
-        return None
-    w = as_float(value)
-    layout = layer.weight_layout
-    if layout == "conv":
-        return w.reshape(w.shape[0], _product(w.shape[1:]))  # not -1: a weight may have no elements
-    if layout == "convtranspose":
-        group, in_channels = layer.group, w.shape[0]
-        per_group = in_channels // group
-        # [C, M/g, k...] -> for each group g, units g*M/g.. use input channels of that group only
-        blocks = [
-            np.moveaxis(w[g * per_group : (g + 1) * per_group], 1, 0).reshape(
-                w.shape[1], per_group * _product(w.shape[2:])
-            )
-            for g in range(group)
-        ]
-        return np.concatenate(blocks, axis=0)
-    if w.ndim > 2:
-        w = w.reshape([d for d in w.shape if d != 1])
-    if layout in ("gemm_transposed", "matmul_left"):
-        return w
-    return w.T
-
-
-@dataclass(frozen=True)
-class WeightBlocks:
-    """A layer's weight as stored, seen as a 2-D matrix and read in blocks of consecutive rows (so a weight
-    of any size costs one block of memory): its rows are the units (Conv, transposed Gemm) or its columns are
-    (Gemm, MatMul), each unit having ``per_unit`` weights."""
-
-    blocks: Iterator[np.ndarray]
-    units_on_rows: bool
-    units: int
-    per_unit: int
-
-
-def weight_blocks(graph: Graph, layer: Layer) -> WeightBlocks | None:
-    """The layer's weight initializer in row blocks, as floats; None when the weight is computed (a fold),
-    unreadable, or of a layout whose units are not whole rows or columns (ConvTranspose): ``weight_matrix``
-    then."""
-    if layer.weight not in graph.initializers or layer.weight_layout in (None, "convtranspose"):
-        return None
-    tensor = graph.initializers[layer.weight]
-    dtype = element_dtype(tensor.data_type)
-    dims = tensor_shape(tensor)
-    if tensor_problem(tensor, graph.loaded) or dtype is None or dtype.kind in NON_NUMERIC_KINDS or len(dims) < 2:
-        return None
-    if layer.weight_layout == "conv":
-        rows, columns, units_on_rows = dims[0], _product(dims[1:]), True
-    else:
-        kept = [d for d in dims if d != 1] if len(dims) > 2 else list(dims)
-        if len(kept) != 2:
-            return None
-        (rows, columns), units_on_rows = kept, layer.weight_layout in ("gemm_transposed", "matmul_left")
-    if not rows or not columns:
-        return None
-    blocks = (as_float(block) for block in row_blocks(tensor, graph.loaded, rows))
-    units, per_unit = (rows, columns) if units_on_rows else (columns, rows)
-    return WeightBlocks(blocks, units_on_rows, units, per_unit)
-
-
-def _product(dims: tuple[int, ...]) -> int:
-    return int(np.prod(dims, dtype=np.int64))
-
-
-def bias_vector(graph: Graph, layer: Layer) -> np.ndarray | None:
-    """The summed per-unit bias (zeros when the layer has none), or None when unreadable."""
-    if layer.units is None:
-        return None
-    total = np.zeros(layer.units, dtype=np.float64)
-    for term in layer.bias:
-        value = graph.constant(term.tensor)
-        if value is None or value.dtype.kind in NON_NUMERIC_KINDS:
-            return None
-        flat = np.asarray(value.real if value.dtype.kind == "c" else value, dtype=np.float64).reshape(-1)
-        if flat.size not in (1, layer.units):
-            return None  # not per unit (e.g. broadcast over another axis)
-        total += term.sign * term.scale * flat
-    return total
 
 
 MAX_FORWARD_WALK = 256  # tensors visited forward from one activation before the walk gives up

@@ -13,9 +13,10 @@ from relulint.config import Config
 from relulint.engine import analyse
 from relulint.errors import ModelError
 from relulint.graph import build_graph, count_parameters
+from relulint.layer_values import weight_matrix
 from relulint.loader import load_model
 from relulint.modelkit import ModelBuilder
-from relulint.units import find_layers, weight_matrix
+from relulint.units import find_layers
 
 
 def small_mlp(seed: int = 0) -> onnx.ModelProto:

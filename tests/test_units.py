@@ -8,9 +8,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from relulint.graph import build_graph
+from relulint.layer_values import bias_vector, weight_matrix
 from relulint.loader import load_model
 from relulint.modelkit import ModelBuilder
-from relulint.units import BiasTerm, Layer, bias_vector, find_layers, weight_matrix
+from relulint.units import BiasTerm, Layer, find_layers
 
 
 def layers_of(model: onnx.ModelProto, tmp_path, name: str = "m.onnx"):

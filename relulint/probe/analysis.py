@@ -1,4 +1,4 @@
-"""The probe analysis: instrument, run in a child process, turn the totals into a ``ProbeResult``."""
+"""The probe analysis: instrument, run in a child process; the totals become a ``ProbeResult`` in ``probe.collect``."""
 
 from __future__ import annotations
 
@@ -6,24 +6,22 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 from relulint.config import Config
 from relulint.context import Context
 from relulint.external import expected_nbytes
 from relulint.findings import Note
+from relulint.probe.collect import note_skipped_layers, note_unmeasured_layers, probe_result, set_metrics, stopping_note
 from relulint.probe.hints import Hints, shape_hints
 from relulint.probe.inputs import (
-    STRUCTURED_KINDS,
-    STRUCTURED_NAMES,
     DataError,
     InputSpec,
-    parse_distribution,
     sample_shapes,
     shapes_vary,
 )
 from relulint.probe.instrument import Instrumentation, LinkRefused, plan, write_model
-from relulint.probe.protocol import Job, Outcome
-from relulint.probe.result import InputMeasure, LayerMeasure, ProbeResult
+from relulint.probe.protocol import Job
 from relulint.probe.runner import Child, Progress, take_child
 from relulint.probe.shapes import TensorInfo, infer_shapes
 from relulint.probe.specs import ATTEMPTS, DefaultedDims, Specs, carried_states, first_linear, input_specs
@@ -32,6 +30,7 @@ from relulint.probe.specs import ATTEMPTS, DefaultedDims, Specs, carried_states,
 BASELINE_MEMORY = 512 * 1024**2
 WEIGHT_COPIES = 2  # onnxruntime keeps the weights and a packed copy of most of them
 LIVE_ACTIVATIONS = 5  # activations of the largest size alive at once, transients included
+TriedShapes = frozenset[tuple[tuple[int, ...], ...]]  # per attempt made: the shapes of its inputs
 
 
 class PendingProbe:
@@ -42,8 +41,8 @@ class PendingProbe:
         ctx: Context,
         child: Child,
         instrumentation: Instrumentation,
-        folder: tempfile.TemporaryDirectory,
-        data_folder: tempfile.TemporaryDirectory | None,
+        folder: tempfile.TemporaryDirectory[str],
+        data_folder: tempfile.TemporaryDirectory[str] | None,
         defaulted: list[DefaultedDims],
         attempt: int,
         notes: list[Note],
@@ -58,7 +57,7 @@ class PendingProbe:
         self.attempt = attempt  # which default sizes (specs.IMAGE_SIZES, OTHER_DIMS) were tried
         self.notes = notes  # the notes its preparation added, replaced when it is retried
         self.budget = budget  # seconds this attempt may take: --probe-timeout, shared by the retries
-        self.tried: frozenset = frozenset()  # the input shapes tried so far (one tuple of shapes each)
+        self.tried: TriedShapes = frozenset()  # the input shapes tried so far (one tuple of shapes each)
         self.rejected: list[str] = []  # the default dims onnxruntime rejected before this attempt, for the note
         self.specs: list[InputSpec] = []  # what this attempt feeds
         self.hinted = ""  # the sizes the model hinted at, when this attempt uses them (see probe.hints)
@@ -85,11 +84,11 @@ class PendingProbe:
             return _skip(ctx, outcome.problem, unfinished="out of memory" in outcome.problem)
         if not outcome.samples:
             return _skip(ctx, "the data held no samples")
-        _stopping_note(ctx, outcome, sampling(ctx.config)[1])
-        result = _result(ctx, self.instrumentation, outcome, self.specs)
-        _note_unmeasured_layers(ctx, result)
+        stopping_note(ctx, outcome, sampling(ctx.config)[1])
+        result = probe_result(ctx, self.instrumentation, outcome, self.specs)
+        note_unmeasured_layers(ctx, result)
         ctx.analyses["probe"] = result
-        _set_metrics(ctx, result)
+        set_metrics(ctx, result)
 
     def _retry(self, problem: str, budget: float, hints: Hints | None = None) -> None:
         """onnxruntime rejected the dims the probe chose: try the sizes the model hints at (once), then the
@@ -183,7 +182,7 @@ def _prepare_and_send(
     child: Child,
     attempt: int = 0,
     budget: float | None = None,
-    tried: frozenset = frozenset(),
+    tried: TriedShapes = frozenset(),
     hinted: dict[str, tuple[int, ...]] | None = None,
 ) -> PendingProbe | None:
     data_folder = None
@@ -201,7 +200,7 @@ def _prepare_and_send(
     return pending
 
 
-def _data_source(ctx: Context, attempt: int) -> str | tempfile.TemporaryDirectory | None | bool:
+def _data_source(ctx: Context, attempt: int) -> str | tempfile.TemporaryDirectory[str] | Literal[False] | None:
     """The --data path the child reads: the user's arrays, or a folder of the images or audio decoded
     here; None without --data; False when the data cannot be used (a note says why)."""
     config = ctx.config
@@ -250,10 +249,10 @@ def _prepare(
     ctx: Context,
     child: Child,
     data: str | None,
-    data_folder: tempfile.TemporaryDirectory | None,
+    data_folder: tempfile.TemporaryDirectory[str] | None,
     attempt: int,
     budget: float | None,
-    tried: frozenset,
+    tried: TriedShapes,
     hinted: dict[str, tuple[int, ...]] | None = None,
 ) -> PendingProbe | None:
     config = ctx.config
@@ -282,7 +281,8 @@ def _prepare(
         attempt += 1  # a fixed dim can make two default sizes the same: try each shape once
         specs = _input_specs(ctx, wanted_batch, data_shapes, attempt, data, hinted)
     if specs.problem:
-        return _skip(ctx, specs.problem)
+        _skip(ctx, specs.problem)
+        return None
     if specs.defaulted:
         ctx.notes.append(
             Note(
@@ -294,7 +294,8 @@ def _prepare(
     shapes = infer_shapes(ctx.graph, specs.specs)
     batch = _fitting_batch(ctx, specs.specs, shapes, wanted_batch, config.probe_memory)
     if batch == 0:
-        return _skip(ctx, f"one sample needs more than the {_size(config.probe_memory)} --probe-memory allows")
+        _skip(ctx, f"one sample needs more than the {_size(config.probe_memory)} --probe-memory allows")
+        return None
     if batch != wanted_batch:
         ctx.notes.append(
             Note(
@@ -306,19 +307,21 @@ def _prepare(
     if data:
         varying = shapes_vary(data, specs.specs)
     instrumentation = plan(ctx.graph, ctx.layers, shapes, pooled=not varying)
-    _note_skipped_layers(ctx, instrumentation)
+    note_skipped_layers(ctx, instrumentation)
     if not instrumentation.taps:
-        return _skip(ctx, "no layer could be instrumented")
+        _skip(ctx, "no layer could be instrumented")
+        return None
     fed = _with_data_axes(ctx, specs.specs) if config.data else _with_domains(specs.specs, config)
     cap, auto = sampling(config)
     # Cleanup errors are ignored: where open files cannot be removed, the child may still hold it.
     folder = tempfile.TemporaryDirectory(prefix="relulint-probe-", ignore_cleanup_errors=True)
     try:
-        carried = frozenset(spec.carried_from for spec in specs.specs if spec.carried_from)
-        path = write_model(ctx.graph, instrumentation, Path(folder.name), ctx.notes, keep=carried)
+        states = frozenset(spec.carried_from for spec in specs.specs if spec.carried_from)
+        path = write_model(ctx.graph, instrumentation, Path(folder.name), ctx.notes, keep=states)
     except LinkRefused as exc:
         folder.cleanup()
-        return _skip(ctx, str(exc))
+        _skip(ctx, str(exc))
+        return None
     except BaseException:
         folder.cleanup()
         raise
@@ -383,108 +386,6 @@ def stop_after(timeout: float) -> float:
     return max(timeout * TIMEOUT_SHARE - 1.0, timeout / 2)
 
 
-STOP_REASONS = {
-    "settled": "the dead units had not changed for {stable} batches and their firing-rate bound was under {rate}",
-    "time": "its time budget ended (--probe-timeout)",
-    "auto-limit": "it reached {limit:,} samples",
-}
-
-
-def _stopping_note(ctx: Context, outcome: Outcome, auto: bool) -> None:
-    """Where sampling stopped, when that was not simply the cap or the end of the data."""
-    if outcome.stopped not in STOP_REASONS:
-        return
-    from relulint.probe.inputs import AUTO_MAX_SAMPLES, AUTO_STABLE_BATCHES, AUTO_TARGET_RATE
-
-    why = STOP_REASONS[outcome.stopped].format(
-        stable=AUTO_STABLE_BATCHES, rate=f"{AUTO_TARGET_RATE:.0%}", limit=AUTO_MAX_SAMPLES
-    )
-    what = "--samples auto" if auto else "the probe"
-    used = f"{outcome.samples:,} samples"
-    if ctx.config.data and outcome.available:
-        used = f"{outcome.samples:,} of the {outcome.available:,} samples of --data (in file order)"
-    ctx.notes.append(Note("info", f"{what} stopped after {used}: {why}"))
-
-
-def _result(ctx: Context, instrumentation: Instrumentation, outcome: Outcome, specs: list[InputSpec]) -> ProbeResult:
-    config = ctx.config
-    synthetic = config.data is None
-    result = ProbeResult(
-        inputs="synthetic" if synthetic else "data",
-        samples=outcome.samples,
-        batch=outcome.batch,
-        distribution=describe_synthetic(config, specs) if synthetic else None,
-        data=config.data,
-        fed_inputs=tuple(ctx.graph.inputs),
-        skipped=dict(instrumentation.skipped),
-        stopped=outcome.stopped,
-        available=outcome.available,
-        seconds=outcome.session_seconds + outcome.run_seconds,
-        peak_rss=outcome.peak_rss,
-    )
-    by_name = {layer.name: layer for layer in ctx.layers}
-    for tap in instrumentation.taps:
-        sums = outcome.totals[tap.layer]
-        if sums.low_rank is not None:
-            shape = "x".join(map(str, sums.low_rank)) or "a scalar"
-            result.skipped[tap.layer] = f"its output has shape {shape} at run time: no axis of units"
-            continue
-        zero_below = not by_name[tap.layer].keeps_gradient_below_zero
-        result.layers[tap.layer] = LayerMeasure.from_totals(tap.layer, sums, zero_below)
-    for name, totals in outcome.inputs.items():
-        reached = first_linear(ctx.graph, name)  # the child measured only inputs that reach one (_with_data_axes)
-        measure = InputMeasure.from_totals(name, totals, reached[0].id if reached else "")
-        if measure is not None:
-            result.data_inputs[name] = measure
-    return result
-
-
-def _set_metrics(ctx: Context, result: ProbeResult) -> None:
-    for layer in ctx.layers:
-        measure = result.layers.get(layer.name)
-        if measure is None or not measure.ran:
-            continue
-        ctx.metric(
-            layer,
-            dead=measure.dead,
-            dead_fraction=measure.dead / measure.units,
-            rarely_active=measure.rarely_active,
-            rarely_active_fraction=measure.rarely_active / measure.units,
-            never_positive=measure.never_positive,
-            sparsity=measure.sparsity,
-            probe_samples=measure.samples,
-            probe_evidence=result.inputs,
-            firing_rate_bound=measure.firing_rate_bound,
-        )
-
-
-def _note_unmeasured_layers(ctx: Context, result: ProbeResult) -> None:
-    """Instrumented layers the run gave no value of: a rank found too low at run time, or an If branch that
-    no sample took (its units are neither dead nor alive on these inputs)."""
-    low_rank = [(name, why) for name, why in result.skipped.items() if why.endswith("no axis of units")]
-    untaken = [name for name, measure in result.layers.items() if not measure.ran]
-    parts = [f"{name} ({why})" for name, why in low_rank[:5]]
-    parts += [f"{name} (no sample ran the If branch it sits in)" for name in untaken[: max(5 - len(parts), 0)]]
-    count = len(low_rank) + len(untaken)
-    if count:
-        more = f"; and {count - len(parts)} more" if count > len(parts) else ""
-        ctx.notes.append(Note("skipped", f"the probe measured no value of {count} layer(s): {'; '.join(parts)}{more}"))
-
-
-def _note_skipped_layers(ctx: Context, instrumentation: Instrumentation) -> None:
-    if not instrumentation.skipped:
-        return
-    shown = "; ".join(f"{name} ({why})" for name, why in instrumentation.skipped[:5])
-    more = len(instrumentation.skipped) - 5
-    ctx.notes.append(
-        Note(
-            "skipped",
-            f"the probe does not measure {len(instrumentation.skipped)} layer(s): {shown}"
-            + (f"; and {more} more" if more > 0 else ""),
-        )
-    )
-
-
 def _with_domains(specs: list[InputSpec], config: Config) -> list[InputSpec]:
     """Float inputs with an --input-range are drawn uniformly from it: a model trained on [0, 1] never
     sees the negative values of normal noise, which switch on units real data never does."""
@@ -494,34 +395,6 @@ def _with_domains(specs: list[InputSpec], config: Config) -> list[InputSpec]:
         else spec
         for spec in specs
     ]
-
-
-def describe_synthetic(config: Config, specs: list[InputSpec]) -> str:
-    """How synthetic inputs were drawn, for messages: the distribution, the inputs drawn from their domain,
-    and how integer inputs were filled (token ids below their embedding table's rows, masks all ones)."""
-    dist = parse_distribution(config.input_dist)
-    text = dist.describe()
-    if config.input_ranges:
-        how = STRUCTURED_NAMES[dist.kind] if dist.kind in STRUCTURED_KINDS else "uniform"
-        domains = ", ".join(
-            f"{name} {how} over {'/'.join(f'[{lo:g}, {hi:g}]' for lo, hi in pairs)}"
-            for name, pairs in config.input_ranges.items()
-        )
-        text = f"{domains}; any other float input {text}"
-    integers = [_integer_fill(spec) for spec in specs if not spec.dtype.startswith(("float", "bfloat"))]
-    if not integers:
-        return text
-    if len(integers) == len(specs):
-        return ", ".join(integers)
-    return ", ".join(integers) + ("; " if config.input_ranges else "; float inputs ") + text
-
-
-def _integer_fill(spec: InputSpec) -> str:
-    if spec.constant is not None:
-        return f"{spec.name} all {spec.constant}"
-    if spec.dtype == "bool":
-        return f"{spec.name} random booleans"
-    return f"{spec.name} uniform integers below {spec.int_high:,}"
 
 
 def _with_data_axes(ctx: Context, specs: list[InputSpec]) -> list[InputSpec]:
