@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from relulint import config as config_module
+from relulint import config_values
 from relulint.config import Config, config_from_table
 from relulint.engine import analyse
 from relulint.modelkit import ModelBuilder
@@ -15,7 +15,7 @@ from relulint.probe.inputs import InputSpec, parse_distribution, synthetic_batch
 
 
 def test_the_config_knows_the_same_structured_kinds_as_the_generator():
-    assert config_module.STRUCTURED_KINDS == structured.KINDS
+    assert config_values.STRUCTURED_KINDS == structured.KINDS
 
 
 @pytest.mark.parametrize(
