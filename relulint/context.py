@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -15,6 +16,8 @@ from relulint.loaded import LoadedModel
 from relulint.stats import WeightStats, streamed_weight_stats, weight_stats
 from relulint.tensors import TensorUnavailable
 from relulint.units import Layer, OutputPath, norm_parameters, output_paths, subgraph_output_owners
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -80,11 +83,13 @@ class Context:
         owners = self.cached("units.subgraph_output_owners", lambda ctx: subgraph_output_owners(ctx.graph))
         return output_paths(self.graph, layer.output, final_ops, owners)
 
-    def cached(self, key: str, compute: Any) -> Any:
-        """A model-wide derived value (e.g. propagated input scales), computed once on first use."""
+    def cached(self, key: str, compute: Callable[[Context], T]) -> T:
+        """A model-wide derived value (e.g. propagated input scales), computed once on first use; typed as
+        ``compute`` returns (one key, one kind of value)."""
         if key not in self._derived:
             self._derived[key] = compute(self)
-        return self._derived[key]
+        value: T = self._derived[key]
+        return value
 
     def metric(self, layer: Layer, **values: Any) -> None:
         self.metrics.setdefault(layer.name, {}).update(values)
