@@ -116,7 +116,7 @@ def _analyse_loaded(loaded: LoadedModel, config: Config) -> ModelResult:
         if not rule.meta.needs or any(need not in ctx.analyses for need in rule.meta.needs):
             continue  # static (done above), or the analysis did not run: its note says why
         findings.extend(_run_rule(ctx, rule))
-    findings = _sorted(_apply_config(findings, config), graph)
+    findings = _sorted(_apply_config(_yielded(findings, rules), config), graph)
     info = loaded.info()
     info["parameters"] = count_parameters(graph)
     info["nodes"] = len(graph.nodes)
@@ -230,6 +230,15 @@ def _apply_config(findings: list[Finding], config: Config) -> list[Finding]:
             finding = replace(finding, severity=config.severities[finding.rule])
         kept.append(finding)
     return kept
+
+
+def _yielded(findings: list[Finding], rules: list[Rule]) -> list[Finding]:
+    """Without the findings of a companion rule on nodes where a rule it yields to reported (RuleMeta.yields_to)."""
+    yields = {rule.id: rule.meta.yields_to for rule in rules if rule.meta.yields_to}
+    if not yields:
+        return findings
+    reported = {(finding.rule, finding.node) for finding in findings}
+    return [f for f in findings if not any((rule, f.node) in reported for rule in yields.get(f.rule, ()))]
 
 
 def _sorted(findings: list[Finding], graph: Graph) -> list[Finding]:

@@ -137,6 +137,10 @@ def test_strongly_negative_biases_give_rl501_with_the_count(tmp_path):
     assert set(finding.units.worst) <= set(range(30))
     assert "synthetic" in finding.message and "--data" in finding.message
     assert not rule_findings(result, "RL502")  # above RL501's threshold: reported once
+    (alone,) = rule_findings(probe(save(tmp_path, negative_bias_mlp(30)), select=("RL502",)), "RL502")
+    assert alone.node == "relu1"  # without RL501, its milder companion reports the layer
+    ignored = probe(save(tmp_path, negative_bias_mlp(30)), select=("RL5",), per_node_ignores={"relu1": ("RL501",)})
+    assert not rule_findings(ignored, "RL501") and not rule_findings(ignored, "RL502")  # silenced means silenced
 
 
 def test_rl502_between_thresholds_and_rl503_sums_up(tmp_path):

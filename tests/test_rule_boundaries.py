@@ -1,4 +1,4 @@
-"""Rules read the unit view, the analyses and their own options - never raw ONNX nodes.
+"""Rules read the unit view, the analyses and their own options - never raw ONNX nodes or another rule's options.
 
 A rule module that imports the graph or loader layers, or reaches into ``ctx.graph`` / ``ctx.loaded``,
 re-derives what the unit view should hold: the pattern then lives in two places (CONTRIBUTING.md).
@@ -28,6 +28,8 @@ def raw_reads(path: Path) -> set[str]:
         elif isinstance(node, ast.Attribute) and node.attr in RAW_CONTEXT_ATTRIBUTES:
             if isinstance(node.value, ast.Name) and node.value.id == "ctx":
                 found.add(f"ctx.{node.attr}")
+        elif isinstance(node, ast.Attribute) and node.attr in ("options_for", "rule_options"):
+            found.add(f"{node.attr}: another rule's options")  # a rule gets its own as check()'s argument
     return found
 
 
@@ -49,7 +51,8 @@ def test_rule_modules_read_only_the_unit_view_the_analyses_and_their_options():
 def test_the_boundary_check_sees_a_raw_read(tmp_path):
     module = tmp_path / "rl999_example.py"
     module.write_text(
-        "from relulint.graph import Graph\n\ndef check(ctx, options):\n    return [n for n in ctx.graph]\n",
+        "from relulint.graph import Graph\n\ndef check(ctx, options):\n"
+        "    limit = ctx.config.options_for('RL501')['error_fraction']\n    return [n for n in ctx.graph]\n",
         encoding="utf-8",
     )
-    assert raw_reads(module) == {"import relulint.graph", "ctx.graph"}
+    assert raw_reads(module) == {"import relulint.graph", "ctx.graph", "options_for: another rule's options"}

@@ -49,6 +49,10 @@ class RuleMeta:
     options: tuple[Option, ...] = ()
     needs: tuple[str, ...] = ()  # analyses beyond the static graph: "probe", "bounds", "compare"
     tags: tuple[str, ...] = field(default=())
+    # The milder companion of these rules: a finding of one of them on the same node replaces this rule's
+    # (the engine drops it), so a layer is reported once, at the stronger level, without this rule reading
+    # the other's options.
+    yields_to: tuple[str, ...] = ()
 
     @property
     def family(self) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 from relulint.context import Context
 from relulint.findings import Finding, Severity
 from relulint.probe.wording import MAX_FIRING_RATE, dead_evidence, dead_units_finding, measured_layers, probe_result
-from relulint.rules import Option, RuleMeta, matches
+from relulint.rules import Option, RuleMeta
 
 WARNING_FRACTION = 0.1  # the default of `warning_fraction`, which the summary states
 
@@ -23,8 +23,8 @@ A few in a wide layer are normal after training; a tenth of a layer or more usua
 units out of their working range, and the share tends to grow with further training at the same settings.
 
 This is the milder companion of RL501: it reports layers whose dead fraction is above `warning_fraction`
-(default 10%) but not above RL501's `error_fraction` (when RL501 is selected, so that a layer is not reported
-twice). How the probe counts, why synthetic inputs can exaggerate, and how the evidence sets the severity
+(default 10%); a layer that RL501 reports too (above its `error_fraction`) is reported by RL501 alone, so
+that it is not reported twice. How the probe counts, why synthetic inputs can exaggerate, and how the evidence sets the severity
 (a warning when confirmed, else a note saying it is a suspicion) is explained under RL501; ReLU variants are
 judged as there.
 """,
@@ -50,6 +50,7 @@ layer.bias.data[:20] = -10.0   # 20 of 128 units (16%) never activate
     ),
     needs=("probe",),
     tags=("probe", "dead"),
+    yields_to=("RL501",),
 )
 
 
@@ -58,11 +59,7 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
     if result is None:
         return
     threshold = options["warning_fraction"]
-    config = ctx.config
-    rl501_selected = matches("RL501", config.select) and not matches("RL501", config.ignore)
-    ceiling = config.options_for("RL501").get("error_fraction", 1.0) if rl501_selected else 1.0
     for layer, measure in measured_layers(ctx, result):
-        fraction = measure.dead / measure.units
-        if threshold < fraction and not (rl501_selected and fraction > ceiling):
+        if measure.dead / measure.units > threshold:  # a layer RL501 reports too is left to it (yields_to)
             evidence = dead_evidence(ctx, layer, measure, result, options["max_firing_rate"])
             yield dead_units_finding(META.id, META.severity, layer, measure, result, options, threshold, evidence)
