@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -13,7 +13,14 @@ from relulint.findings import Note
 from relulint.graph import Graph
 from relulint.layer_values import bias_vector, weight_blocks, weight_matrix
 from relulint.loaded import LoadedModel
-from relulint.stats import WeightStats, streamed_weight_stats, weight_stats
+from relulint.stats import (
+    BATCH_BYTES,
+    BATCH_MAX_ELEMENTS,
+    WeightStats,
+    batched_weight_stats,
+    streamed_weight_stats,
+    weight_stats,
+)
 from relulint.tensors import TensorUnavailable
 from relulint.units import Layer, OutputPath, norm_parameters, output_paths, subgraph_output_owners
 
@@ -49,6 +56,38 @@ class Context:
             if stats is not None:
                 self.metric(layer, **stats.to_json())
         return self._stats[layer.name]
+
+    def batch_weight_stats(self, layers: Iterable[Layer]) -> None:
+        """Compute (and keep) the statistics of the layers' small stored weights many at a time: alike weights
+        (one shape, dtype and layout) are stacked in batches of BATCH_BYTES, the same numbers ``weight_stats``
+        gives one by one. Other layers are left to ``weight_stats``."""
+        pending: dict[tuple[tuple[int, ...], str, bool], list[tuple[Layer, np.ndarray]]] = {}
+        held = 0
+        for layer in layers:
+            if layer.name in self._stats or not layer.fan_in or not layer.fan_out:
+                continue
+            stored = weight_blocks(self.graph, layer)
+            if stored is None or stored.units * stored.per_unit > BATCH_MAX_ELEMENTS:
+                continue
+            try:  # copied: blocks read from a file share one buffer
+                matrix = np.concatenate([np.array(block) for block in stored.blocks])
+            except TensorUnavailable:
+                continue
+            pending.setdefault((matrix.shape, matrix.dtype.str, stored.units_on_rows), []).append((layer, matrix))
+            held += matrix.nbytes
+            if held >= BATCH_BYTES:
+                self._store_batches(pending)
+                pending, held = {}, 0
+        self._store_batches(pending)
+
+    def _store_batches(self, pending: dict[tuple[tuple[int, ...], str, bool], list[tuple[Layer, np.ndarray]]]) -> None:
+        for (_shape, _dtype, units_on_rows), members in pending.items():
+            stack = np.stack([matrix for _, matrix in members])
+            fans = [(layer.fan_in or 0, layer.fan_out or 0) for layer, _ in members]
+            computed = batched_weight_stats(stack, units_on_rows, [f[0] for f in fans], [f[1] for f in fans])
+            for (layer, _), stats in zip(members, computed):
+                self._stats[layer.name] = stats
+                self.metric(layer, **stats.to_json())
 
     def _compute_weight_stats(self, layer: Layer) -> WeightStats | None:
         if not layer.fan_in or not layer.fan_out:

@@ -158,6 +158,7 @@ THREADED_STATS_ABOVE = 32 * 1024**2  # bytes of weights; below, the threads cost
 
 
 def _weight_stats(ctx: Context, threads: int) -> None:
+    ctx.batch_weight_stats(ctx.layers)  # small weights many at a time; the rest one by one
     weights = sum(expected_nbytes(tensor) or 0 for tensor in ctx.graph.initializers.values())
     if threads > 1 and len(ctx.layers) > 1 and weights > THREADED_STATS_ABOVE:
         with ThreadPoolExecutor(threads) as pool:

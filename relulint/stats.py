@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,6 +140,86 @@ def streamed_weight_stats(
     for block in blocks:
         sums.add(block)
     return sums.stats(fan_in, fan_out)
+
+
+# Small weights are computed many at a time (``batched_weight_stats``): on a layer of 16 x 16 weights numpy's
+# per-call overhead is nearly all of the cost, some twenty calls per layer.
+BATCH_MAX_ELEMENTS = 1 << 16  # a weight up to this size joins a batch (at most KURTOSIS_SAMPLE: every unit sampled)
+BATCH_BYTES = 16 * 1024**2  # weights held for batching before they are computed
+
+
+def batched_weight_stats(
+    stack: np.ndarray, units_on_rows: bool, fan_ins: Sequence[int], fan_outs: Sequence[int]
+) -> list[WeightStats]:
+    """``streamed_weight_stats`` of each matrix of ``stack`` (``[layers, rows, columns]``, at most
+    BATCH_MAX_ELEMENTS per matrix) as one block, the same numbers, in a few numpy calls for the whole stack.
+    A matrix with non-finite, huge or all-zero-row weights (rare) is computed on its own."""
+    axis = 2 if units_on_rows else 1
+    units = stack.shape[1] if units_on_rows else stack.shape[2]
+    per_unit = stack.shape[2] if units_on_rows else stack.shape[1]
+    product = "lij,lij->li" if units_on_rows else "lij,lij->lj"
+    with np.errstate(all="ignore"):  # overflows and NaN land in the layers computed on their own below
+        sums = np.sum(stack, axis=axis, dtype=np.float64)  # [layers, units]
+        totals = sums.sum(axis=1)
+        lows, highs = stack.min(axis=(1, 2)), stack.max(axis=(1, 2))
+        squares = np.einsum(product, stack, stack, dtype=np.float64)
+        doubled = np.square(stack, dtype=np.float64)
+        fourths = np.einsum(product, doubled, doubled)
+        row_norms = np.sqrt(squares)
+        finite = units * per_unit
+        means = totals / finite
+        variances = np.maximum(squares.sum(axis=1) / finite - means * means, 0.0)
+        dispersions, kurtoses, answered = _batched_dispersion_and_kurtosis(squares, fourths, per_unit)
+        largest = np.maximum(np.abs(lows), np.abs(highs)).astype(np.float64)
+    # The batch covers what the streamed sums do in their simplest case: all finite, no rescaling, every row live.
+    simple = answered & np.isfinite(totals) & (largest <= HUGE_WEIGHT)
+    results = []
+    for index, (fan_in, fan_out) in enumerate(zip(fan_ins, fan_outs)):
+        if not simple[index]:
+            results.append(streamed_weight_stats([stack[index]], units_on_rows, units, per_unit, fan_in, fan_out))
+            continue
+        norms = row_norms[index]
+        results.append(
+            WeightStats(
+                units=units,
+                fan_in=fan_in,
+                fan_out=fan_out,
+                nonfinite=0,
+                nonfinite_kinds={"nan": 0, "inf": 0, "-inf": 0},
+                nonfinite_units=np.arange(0),
+                mean=float(means[index]),
+                std=math.sqrt(float(variances[index])),
+                min=float(lows[index]),
+                max=float(highs[index]),
+                row_norms=norms,
+                row_sums=sums[index],
+                zero_rows=np.flatnonzero(norms == 0.0),
+                scale_dispersion=float(dispersions[index]),
+                kurtosis=float(kurtoses[index]),
+            )
+        )
+    return results
+
+
+def _batched_dispersion_and_kurtosis(
+    squares: np.ndarray, fourths: np.ndarray, fan_in: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_dispersion_and_kurtosis`` of each row of ``squares``/``fourths`` (``[layers, units]``), and which rows
+    it answers: not a layer with a zero row or an overflowed fourth power (the single computation leaves those
+    out of its sums)."""
+    layers, units = squares.shape
+    nan = np.full(layers, np.nan)
+    if fan_in < 2 or units < 2:
+        return nan, nan, np.ones(layers, dtype=bool)
+    with np.errstate(all="ignore"):
+        row_kurtosis = fan_in * fourths / (squares**2)
+        kurtosis = np.mean(row_kurtosis, axis=1)
+        mean_squares = squares / fan_in
+        expected = np.mean(mean_squares, axis=1) ** 2 * np.maximum(kurtosis - 1.0, 1e-12) / fan_in
+        observed = np.var(mean_squares, axis=1, ddof=1)
+        dispersion = np.where(expected > 0, observed / np.where(expected > 0, expected, 1.0), np.nan)
+    answered = np.all(squares > 0, axis=1) & np.all(np.isfinite(fourths), axis=1)
+    return dispersion, kurtosis, answered
 
 
 class _UnitSums:

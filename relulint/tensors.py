@@ -57,6 +57,7 @@ def tensor_shape(tensor: TensorProto) -> tuple[int, ...]:
     return tuple(tensor.dims)
 
 
+@functools.lru_cache(maxsize=64)  # asked for every tensor, several times each: onnx's mapping is a slow path
 def element_dtype(data_type: int) -> np.dtype | None:
     """The numpy dtype of an ONNX element type; None for strings, UNDEFINED and unknown numbers."""
     if data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):

@@ -15,8 +15,7 @@ the file as it is.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 MODEL_GRAPH = 7
 GRAPH_INITIALIZER = 5
@@ -35,8 +34,7 @@ class Malformed(Exception):
     pass
 
 
-@dataclass(frozen=True)
-class Field:
+class Field(NamedTuple):  # a tuple, not a dataclass: a graph of 100,000 nodes yields as many
     number: int
     wire_type: int
     start: int  # first byte of the tag
@@ -48,6 +46,8 @@ class Field:
 def read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
     """The varint at ``pos`` (before ``end``) and the position after it; ``Malformed`` when there is none.
     The one varint decoder of relulint (the loader's depth walk, the skeleton surgery, the -o checks)."""
+    if pos < end and data[pos] < 0x80:  # one byte: most tags and lengths of a graph of many small nodes
+        return data[pos], pos + 1
     value = shift = 0
     for _ in range(10):
         if pos >= end:
@@ -161,8 +161,12 @@ def strip_large_raw_data(data: bytes, location: str, min_bytes: int) -> tuple[by
         cursor = graph.value_start
         moved = 0
         for field in iter_fields(data, graph.value_start, graph.end):
-            if field.number != GRAPH_INITIALIZER or field.wire_type != LENGTH:
-                continue
+            if (
+                field.number != GRAPH_INITIALIZER
+                or field.wire_type != LENGTH
+                or field.end - field.value_start < min_bytes
+            ):
+                continue  # a tensor smaller than min_bytes cannot hold that much raw data: not walked
             tensor = _strip_tensor(data, field, location, min_bytes)
             if tensor is None:
                 continue
