@@ -120,13 +120,13 @@ def repair_strings(message: Any) -> int:
     Python's protobuf hands such a field out as ``bytes`` instead of ``str`` (ONNX's .proto is proto2,
     which does not validate UTF-8), and every name would then break string formatting and JSON.
     """
-    from google.protobuf.descriptor import FieldDescriptor  # protobuf, like onnx, only once a model is read
-
+    tensor_type = onnx.TensorProto  # looked up once: the lazy module's attribute access is Python code
+    kinds: dict[Any, int] = {}  # field descriptor -> _field_kind, learnt as the fields are met
     repaired = 0
     stack = [message]
     while stack:
         current = stack.pop()
-        if isinstance(current, onnx.TensorProto):
+        if isinstance(current, tensor_type):
             # Only a tensor's texts: ListFields would copy its raw_data, the bulk of the file.
             for name in ("name", "doc_string"):
                 if type(getattr(current, name)) is bytes:
@@ -135,21 +135,34 @@ def repair_strings(message: Any) -> int:
             stack.extend(current.external_data)
             continue
         for descriptor, value in current.ListFields():
-            if descriptor.type == FieldDescriptor.TYPE_MESSAGE:
-                if descriptor.is_repeated:
-                    stack.extend(value)
-                else:
-                    stack.append(value)
-            elif descriptor.type != FieldDescriptor.TYPE_STRING:
-                continue
-            elif descriptor.is_repeated:
-                if any(type(item) is bytes for item in value):
+            kind = kinds.get(descriptor)
+            if kind is None:
+                kind = kinds[descriptor] = _field_kind(descriptor)
+            if kind == _MESSAGES:
+                stack.extend(value)
+            elif kind == _MESSAGE:
+                stack.append(value)
+            elif kind == _STRINGS:
+                if bytes in map(type, value):
                     value[:] = [_decoded(item) for item in value]
                     repaired += 1
-            elif type(value) is bytes:
+            elif kind == _STRING and type(value) is bytes:
                 setattr(current, descriptor.name, _decoded(value))
                 repaired += 1
     return repaired
+
+
+_OTHER, _MESSAGE, _MESSAGES, _STRING, _STRINGS = range(5)
+
+
+def _field_kind(descriptor: Any) -> int:
+    from google.protobuf.descriptor import FieldDescriptor  # protobuf, like onnx, only once a model is read
+
+    if descriptor.type == FieldDescriptor.TYPE_MESSAGE:
+        return _MESSAGES if descriptor.is_repeated else _MESSAGE
+    if descriptor.type == FieldDescriptor.TYPE_STRING:
+        return _STRINGS if descriptor.is_repeated else _STRING
+    return _OTHER
 
 
 def _decoded(value: str | bytes) -> str:

@@ -159,7 +159,7 @@ def batched_weight_stats(
     per_unit = stack.shape[2] if units_on_rows else stack.shape[1]
     product = "lij,lij->li" if units_on_rows else "lij,lij->lj"
     with np.errstate(all="ignore"):  # overflows and NaN land in the layers computed on their own below
-        sums: np.ndarray = np.sum(stack, axis=axis, dtype=np.float64)  # [layers, units]
+        sums = np.asarray(np.sum(stack, axis=axis, dtype=np.float64))  # [layers, units]
         totals = sums.sum(axis=1)
         lows, highs = stack.min(axis=(1, 2)), stack.max(axis=(1, 2))
         squares = np.einsum(product, stack, stack, dtype=np.float64)

@@ -34,6 +34,12 @@ class Scale:
     def known(self) -> bool:
         return self.rms is not None and self.mean is not None and math.isfinite(self.rms) and math.isfinite(self.mean)
 
+    def moments(self) -> tuple[float, float] | None:
+        """(mean, rms) when the estimate is known (both finite), else None."""
+        if self.rms is None or self.mean is None or not (math.isfinite(self.rms) and math.isfinite(self.mean)):
+            return None
+        return self.mean, self.rms
+
     @property
     def variance(self) -> float:
         return max((self.rms or 0.0) ** 2 - (self.mean or 0.0) ** 2, 0.0)

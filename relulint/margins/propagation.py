@@ -50,6 +50,7 @@ class Propagation:
         for node in self.graph:
             if not node.outputs or not node.outputs[0] or node.id in self.by_linear:
                 continue  # a layer's linear output is estimated on demand (its unit model usually suffices)
+            estimate: Scale | None
             if node.id in self.by_activation:
                 estimate = self.layer_output(self.by_activation[node.id])
             elif node.op in NORM_OPS or node.id in self.decomposed_norms:
@@ -86,11 +87,12 @@ class Propagation:
         if tensor is None:
             return float("nan"), "no linear op", True, None
         estimate = self.scale_of(tensor)
-        if not estimate.known:
+        moments = estimate.moments()
+        if moments is None:
             return FALLBACK_SCALE, f"fallback {FALLBACK_SCALE:g}: {estimate.source}", True, None
-        if estimate.rms < TINY_SCALE:
+        if moments[1] < TINY_SCALE:
             return TINY_SCALE, f"{estimate.source}: about zero", False, estimate.layer
-        return float(estimate.rms), estimate.source, False, estimate.layer
+        return float(moments[1]), estimate.source, False, estimate.layer
 
     def row_norms(self, layer: Layer) -> np.ndarray | None:
         stats = self.ctx.weight_stats(layer)
@@ -106,15 +108,17 @@ class Propagation:
         if rows is None or tensor is None:
             return unknown(f"the weights of '{layer.linear}' are unknown or not finite")
         estimate = self.scale_of(tensor)
-        if not estimate.known:
+        moments = estimate.moments()
+        if moments is None or layer.linear is None:
             return estimate
+        rms_in = moments[1]
         node = graph.nodes[layer.linear]
         bias = np.zeros(rows.size)
         if node.op in ("Conv", "ConvTranspose", "Gemm") and len(node.inputs) > 2 and node.inputs[2]:
             value = _float_constant(graph, node.inputs[2])
             if value is not None and value.size in (1, rows.size):
                 bias = bias + value.reshape(-1) * (float(node.attr("beta", 1.0)) if node.op == "Gemm" else 1.0)
-        rms = math.sqrt(float(np.mean(np.square(rows) * estimate.rms**2 + np.square(bias))))
+        rms = math.sqrt(float(np.mean(np.square(rows) * rms_in**2 + np.square(bias))))
         return Scale(float(bias.mean()), rms, estimate.source, estimate.layer)
 
     def generic_output(self, node: Node) -> Scale | None:
@@ -133,16 +137,18 @@ class Propagation:
             if len(constants) == 1:
                 x = self.scale_of(next(t for t in inputs if t != constants[0]))
                 c = self.scale_of(constants[0])
-                if x.known and c.rms is not None:
-                    return Scale(x.mean * c.mean, x.rms * c.rms, x.source, x.layer)
+                x_moments = x.moments()
+                if x_moments is not None and c.rms is not None and c.mean is not None:
+                    return Scale(x_moments[0] * c.mean, x_moments[1] * c.rms, x.source, x.layer)
                 return x
         if node.op == "Concat" and inputs:
             parts = [self.scale_of(t) for t in inputs]
-            missing = next((p for p in parts if not p.known), None)
+            known = [p.moments() for p in parts]
+            missing = next((p for p, m in zip(parts, known) if m is None), None)
             if missing is not None:
                 return missing
-            rms = math.sqrt(float(np.mean([p.rms**2 for p in parts])))
-            return Scale(float(np.mean([p.mean for p in parts])), rms, parts[0].source, parts[0].layer)
+            means, squares = [m[0] for m in known if m], [m[1] ** 2 for m in known if m]
+            return Scale(float(np.mean(means)), math.sqrt(float(np.mean(squares))), parts[0].source, parts[0].layer)
         return unknown(f"no scale estimate through {node.op} node '{node.id}'")
 
     # ---- one layer ---------------------------------------------------------------------------------
@@ -204,8 +210,9 @@ class Propagation:
         shortcut_mean, shortcut_var = 0.0, 0.0
         for tensor, factor in path.shortcuts if path else ():
             estimate = self.scale_of(tensor)
-            if estimate.known:
-                shortcut_mean += factor * estimate.mean
+            moments = estimate.moments()
+            if moments is not None:
+                shortcut_mean += factor * moments[0]
                 shortcut_var += factor * factor * estimate.variance
         if shortcut_mean or shortcut_var:
             mean, mean_p = mean + shortcut_mean, mean_p + shortcut_mean
@@ -231,16 +238,18 @@ class Propagation:
         """(mean, std) per unit of ``w_j . x + b_j`` for an input of mean mu_in and RMS sigma_in."""
         tensor = _linear_input(self.graph, layer)
         estimate = self.scale_of(tensor) if tensor else unknown("no linear op")
-        if not estimate.known:
+        moments = estimate.moments()
+        if moments is None:
             return bias, rows * FALLBACK_SCALE
-        if not estimate.mean:
-            return bias, rows * max(estimate.rms, TINY_SCALE)
+        mean_in, rms_in = moments
+        if not mean_in:
+            return bias, rows * max(rms_in, TINY_SCALE)
         stats = self.ctx.weight_stats(layer)
         if stats is None or stats.row_sums.size != bias.size:
-            return bias, rows * max(estimate.rms, TINY_SCALE)
+            return bias, rows * max(rms_in, TINY_SCALE)
         row_sums = stats.row_sums * _gemm_alpha(self.graph, layer)
         spread = max(math.sqrt(estimate.variance), TINY_SCALE)
-        return bias + estimate.mean * row_sums, rows * spread
+        return bias + mean_in * row_sums, rows * spread
 
     def skip_reason(self, layer: Layer) -> str | None:
         if layer.linear is None and layer.norm is None:
@@ -266,7 +275,9 @@ def _linear_input(graph: Graph, layer: Layer) -> str | None:
 
 def _gemm_alpha(graph: Graph, layer: Layer) -> float:
     """Gemm multiplies its product by alpha: it scales every weight."""
-    return float(graph.nodes[layer.linear].attr("alpha", 1.0)) if layer.linear_op == "Gemm" else 1.0
+    if layer.linear is None or layer.linear_op != "Gemm":
+        return 1.0
+    return float(graph.nodes[layer.linear].attr("alpha", 1.0))
 
 
 def _normalized_output(graph: Graph, node: Node) -> Scale:
@@ -290,7 +301,7 @@ def _sum_of(parts: list[Scale], subtract_rest: bool = False) -> Scale:
     if missing is not None:
         return missing
     signs = [1.0] + [-1.0 if subtract_rest else 1.0] * (len(parts) - 1)
-    mean = sum(sign * p.mean for sign, p in zip(signs, parts))
+    mean = sum(sign * (p.mean or 0.0) for sign, p in zip(signs, parts))  # none is None (checked above)
     variance = sum(p.variance for p in parts)
     computed = [p for p in parts if p.source != "constant"] or parts
     return Scale(mean, math.sqrt(variance + mean * mean), computed[0].source, computed[0].layer)
@@ -371,6 +382,8 @@ def _normalized_units(
     graph: Graph, layer: Layer, path: _Path | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """(mean, std, effective gamma, effective beta) per unit of a normalized layer."""
+    if layer.norm is None:
+        return None
     node = graph.nodes[layer.norm]
     params = norm_parameters(graph, layer)
     gamma = params.get("gamma")
