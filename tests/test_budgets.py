@@ -121,7 +121,7 @@ def test_20000_nodes_sharing_one_name_through_compare(tmp_path):
 
 
 def test_fresh_probe_names_are_short_whatever_the_model_names():
-    from relulint.probe.instrument import free_prefix
+    from relulint.probe.reductions import free_prefix
 
     taken = {"relulint_probe/1/max", "relulint_probe_1/x", "relulint_probe" + "_" * 100_000, "a"}
     assert free_prefix("relulint_probe", taken) == "relulint_probe_2"

@@ -195,8 +195,9 @@ def test_the_scale_of_an_embedding_table_is_streamed_exactly(tmp_path):
 
 
 def test_the_instrumented_decoder_leaves_out_what_no_relu_needs(tmp_path):
-    from relulint.probe.instrument import plan, write_model
+    from relulint.probe.instrument import plan
     from relulint.probe.shapes import infer_shapes
+    from relulint.probe.writer import write_model
 
     graph = build_graph(load_model(str(saved(tmp_path))))
     layers = find_layers(graph)

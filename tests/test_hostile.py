@@ -1031,7 +1031,7 @@ def test_external_data_naming_its_location_twice_is_refused(tmp_path, order):
 
 def test_probe_links_only_checked_files_and_only_inside_its_folder(tmp_path):
     from relulint.external import CheckedFile
-    from relulint.probe.instrument import LinkRefused, _link_external_data
+    from relulint.probe.writer import LinkRefused, _link_external_data
 
     source = tmp_path / "w.bin"
     source.write_bytes(bytes(16))
@@ -1058,7 +1058,7 @@ def test_probe_links_only_checked_files_and_only_inside_its_folder(tmp_path):
 def test_probe_copies_a_weight_file_it_cannot_link_only_when_small_and_says_so(tmp_path, monkeypatch):
     from relulint.config import Config
     from relulint.engine import analyse
-    from relulint.probe import instrument
+    from relulint.probe import writer
 
     _probe_available()
     path = save_external(small_mlp(bias=-30.0), tmp_path)
@@ -1066,12 +1066,12 @@ def test_probe_copies_a_weight_file_it_cannot_link_only_when_small_and_says_so(t
     def no_link(*_args, **_kwargs):
         raise OSError(18, "Invalid cross-device link")
 
-    monkeypatch.setattr(instrument.os, "link", no_link)
+    monkeypatch.setattr(writer.os, "link", no_link)
     result = analyse(str(path), Config(select=("RL5",)))
     copied = [n.message for n in result.notes if "was copied into the probe's temporary folder" in n.message]
     assert len(copied) == 1 and "'weights.bin'" in copied[0], [n.message for n in result.notes]
     assert any(f.rule == "RL501" for f in result.findings)  # the probe ran on the copy
-    monkeypatch.setattr(instrument, "COPY_AT_MOST", 100)
+    monkeypatch.setattr(writer, "COPY_AT_MOST", 100)
     result = analyse(str(path), Config(select=("RL5",)))
     skipped = [n.message for n in result.notes if n.message.startswith("the probe did not run")]
     assert skipped and "'weights.bin'" in skipped[0] and "too large to copy" in skipped[0], skipped

@@ -18,9 +18,10 @@ from relulint.loader import load_model
 from relulint.modelkit import ModelBuilder
 from relulint.probe import runner, worker
 from relulint.probe.inputs import DataError, InputSpec, parse_distribution, synthetic_batches
-from relulint.probe.instrument import plan, write_model
+from relulint.probe.instrument import plan
 from relulint.probe.shapes import infer_shapes
 from relulint.probe.specs import input_specs
+from relulint.probe.writer import write_model
 from relulint.units import find_layers
 
 WIDTH = 2100  # one 2100 x 2100 float weight: 17.6 MB, over the size whose weights stay in the file

@@ -20,11 +20,12 @@ from relulint.probe.inputs import (
     sample_shapes,
     shapes_vary,
 )
-from relulint.probe.instrument import Instrumentation, LinkRefused, plan, write_model
+from relulint.probe.instrument import Instrumentation, plan
 from relulint.probe.protocol import Job
 from relulint.probe.runner import Child, Progress, take_child
 from relulint.probe.shapes import TensorInfo, infer_shapes
 from relulint.probe.specs import ATTEMPTS, DefaultedDims, Specs, carried_states, first_linear, input_specs
+from relulint.probe.writer import LinkRefused, write_model
 
 # Address space of the child before any tensor: interpreter, numpy, onnxruntime, thread stacks.
 BASELINE_MEMORY = 512 * 1024**2
