@@ -87,7 +87,7 @@ class PendingProbe:
             return _skip(ctx, "the data held no samples")
         stopping_note(ctx, outcome, sampling(ctx.config)[1])
         result = probe_result(ctx, self.instrumentation, outcome, self.specs)
-        note_unmeasured_layers(ctx, result)
+        note_unmeasured_layers(ctx, result, self.instrumentation)
         ctx.analyses["probe"] = result
         set_metrics(ctx, result)
 

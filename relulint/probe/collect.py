@@ -98,10 +98,11 @@ def set_metrics(ctx: Context, result: ProbeResult) -> None:
         )
 
 
-def note_unmeasured_layers(ctx: Context, result: ProbeResult) -> None:
+def note_unmeasured_layers(ctx: Context, result: ProbeResult, instrumentation: Instrumentation) -> None:
     """Instrumented layers the run gave no value of: a rank found too low at run time, or an If branch that
     no sample took (its units are neither dead nor alive on these inputs)."""
-    low_rank = [(name, why) for name, why in result.skipped.items() if why.endswith("no axis of units")]
+    planned = dict(instrumentation.skipped)  # left out before the run: note_skipped_layers tells those
+    low_rank = [(name, why) for name, why in result.skipped.items() if name not in planned]
     untaken = [name for name, measure in result.layers.items() if not measure.ran]
     parts = [f"{name} ({why})" for name, why in low_rank[:5]]
     parts += [f"{name} (no sample ran the If branch it sits in)" for name in untaken[: max(5 - len(parts), 0)]]
