@@ -22,6 +22,7 @@ from relulint.findings import Note
 from relulint.inlining import inline_functions
 from relulint.lazy import onnx
 from relulint.loaded import Digest, LoadedModel
+from relulint.skeleton import typed_skeleton
 from relulint.wire import message_depth, strip_large_raw_data
 
 DEFAULT_MAX_MODEL_SIZE = 2 * 1024**3  # protobuf cannot parse a larger message anyway
@@ -297,34 +298,7 @@ def run_checker(loaded: LoadedModel) -> list[Note]:
         if _check_whole(loaded):
             onnx.checker.check_model(model)
         else:
-            onnx.checker.check_model(_checker_skeleton(model))
+            onnx.checker.check_model(typed_skeleton(model))
     except Exception as exc:
         return [Note("checker", f"onnx checker: {one_line(exc, 300)}")]
     return []
-
-
-def _checker_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model with its main-graph initializers turned into typed graph inputs.
-
-    For a large model the checker would otherwise copy every weight (it serializes the model), and
-    it looks for external data relative to the working folder; the loader and ``relulint.tensors``
-    check the data itself.
-    """
-    skeleton = onnx.ModelProto()
-    for name in ("ir_version", "producer_name", "producer_version", "domain", "model_version", "doc_string"):
-        setattr(skeleton, name, getattr(model, name))
-    skeleton.opset_import.extend(model.opset_import)
-    skeleton.metadata_props.extend(model.metadata_props)
-    skeleton.functions.extend(model.functions)
-    source, graph = model.graph, skeleton.graph
-    graph.name = source.name
-    graph.node.extend(source.node)
-    graph.output.extend(source.output)
-    graph.value_info.extend(source.value_info)
-    graph.sparse_initializer.extend(source.sparse_initializer)
-    graph.input.extend(source.input)
-    declared = {i.name for i in source.input}
-    for tensor in source.initializer:
-        if tensor.name not in declared:
-            graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
-    return skeleton

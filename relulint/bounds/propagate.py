@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import helper
 
 from relulint.bounds.interval import Bound, Domain, Symbolic, exact, unbounded
 from relulint.bounds.ops import HANDLERS, MAX_ELEMENTS, Inputs, Unsupported
 from relulint.graph import Graph, Node
+from relulint.skeleton import SHAPE_CONSTANTS_UP_TO, typed_skeleton
 
 # Symbolic bounds carry one row per input element: worth it for small inputs (tabular data, small
 # vectors), not for images, where the interval pass alone runs.
@@ -313,21 +314,7 @@ def _evaluate(inputs: Inputs, values: list[np.ndarray | None]) -> list[Bound | N
 
 def inferred_shapes(graph: Graph, box: InputBox) -> dict[str, tuple[int, ...]]:
     """Static shapes of the main graph's tensors for the analysed input shapes (onnx shape inference)."""
-    main = graph.loaded.model.graph
-    skeleton_inputs = []
-    for info in main.input:
-        if info.name in box.shapes:
-            elem = info.type.tensor_type.elem_type or TensorProto.FLOAT
-            skeleton_inputs.append(helper.make_tensor_value_info(info.name, elem, list(box.shapes[info.name])))
-    small = []
-    for tensor in main.initializer:
-        if int(np.prod(tensor.dims)) <= 4096 and tensor.data_location != TensorProto.EXTERNAL:
-            small.append(tensor)
-        else:  # a typed input stands in for a large weight: inference needs its shape, not its data
-            skeleton_inputs.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
-    skeleton = helper.make_graph(list(main.node), main.name or "g", skeleton_inputs, list(main.output), small)
-    model = helper.make_model(skeleton, opset_imports=list(graph.loaded.model.opset_import))
-    model.ir_version = graph.loaded.model.ir_version
+    model = typed_skeleton(graph.loaded.model, SHAPE_CONSTANTS_UP_TO, box.shapes)
     shapes: dict[str, tuple[int, ...]] = {}
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)

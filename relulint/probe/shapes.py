@@ -14,13 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import AttributeProto, TensorProto, helper
+from onnx import AttributeProto, helper
 
-from relulint.external import expected_nbytes
 from relulint.graph import BRANCH_NAMES, Graph
 from relulint.probe.inputs import InputSpec
-
-SMALL_INITIALIZER = 4096  # bytes; smaller ones stay in the skeleton (Reshape targets, axes, ...)
+from relulint.skeleton import SHAPE_CONSTANTS_UP_TO, typed_skeleton
 
 
 @dataclass(frozen=True)
@@ -50,7 +48,7 @@ def _itemsize(elem_type: int) -> int | None:
 
 def infer_shapes(graph: Graph, specs: list[InputSpec]) -> dict[str, TensorInfo]:
     """Tensor id -> what shape inference says at the given input shapes (ids as in ``Graph``)."""
-    skeleton = _skeleton(graph.loaded.model, {spec.name: spec.shape for spec in specs})
+    skeleton = typed_skeleton(graph.loaded.model, SHAPE_CONSTANTS_UP_TO, {spec.name: spec.shape for spec in specs})
     try:
         inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=False, strict_mode=False, data_prop=True)
     except Exception:  # noqa: BLE001  (a model onnx cannot infer: fall back to what the file declares)
@@ -58,34 +56,6 @@ def infer_shapes(graph: Graph, specs: list[InputSpec]) -> dict[str, TensorInfo]:
     found: dict[str, TensorInfo] = {}
     _collect(inferred.graph, "", graph, found)
     return found
-
-
-def _skeleton(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
-    skeleton = onnx.ModelProto()
-    for name in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
-        setattr(skeleton, name, getattr(model, name))
-    skeleton.opset_import.extend(model.opset_import)
-    skeleton.functions.extend(model.functions)
-    source, target = model.graph, skeleton.graph
-    target.name = source.name
-    target.node.extend(source.node)
-    target.output.extend(source.output)
-    target.value_info.extend(source.value_info)
-    declared = set()
-    for info in source.input:
-        declared.add(info.name)
-        fixed = input_shapes.get(info.name)
-        if fixed is not None and info.type.HasField("tensor_type"):
-            target.input.append(helper.make_tensor_value_info(info.name, info.type.tensor_type.elem_type, list(fixed)))
-        else:
-            target.input.append(info)
-    for tensor in source.initializer:
-        size = expected_nbytes(tensor)
-        if size is not None and size <= SMALL_INITIALIZER and tensor.data_location != TensorProto.EXTERNAL:
-            target.initializer.append(tensor)
-        elif tensor.name not in declared:
-            target.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
-    return skeleton
 
 
 def _info(value: onnx.ValueInfoProto) -> TensorInfo | None:
