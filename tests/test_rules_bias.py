@@ -15,7 +15,8 @@ from relulint.cli import main
 from relulint.config import Config
 from relulint.engine import analyse
 from relulint.findings import Severity
-from relulint.margins.gaussian import active_rate, rectified_moments
+from relulint.margins.gaussian import SCALAR_UNITS, active_rate, rectified_moments
+from relulint.margins.model import margins_of
 from relulint.modelkit import ModelBuilder, mlp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,6 +192,30 @@ def test_rectified_moments_match_numerical_integration():
         assert second[0] == pytest.approx(np.trapezoid(f * f * density, grid), rel=1e-4, abs=1e-30)
     # no spread: the activation of the mean itself
     assert rectified_moments(np.array([-1.0, 2.0]), np.zeros(2))[1].tolist() == [0.0, 4.0]
+
+
+def test_small_layers_moments_and_margins_equal_numpys_bit_for_bit():
+    """Layers of up to SCALAR_UNITS units are computed on Python floats: the same numbers as numpy's path,
+    which a layer one unit wider takes (the units' results do not depend on their neighbours)."""
+    rng = np.random.default_rng(0)
+    padding = np.ones(SCALAR_UNITS + 1)
+    for trial in range(300):
+        units = int(rng.integers(1, SCALAR_UNITS + 1))
+        mean = rng.standard_normal(units) * 10.0 ** rng.uniform(-3, 3)
+        std = np.abs(rng.standard_normal(units)) * 10.0 ** rng.uniform(-3, 3)
+        std[rng.random(units) < 0.2] = [0.0, -1.0, 1e-300][trial % 3]  # no spread; mean / std overflows
+        if trial % 7 == 0:
+            mean[0] = [np.nan, np.inf, 1e200][trial % 3]  # not finite or huge: numpy's path for this layer too
+        slope = [0.0, 0.01, 0.2][trial % 3]
+        wide_mean, wide_std = np.concatenate([mean, padding]), np.concatenate([std, padding])
+        with np.errstate(over="ignore", invalid="ignore"):
+            wide = rectified_moments(wide_mean, wide_std, slope)
+            wide_margins = margins_of(wide_mean, wide_std)
+            small = rectified_moments(mean, std, slope)
+            small_margins = margins_of(mean, std)
+        for got, expected in [(small[0], wide[0]), (small[1], wide[1]), (small_margins, wide_margins)]:
+            assert got.dtype == np.float64
+            np.testing.assert_array_equal(got, expected[:units])
 
 
 def test_scale_propagates_through_pooling_and_flatten(tmp_path):

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from relulint.margins.gaussian import SCALAR_UNITS
+
 if TYPE_CHECKING:
     from relulint.context import Context
 
@@ -123,5 +125,7 @@ def at_risk(model: UnitModel, k: float, scale_tolerance: float = 0.0) -> np.ndar
 
 
 def margins_of(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    if mean.ndim == 1 and mean.shape == std.shape and mean.size <= SCALAR_UNITS:  # Python floats: see gaussian
+        return np.array([m / s if s > 0 else math.nan for m, s in zip(mean.tolist(), std.tolist())], dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(std > 0, mean / np.where(std > 0, std, 1.0), np.nan)
