@@ -22,7 +22,7 @@ from relulint.errors import UsageError
 from relulint.findings import ModelResult, Note
 from relulint.outputs import RunInputs, append_step_summary, check_destination, repository_root
 from relulint.preprocess import PRESETS, parse_command_line
-from relulint.report import FORMATS, FormatUnavailable, Run, format_for_path, render, write_atomically
+from relulint.report import FORMATS, SHOW_SHA256, FormatUnavailable, Run, format_for_path, render, write_atomically
 from relulint.report.escape import clean
 from relulint.report.github import step_summary
 from relulint.report.sarif import relative_path
@@ -392,6 +392,7 @@ def _main(options: dict[str, Any]) -> int:
     else:
         stop_spare()  # started on a guess by relulint.launch, not needed after all
     formats = {fmt for fmt, _ in plan}
+    config = replace(config, digest=bool(formats & SHOW_SHA256))
     root = repository_root(config.sarif_root) if formats & {"sarif", "github"} else None
     if "sarif" in formats and root is not None:
         _refuse_outside(models, root)

@@ -67,6 +67,9 @@ class Config:
     # reports
     output_format: str = "concise"  # text: concise (one short line per finding) or full
     sarif_root: str | None = None
+    # Each model file's SHA-256, in the JSON, SARIF and HTML reports; the CLI leaves it out when no report
+    # it writes shows it (hashing a large model costs a read of all of it).
+    digest: bool = True
     source: str | None = None  # the configuration file used, for messages
 
     @property

@@ -58,7 +58,7 @@ def analyse(path: str, config: Config) -> ModelResult:
 
 def _analyse(path: str, config: Config) -> ModelResult:
     try:
-        loaded = load_model(path, config.max_model_size, check=False)  # checked in _analyse_loaded
+        loaded = load_model(path, config.max_model_size, check=False, digest=config.digest)  # checked later
     except ModelError as exc:
         return ModelResult(path=str(path), error=exc.problem)
     except Exception as exc:
@@ -73,14 +73,20 @@ def _analyse(path: str, config: Config) -> ModelResult:
     try:
         return _analyse_loaded(loaded, config)
     except ModelError as exc:  # e.g. --compare names a checkpoint that does not match this model
-        return ModelResult(path=str(path), sha256=loaded.sha256, error=exc.problem)
+        return ModelResult(path=str(path), sha256=_sha256(loaded, config), error=exc.problem)
     except Exception as exc:
         if debug():
             raise
-        return ModelResult(path=str(path), sha256=loaded.sha256, error=f"internal error: {_short(exc)}", internal=True)
+        return ModelResult(
+            path=str(path), sha256=_sha256(loaded, config), error=f"internal error: {_short(exc)}", internal=True
+        )
     finally:
         if collecting:
             gc.enable()
+
+
+def _sha256(loaded: LoadedModel, config: Config) -> str | None:
+    return loaded.sha256 if config.digest else None
 
 
 def _analyse_loaded(loaded: LoadedModel, config: Config) -> ModelResult:
@@ -122,7 +128,7 @@ def _analyse_loaded(loaded: LoadedModel, config: Config) -> ModelResult:
     info["nodes"] = len(graph.nodes)
     result = ModelResult(
         path=loaded.path,
-        sha256=loaded.sha256,
+        sha256=_sha256(loaded, config),
         info=info,
         layers=ctx.layer_records(),
         findings=findings,

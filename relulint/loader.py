@@ -23,7 +23,7 @@ from relulint.inlining import inline_functions
 from relulint.lazy import onnx
 from relulint.loaded import Digest, LoadedModel
 from relulint.skeleton import typed_skeleton
-from relulint.wire import message_depth, strip_large_raw_data
+from relulint.wire import FileBytes, message_depth, strip_large_raw_data
 
 DEFAULT_MAX_MODEL_SIZE = 2 * 1024**3  # protobuf cannot parse a larger message anyway
 
@@ -35,34 +35,29 @@ MAX_MESSAGE_DEPTH = 400
 DEEP_PARSE_MAX_SIZE = 16 * 1024**2  # measuring walks every field in Python: about 0.5 s per MB of nodes
 
 
-def load_model(path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_MODEL_SIZE, check: bool = True) -> LoadedModel:
+def load_model(
+    path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_MODEL_SIZE, check: bool = True, digest: bool = True
+) -> LoadedModel:
     """Read and parse one model file; raise ``ModelError`` with a one-line problem.
 
     ``check=False`` leaves out the onnx checker (its complaints are only a note), for a caller
-    that runs ``run_checker`` later, off its critical path.
+    that runs ``run_checker`` later, off its critical path. ``digest=False`` computes the file's SHA-256
+    only if ``LoadedModel.sha256`` is read, instead of on a thread from the start.
     """
     shown = str(path)
     file = Path(path)
-    data = _read_bytes(shown, file, max_size)
-    if not len(data):
-        raise ModelError(shown, "file is empty, not an ONNX model")
-    digest = Digest(data)
-    try:
-        model, depth, inline_location = _parse_large_or_whole(shown, file, data)
-    except BaseException:
-        digest.value()  # no thread outlives a failed load
-        raise
+    model, depth, inline_location, sha256, size = _read_and_parse(shown, file, max_size, digest)
     if not model.HasField("graph") or not (model.graph.node or model.graph.output):
+        sha256.settle()
         raise ModelError(shown, "not an ONNX model: it has no graph")
     loaded = LoadedModel(
         path=shown,
         model=model,
-        digest=digest,
-        file_size=len(data),
+        digest=sha256,
+        file_size=size,
         base_dir=file.parent,
         inline_location=inline_location,
     )
-    del data
     if depth:
         loaded.notes.append(
             Note(
@@ -85,9 +80,16 @@ def load_model(path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_MODEL_S
     return loaded
 
 
-def _read_bytes(shown: str, file: Path, max_size: int) -> bytes:
-    """The file's bytes, read (never memory-mapped: a mapped file truncated while it is read kills the
-    process with SIGBUS, which no handler can turn into an error)."""
+def _read_and_parse(
+    shown: str, file: Path, max_size: int, eager_digest: bool
+) -> tuple[onnx.ModelProto, int, str | None, Digest, int]:
+    """(model, message depth beyond the default limit or 0, inline location, digest, file size).
+
+    The file is read (never memory-mapped: a mapped file truncated while it is read kills the process
+    with SIGBUS, which no handler can turn into an error). A large one is first parsed as a skeleton read
+    where the surgery looks (``relulint.wire``): its large weights stay in the file, unread until a rule
+    needs them, and it is read whole only when that fails.
+    """
     try:
         if file.is_dir():
             raise ModelError(shown, "is a folder with no .onnx files")
@@ -99,10 +101,17 @@ def _read_bytes(shown: str, file: Path, max_size: int) -> bytes:
             size = os.fstat(stream.fileno()).st_size
             if size > max_size:
                 raise ModelError(shown, _too_large(size, max_size))
+            if not size:
+                raise ModelError(shown, "file is empty, not an ONNX model")
+            # The reference names the file inside its own folder: a symlinked model (whose target may live
+            # elsewhere) is parsed whole, so the external-data checks never see a location leaving the folder.
+            if size >= STRIP_INLINE_WEIGHTS_ABOVE and not file.is_symlink():
+                skeleton = _parse_stripped(stream.fileno(), size, file.name)
+                if skeleton is not None:
+                    return skeleton, 0, file.name, Digest.of_file(stream.fileno(), size, eager_digest), size
             data = stream.read(max_size + 1)  # bounded: the file may grow while it is read
         if len(data) > max_size:
             raise ModelError(shown, _too_large(len(data), max_size))
-        return data
     except FileNotFoundError:
         if file.is_symlink():
             raise ModelError(shown, "is a symbolic link to a file that does not exist") from None
@@ -113,6 +122,16 @@ def _read_bytes(shown: str, file: Path, max_size: int) -> bytes:
         raise ModelError(shown, f"cannot read: {exc.strerror or exc}") from None
     except ValueError as exc:  # e.g. a NUL byte in the path
         raise ModelError(shown, f"cannot read: {one_line(exc)}") from None
+    if not data:
+        raise ModelError(shown, "file is empty, not an ONNX model")
+    # A large file's bytes are hashed at once: a digest waiting to be read would keep them all in memory.
+    digest = Digest.of_bytes(data, eager_digest or len(data) >= STRIP_INLINE_WEIGHTS_ABOVE)
+    try:
+        model, depth = _parse(shown, data)
+    except BaseException:
+        digest.settle()
+        raise
+    return model, depth, None, digest, len(data)
 
 
 def repair_strings(message: Any) -> int:
@@ -192,19 +211,16 @@ STRIP_INLINE_WEIGHTS_ABOVE = 16 * 1024**2
 STRIP_TENSORS_FROM = 64 * 1024  # bytes of raw data
 
 
-def _parse_large_or_whole(shown: str, file: Path, data: bytes) -> tuple[onnx.ModelProto, int, str | None]:
-    """Parse the file, leaving a large model's big initializers in the file as external data."""
-    # The reference names the file inside its own folder: a symlinked model (whose target may live
-    # elsewhere) is parsed whole, so the external-data checks never see a location leaving the folder.
-    if len(data) >= STRIP_INLINE_WEIGHTS_ABOVE and not file.is_symlink():
-        stripped = strip_large_raw_data(data, file.name, STRIP_TENSORS_FROM)
-        if stripped is not None:
-            try:
-                return onnx.load_model_from_string(stripped[0]), 0, file.name
-            except Exception:
-                pass  # the surgery met something unusual: parse the file as it is
-    model, depth = _parse(shown, data)
-    return model, depth, None
+def _parse_stripped(fd: int, size: int, name: str) -> onnx.ModelProto | None:
+    """The model parsed with its large main-graph initializers left in the file as external data, or None
+    when there are none or the surgery met something unusual (the file is then parsed as it is)."""
+    stripped = strip_large_raw_data(FileBytes(fd, size), name, STRIP_TENSORS_FROM)
+    if stripped is None:
+        return None
+    try:
+        return onnx.load_model_from_string(stripped[0])
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _parse(shown: str, data: bytes) -> tuple[onnx.ModelProto, int]:

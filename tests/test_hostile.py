@@ -407,6 +407,32 @@ def test_external_data_truncated_between_two_blocks(tmp_path):
         list(blocks)
 
 
+def test_block_readers_alive_at_once_never_share_a_buffer(tmp_path):
+    """Read buffers are reused from one tensor to the next (fresh memory costs a page fault per 4 KB), but
+    two readers interleaved each fill their own."""
+    from relulint.loader import load_model
+    from relulint.tensors import row_blocks
+
+    path = save_external(small_mlp(), tmp_path)
+    loaded = load_model(path)
+    stored = {t.name: t for t in loaded.model.graph.initializer}
+    expected = {t.name: numpy_helper.to_array(t).reshape(t.dims[0], -1) for t in weights(small_mlp())}
+    one, other = sorted(expected, key=lambda name: -expected[name].size)[:2]
+
+    def blocks(name: str):
+        return row_blocks(stored[name], loaded, expected[name].shape[0], block_bytes=2 * 16 * 4)  # two rows
+
+    done = {one: 0, other: 0}
+    for a, b in zip(blocks(one), blocks(other)):  # interleaved: both blocks checked before either moves on
+        assert not np.shares_memory(a, b)
+        for name, block in ((one, a), (other, b)):
+            np.testing.assert_array_equal(block, expected[name][done[name] : done[name] + len(block)])
+            done[name] += len(block)
+    first = next(blocks(one)).copy()
+    later = next(blocks(one))  # the buffer of a finished reader is reused: same values read again
+    np.testing.assert_array_equal(later, first)
+
+
 def test_external_data_replaced_after_loading(tmp_path):
     from relulint.errors import ModelError
     from relulint.loader import load_model

@@ -226,3 +226,36 @@ def test_subgraph_nodes_are_named_by_path_and_nested(tmp_path):
     # Each branch's local "r" is its own tensor; the outer "v" is shared.
     assert g.producer("If_0/then/If_1/then/r").id == "If_0/then/If_1/then/Relu_0"
     assert len(g.consumers("v")) == 4
+
+
+def test_the_sha256_is_computed_only_for_the_reports_that_show_it(tmp_path, monkeypatch):
+    """Text and GitHub output never show it: the file is not hashed for them. JSON shows the file's SHA-256,
+    and a digest asked for later (``load_model(digest=False)``) is still the file's."""
+    import hashlib
+    import json
+
+    from click.testing import CliRunner
+
+    from relulint import loaded as loaded_module
+    from relulint.cli import main
+
+    path = tmp_path / "m.onnx"
+    onnx.save(small_mlp(), path)
+    expected = hashlib.sha256(path.read_bytes()).hexdigest()
+    lazy = load_model(path, digest=False)
+    assert lazy.digest._thread is None and lazy.sha256 == expected
+    hashed: list[str] = []
+    real = loaded_module.Digest._compute
+
+    def counting(self):
+        hashed.append("hashed")
+        real(self)
+
+    monkeypatch.setattr(loaded_module.Digest, "_compute", counting)
+    runner = CliRunner()
+    text = runner.invoke(main, ["--no-probe", str(path)])
+    assert text.exit_code in (0, 1), text.output
+    assert hashed == []
+    as_json = runner.invoke(main, ["--no-probe", "--format", "json", str(path)])
+    assert hashed == ["hashed"]
+    assert json.loads(as_json.stdout)["models"][0]["sha256"] == expected

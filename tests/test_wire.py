@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -18,7 +19,7 @@ from relulint.engine import analyse
 from relulint.graph import build_graph
 from relulint.loader import load_model
 from relulint.modelkit import ModelBuilder
-from relulint.wire import encode_varint, iter_fields, message_depth, read_varint, strip_large_raw_data
+from relulint.wire import FileBytes, encode_varint, iter_fields, message_depth, read_varint, strip_large_raw_data
 
 WIDTH = 2100  # a 2100 x 2100 float32 weight: 17.6 MB, over the 16 MB threshold
 
@@ -94,6 +95,46 @@ def test_results_are_identical_with_and_without_the_surgery(big, monkeypatch):
     # The probe ran the If branch of the large model (full re-serialization, external data linked).
     assert probe["layers"]["If_0/then/act"]["samples"] == 8
     assert any(f.rule == "RL501" and f.node == "big_relu" for f in mapped.findings)
+
+
+def test_a_large_model_is_parsed_from_its_headers_and_hashed_whole(big, monkeypatch):
+    """The skeleton is read where the surgery looks: the 17.6 MB weight's bytes are never read by the parse
+    (only the digest's thread reads them, in reused blocks), and the digest is still of the whole file."""
+    path, _ = big
+    reads: list[int] = []
+    real_pread = os.pread
+
+    def counting_pread(fd: int, length: int, offset: int) -> bytes:
+        reads.append(length)
+        return real_pread(fd, length, offset)
+
+    monkeypatch.setattr(os, "pread", counting_pread)
+    loaded = load_model(path)
+    assert loaded.inline_location == "big.onnx"
+    assert sum(reads) < 3 * FileBytes.WINDOW_BYTES < path.stat().st_size // 4
+    assert loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert loaded.file_size == path.stat().st_size
+
+
+@pytest.mark.parametrize("window", [1, 5, 24, 100, 1 << 20])
+def test_the_surgery_on_the_file_equals_the_surgery_on_its_bytes(tmp_path, monkeypatch, window):
+    """Headers that cross the read window's end, a window smaller than one header, many small nodes."""
+    monkeypatch.setattr(FileBytes, "WINDOW_BYTES", window)
+    b = ModelBuilder(seed=3)
+    h = b.input("x", [1, 64])
+    for index in range(6):
+        h = b.relu(b.gemm(h, 64, 64, name=f"fc{index}"), f"act{index}")
+    model = b.build([h])
+    model.graph.initializer.append(numpy_helper.from_array(np.ones(5000, np.float32), "big"))
+    data = model.SerializeToString()
+    path = tmp_path / "m.onnx"
+    path.write_bytes(data)
+    with open(path, "rb") as stream:
+        from_file = strip_large_raw_data(FileBytes(stream.fileno(), len(data)), "m.onnx", 1024)
+        # a file shorter than it was measured (truncated after its size was read) is malformed: None
+        assert strip_large_raw_data(FileBytes(stream.fileno(), len(data) + 50), "m.onnx", 1024) is None
+    assert from_file is not None and from_file == strip_large_raw_data(data, "m.onnx", 1024)
+    assert from_file[1] == 7  # the six 64 x 64 weights (16 KB each) and the 5,000 values
 
 
 def test_a_symlinked_large_model_is_parsed_whole(big, tmp_path):

@@ -12,6 +12,8 @@ from relulint.config import Config
 from relulint.findings import ModelResult
 
 FORMATS = ("text", "json", "sarif", "github", "html")
+# The formats that show each model file's SHA-256 (the text and GitHub reports do not: without them it is not computed).
+SHOW_SHA256 = frozenset({"json", "sarif", "html"})
 # Output file extensions that imply a format when --format is not given for that output.
 EXTENSIONS = {".txt": "text", ".json": "json", ".sarif": "sarif", ".html": "html", ".htm": "html"}
 
