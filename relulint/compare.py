@@ -18,11 +18,12 @@ error for this model: a ``ModelError`` naming the first differences.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from relulint.compare_result import CompareResult, LayerChange, ProbeFeeding
 from relulint.errors import ModelError
 from relulint.graph import Graph, build_graph
 from relulint.loader import load_model
@@ -33,86 +34,11 @@ from relulint.units import Layer, find_layers
 if TYPE_CHECKING:
     from relulint.context import Context
 
-SOURCES = ("probe", "proof", "margins")  # ways a unit is judged dead, strongest evidence first
 MAX_LISTED = 3  # mismatches named in the error
 
 
-@dataclass
-class LayerChange:
-    """One layer of the two checkpoints side by side (masks are per unit, None when unknown)."""
-
-    layer: str
-    units: int | None
-    relative_update: float | None = None
-    weight_norm_old: float | None = None
-    weight_norm_new: float | None = None
-    bias_shift: np.ndarray | None = None  # (mean_new - mean_old) / std_old per unit
-    dead_old: dict[str, np.ndarray] = field(default_factory=dict)  # source -> bool mask
-    dead_new: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def strongest_source(self) -> str | None:
-        """The strongest source that counted dead units in both checkpoints: the one RL701, the JSON's
-        ``newly_dead`` metric and the HTML report count this layer's deaths by."""
-        return next((s for s in SOURCES if s in self.dead_old and s in self.dead_new), None)
-
-    def newly_dead(self, source: str) -> np.ndarray:
-        """Units alive in OLD and dead here, by one source (indices)."""
-        if source not in self.dead_old or source not in self.dead_new:
-            return np.arange(0)
-        return np.flatnonzero(self.dead_new[source] & ~self.dead_old[source])
-
-    def revived(self, source: str) -> np.ndarray:
-        if source not in self.dead_old or source not in self.dead_new:
-            return np.arange(0)
-        return np.flatnonzero(self.dead_old[source] & ~self.dead_new[source])
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "units": self.units,
-            "relative_update": self.relative_update,
-            "weight_norm_old": self.weight_norm_old,
-            "weight_norm_new": self.weight_norm_new,
-        }
-        if self.bias_shift is not None and self.bias_shift.size:
-            finite = self.bias_shift[np.isfinite(self.bias_shift)]
-            data["bias_shift_min"] = float(finite.min()) if finite.size else None
-            data["bias_shift_mean"] = float(finite.mean()) if finite.size else None
-        for source in SOURCES:
-            if source in self.dead_old and source in self.dead_new:
-                old, new = self.dead_old[source], self.dead_new[source]
-                data[source] = {
-                    "dead_old": int(old.sum()),
-                    "dead_new": int(new.sum()),
-                    "dead_fraction_old": float(old.mean()) if old.size else 0.0,
-                    "dead_fraction_new": float(new.mean()) if new.size else 0.0,
-                    "newly_dead": int(self.newly_dead(source).size),
-                    "revived": int(self.revived(source).size),
-                }
-        return data
-
-
-@dataclass
-class CompareResult:
-    old_path: str
-    old_sha256: str
-    same_file: bool
-    layers: dict[str, LayerChange] = field(default_factory=dict)
-    margin_k: float = 3.0
-    probe_inputs: dict[str, Any] | None = None  # how the probe fed both checkpoints, when it ran
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "old": {"path": self.old_path, "sha256": self.old_sha256},
-            "same_file": self.same_file,
-            "sources": [s for s in SOURCES if any(s in c.dead_new for c in self.layers.values())],
-            "margin_k": self.margin_k,
-            "probe": self.probe_inputs,
-            "layers": {name: change.to_json() for name, change in self.layers.items()},
-        }
-
-
 def run_compare_analysis(ctx: Context) -> None:
-    """Store a ``CompareResult`` in ``ctx.analyses["compare"]`` or, without --compare, say so in a note.
+    """Store a ``CompareResult`` in ``ctx.analyses.compare`` or, without --compare, say so in a note.
 
     Raises ``ModelError`` when OLD cannot be read or does not match this model.
     """
@@ -124,7 +50,7 @@ def run_compare_analysis(ctx: Context) -> None:
             ctx.notes.append(Note("info", "no --compare OLD.onnx given: the checkpoint rules RL7xx stay silent"))
         return
     result = compare_checkpoints(ctx, ctx.config.compare)
-    ctx.analyses["compare"] = result
+    ctx.analyses.compare = result
     for layer in ctx.layers:
         change = result.layers.get(layer.name)
         if change is None:
@@ -237,9 +163,9 @@ def _compare_probe(ctx: Context, old_ctx: Context, result: CompareResult) -> Non
     from relulint.findings import Note
     from relulint.probe import run_probe_analysis
 
-    if "probe" not in ctx.analyses:
+    if ctx.analyses.probe is None:
         run_probe_analysis(ctx)  # this model's probe: the probe rules reuse it when they run
-    new = ctx.analyses.get("probe")
+    new = ctx.analyses.probe
     if new is None:
         return  # the probe's note says why
     # The old checkpoint sees exactly the new one's samples: the same count (--samples auto stops where the
@@ -247,19 +173,14 @@ def _compare_probe(ctx: Context, old_ctx: Context, result: CompareResult) -> Non
     # new one never saw does not count as "died".
     old_ctx.config = replace(old_ctx.config, samples=max(new.samples, 1), batch=new.batch or old_ctx.config.batch)
     run_probe_analysis(old_ctx)
-    old = old_ctx.analyses.get("probe")
+    old = old_ctx.analyses.probe
     if old is None:
         why = "; ".join(note.message for note in old_ctx.notes if note.kind == "skipped") or "no reason given"
         ctx.notes.append(
             Note("skipped", f"the probe did not run on {result.old_path} ({why}); RL701 uses the static evidence only")
         )
         return
-    result.probe_inputs = {
-        "inputs": new.inputs,
-        "samples": new.samples,
-        "old_samples": old.samples,
-        "described": new.describe_inputs(),
-    }
+    result.probe_inputs = ProbeFeeding(new.inputs, new.samples, old.samples, new.describe_inputs())
     for name, change in result.layers.items():
         new_layer, old_layer = new.layers.get(name), old.layers.get(name)
         if new_layer is None or old_layer is None or not (new_layer.ran and old_layer.ran):
@@ -273,7 +194,7 @@ def _compare_proofs(ctx: Context, old_ctx: Context, result: CompareResult) -> No
     """Provably dead units of both checkpoints, when an input domain is given (RL6xx's bounds)."""
     if not ctx.config.input_ranges:
         return
-    from relulint.bounds import cached_bounds
+    from relulint.bounds.analysis import cached_bounds
 
     new_bounds, old_bounds = cached_bounds(ctx), cached_bounds(old_ctx)
     if new_bounds is None or old_bounds is None:

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from relulint.analyses import Analyses
 from relulint.config import Config
 from relulint.findings import Note
 from relulint.graph import Graph
@@ -36,8 +37,8 @@ class Context:
     notes: list[Note] = field(default_factory=list)
     # Per-layer numbers the analyses measured, for the reports (layer name -> metric -> value).
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Results of the analyses beyond the static graph, keyed by name ("probe", ...).
-    analyses: dict[str, Any] = field(default_factory=dict)
+    # Results of the analyses beyond the static graph (the probe, bounds, comparison), None until they ran.
+    analyses: Analyses = field(default_factory=Analyses)
     _stats: dict[str, WeightStats | None] = field(default_factory=dict, repr=False)
     _bias: dict[str, np.ndarray | None] = field(default_factory=dict, repr=False)
     _derived: dict[str, Any] = field(default_factory=dict, repr=False)

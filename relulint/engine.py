@@ -26,9 +26,9 @@ from relulint.watchdog import AnalysisTimeout, watchdog
 # order after the static rules. The probe is not among them: it is started before the static rules and
 # collected after them (its child process works meanwhile), so it is done before these run. A ModelError
 # raised by an analysis makes the model's result an error (exit 2); other exceptions a note. Each stores
-# its result in ``ctx.analyses[name]`` or explains in a note why it could not.
+# its result in ``ctx.analyses`` (``relulint.analyses.Analyses``) or explains in a note why it could not.
 ANALYSES: dict[str, str] = {
-    "bounds": "relulint.bounds:run_bounds_analysis",
+    "bounds": "relulint.bounds.analysis:run_bounds_analysis",
     "compare": "relulint.compare:run_compare_analysis",
 }
 
@@ -119,7 +119,7 @@ def _analyse_loaded(loaded: LoadedModel, config: Config) -> ModelResult:
         _guarded(ctx, "probe", probing.finish)
     _run_analyses(ctx, wanted)
     for rule in rules:
-        if not rule.meta.needs or any(need not in ctx.analyses for need in rule.meta.needs):
+        if not rule.meta.needs or not all(ctx.analyses.ran(need) for need in rule.meta.needs):
             continue  # static (done above), or the analysis did not run: its note says why
         findings.extend(_run_rule(ctx, rule))
     findings = _sorted(_apply_config(_yielded(findings, rules), config), graph)
@@ -133,11 +133,8 @@ def _analyse_loaded(loaded: LoadedModel, config: Config) -> ModelResult:
         layers=ctx.layer_records(),
         findings=findings,
         notes=ctx.notes,
+        analyses=ctx.analyses,
     )
-    for name, value in ctx.analyses.items():
-        to_json = getattr(value, "to_json", None)
-        if callable(to_json):
-            result.extra[name] = to_json()
     return result
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from relulint.analyses import Analyses
+
 
 class Severity(enum.IntEnum):
     """Ordered so that ``severity >= fail_on`` decides the exit status."""
@@ -114,7 +116,7 @@ class ModelResult:
     layers: list[dict[str, Any]] = field(default_factory=list)  # the unit view with per-layer metrics
     findings: list[Finding] = field(default_factory=list)
     notes: list[Note] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)  # e.g. "probe", "compare"
+    analyses: Analyses = field(default_factory=Analyses)  # the probe's, bounds' and comparison's results
 
     def counts(self) -> dict[str, int]:
         counts = {str(s): 0 for s in sorted(Severity, reverse=True)}
@@ -133,7 +135,7 @@ class ModelResult:
         data["findings"] = [f.to_json() for f in self.findings]
         data["notes"] = [n.to_json() for n in self.notes]
         data["summary"] = self.counts()
-        data.update(_jsonable(self.extra))
+        data.update(_jsonable(self.analyses.to_json()))
         return data
 
 
@@ -145,7 +147,7 @@ def _jsonable(value: Any) -> Any:
     if type(value) in PLAIN_TYPES:
         return value
     if type(value) is float:
-        return _number(value)
+        return json_number(value)
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -157,11 +159,13 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (float, np.floating)):
-        return _number(float(value))
+        return json_number(float(value))
     return value
 
 
-def _number(number: float) -> float | str:
+def json_number(number: float) -> float | str:
+    """A float as the JSON report writes it: to 6 decimals (6 significant digits when tiny), NaN and
+    infinities as strings."""
     magnitude = abs(number)
     if 1e-4 <= magnitude < math.inf or number == 0:  # the common case first
         return round(number, 6)
@@ -176,7 +180,7 @@ SMALL_ARRAY = 64  # below this many values the vectorized path costs more than i
 
 
 def _array(array: Any) -> Any:
-    """An array as a list, numbers written as ``_number`` writes them, vectorized: the probe's
+    """An array as a list, numbers written as ``json_number`` writes them, vectorized: the probe's
     per-unit arrays are tens of thousands of values (a call per element took 0.1 s on ResNet-50)."""
     if array.ndim == 0:
         return _jsonable(array.item())
@@ -188,10 +192,10 @@ def _array(array: Any) -> Any:
     if kind != "f":
         return [_jsonable(v) for v in array.tolist()]
     if array.size <= SMALL_ARRAY:
-        return [_number(v) for v in array.tolist()]
+        return [json_number(v) for v in array.tolist()]
     values = array.astype(np.float64)
     if not np.isfinite(values).all():
-        return [_number(v) for v in values.tolist()]
+        return [json_number(v) for v in values.tolist()]
     listed = np.round(values, 6).tolist()
     for index in np.flatnonzero((values != 0) & (np.abs(values) < 1e-4)).tolist():
         listed[index] = float(f"{values[index]:.6g}")  # six significant digits, not six decimals

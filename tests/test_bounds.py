@@ -15,7 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from relulint.bounds import BoundsResult, kernels, run_bounds_analysis
+from relulint.bounds import kernels
+from relulint.bounds.analysis import run_bounds_analysis
+from relulint.bounds.result import BoundsResult
 from relulint.cli import main
 from relulint.config import Config
 from relulint.context import Context
@@ -39,7 +41,7 @@ def bounds_of(model: onnx.ModelProto, ranges: dict, shapes: dict | None = None) 
         config = Config(input_ranges=ranges, input_shapes=shapes or {})
         ctx = Context(loaded=loaded, graph=graph, layers=find_layers(graph), config=config)
         run_bounds_analysis(ctx)
-    return ctx, ctx.analyses.get("bounds")
+    return ctx, ctx.analyses.bounds
 
 
 def lint(model: onnx.ModelProto, folder: Path, ranges: dict, select=("RL6",)):
@@ -125,7 +127,7 @@ def test_rl601_and_rl602_report_the_hand_computed_units(tmp_path):
     active = by_rule[("RL602", "relu1")]
     assert str(active.severity) == "note" and active.units.worst == (2,)
     assert not active.evidence["whole_layer"]
-    assert result.extra["bounds"]["layers"]["relu1"]["proven_dead"] == 1
+    assert result.analyses.to_json()["bounds"]["layers"]["relu1"]["proven_dead"] == 1
     assert result.layers[0]["metrics"]["proven_dead"] == 1
 
 
@@ -172,7 +174,7 @@ def test_healthy_model_has_no_unit_proven_dead(tmp_path):
     )
     assert result.error is None
     assert not [f for f in result.findings if f.rule == "RL601"]
-    layers = result.extra["bounds"]["layers"]
+    layers = result.analyses.to_json()["bounds"]["layers"]
     assert len(layers) == 5 and all(layer["proven_dead"] == 0 for layer in layers.values())
 
 
@@ -185,7 +187,7 @@ def test_dying_example_is_proven_dead_on_a_small_domain():
 
 def test_without_a_domain_the_proof_rules_stay_silent_and_say_so(tmp_path):
     result = lint(hand_model(), tmp_path, {})
-    assert not result.findings and "bounds" not in result.extra
+    assert not result.findings and "bounds" not in result.analyses.to_json()
     assert any("no --input-range given" in n.message for n in result.notes)
     # A default run (every rule, none asked for by name) does not repeat it for every model.
     quiet = lint(hand_model(), tmp_path, {}, select=("RL",))

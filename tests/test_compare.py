@@ -133,7 +133,7 @@ def test_sane_rate_after_one_epoch_gets_neither_rl701_nor_rl702(runs):
     result = compare(runs["sane"].first_epoch, runs["sane"].initial, probe=True)
     assert result.error is None
     assert not [f for f in result.findings if f.rule in ("RL701", "RL702")]
-    data = result.extra["compare"]
+    data = result.analyses.to_json()["compare"]
     assert data["probe"]["inputs"] == "synthetic" and data["probe"]["samples"] == data["probe"]["old_samples"]
     for layer in data["layers"].values():
         assert 0 < layer["relative_update"] < 0.2
@@ -167,13 +167,13 @@ def test_sane_rate_at_the_end_of_training_gets_no_checkpoint_finding(runs):
 def test_without_the_probe_the_high_rate_still_gets_rl702(runs):
     result = compare(runs["high"].first_epoch, runs["high"].initial)
     assert {("RL702", "fc1_relu"), ("RL702", "fc2_relu")} <= rules_by_layer(result)
-    assert "probe" not in result.extra["compare"]["sources"]
+    assert "probe" not in result.analyses.to_json()["compare"]["sources"]
 
 
 # ---- matching the checkpoints ------------------------------------------------------------------
 def test_identical_checkpoints_have_zero_updates(runs):
     result = compare(runs["sane"].initial, runs["sane"].initial)
-    data = result.extra["compare"]
+    data = result.analyses.to_json()["compare"]
     assert data["same_file"] is True
     assert all(layer["relative_update"] == 0 for layer in data["layers"].values())
     assert not result.findings
@@ -232,7 +232,7 @@ def test_an_unreadable_old_checkpoint_is_an_error(tmp_path, runs):
 
 def test_without_compare_the_rules_stay_silent_and_say_so(runs):
     result = analyse(str(runs["sane"].initial), Config(select=("RL7",), probe=False))
-    assert not result.findings and "compare" not in result.extra
+    assert not result.findings and "compare" not in result.analyses.to_json()
     assert any("no --compare OLD.onnx given" in note.message for note in result.notes)
     quiet = analyse(str(runs["sane"].initial), Config(probe=False))
     assert not any("--compare" in note.message for note in quiet.notes)
@@ -261,7 +261,7 @@ def test_rl703_measures_the_bias_drop_in_standard_deviations(tmp_path):
     (finding,) = [f for f in result.findings if f.rule == "RL703"]
     assert finding.units.count == 1 and finding.units.worst == (0,)
     assert finding.evidence["shift_min"] == pytest.approx(-2.0, abs=1e-6)
-    layer = result.extra["compare"]["layers"]["act"]
+    layer = result.analyses.to_json()["compare"]["layers"]["act"]
     assert layer["bias_shift_min"] == pytest.approx(-2.0, abs=1e-6)
     assert layer["relative_update"] == 0
     lenient = compare(tmp_path / "new.onnx", tmp_path / "old.onnx", rule_options={"RL703": {"k": 2.5}})
@@ -286,7 +286,7 @@ def test_rl701_by_the_proof_is_an_error(tmp_path):
     (finding,) = [f for f in result.findings if f.rule == "RL701"]
     assert str(finding.severity) == "error"
     assert finding.evidence["proof"] == {"dead_old": 0, "dead_new": 1, "newly_dead": 1}
-    assert result.extra["compare"]["layers"]["act"]["proof"]["newly_dead"] == 1
+    assert result.analyses.to_json()["compare"]["layers"]["act"]["proof"]["newly_dead"] == 1
 
 
 def test_cli_compare_reaches_the_json_report(tmp_path):
@@ -311,7 +311,9 @@ def test_the_old_checkpoint_is_probed_on_exactly_the_new_ones_samples(tmp_path):
     onnx.save(_one_layer([-2.6, 0.0]), tmp_path / "old.onnx")
     onnx.save(_one_layer([-50.0, 0.0]), tmp_path / "new.onnx")
     result = compare(tmp_path / "new.onnx", tmp_path / "old.onnx", probe=True, seed=7, input_dist="normal")
-    probe = result.extra["compare"]["probe"]
+    probe = result.analyses.to_json()["compare"]["probe"]
     assert probe["samples"] == probe["old_samples"] > 0
-    alone = analyse(str(tmp_path / "old.onnx"), Config(select=("RL5",), seed=7, input_dist="normal")).extra["probe"]
+    alone = analyse(
+        str(tmp_path / "old.onnx"), Config(select=("RL5",), seed=7, input_dist="normal")
+    ).analyses.to_json()["probe"]
     assert alone["samples"] > probe["samples"]  # on its own the old checkpoint needs more: the test can fail

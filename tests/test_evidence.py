@@ -71,7 +71,7 @@ def test_a_unit_firing_on_two_percent_is_not_an_error_on_64_samples(tmp_path):
     # every sample of the population: the units fire, nothing is dead
     np.save(tmp_path / "all.npy", population)
     result = run(path, data=str(tmp_path / "all.npy"), samples=5000)
-    assert not findings(result, "RL501") and result.extra["probe"]["samples"] == 5000
+    assert not findings(result, "RL501") and result.analyses.to_json()["probe"]["samples"] == 5000
 
 
 def dead_layer_model():
@@ -92,7 +92,7 @@ def test_a_truly_dead_layer_is_an_error_with_enough_data(tmp_path):
     assert finding.severity == Severity.ERROR and finding.units.count == 20
     assert finding.evidence["evidence"] == "data" and finding.evidence["firing_rate_bound"] < 0.01
     assert "each fires on under 0.75% of inputs (95% confidence)" in finding.message
-    layer = result.extra["probe"]["layers"]["relu1"]
+    layer = result.analyses.to_json()["probe"]["layers"]["relu1"]
     assert layer["evidence"] == "data" and layer["samples"] == 400
     assert layer["firing_rate_bound"] == pytest.approx(firing_rate_bound(400), rel=1e-5)
     record = next(r for r in result.layers if r["name"] == "relu1")
@@ -156,7 +156,7 @@ def test_a_variant_below_zero_is_not_dead(tmp_path, op):
     onnx.save(threshold_model([5.0] * 10 + [0.0] * 6, op), path)  # 10 units always on the negative side
     result = run(path, input_dist="uniform:0,1", samples=64)
     assert not findings(result, "RL501") and not findings(result, "RL502") and not findings(result, "RL503")
-    layer = result.extra["probe"]["layers"]["act1"]
+    layer = result.analyses.to_json()["probe"]["layers"]["act1"]
     assert layer["never_positive"] == 10 and layer["dead"] == 0
 
 
@@ -168,7 +168,7 @@ def test_hardswish_units_stuck_at_zero_are_dead_and_no_switch_is_suggested(tmp_p
     # x - 10 <= -3: HardSwish outputs 0 there, with no gradient; x - 1.5 in (-1.5, -0.5): negative, alive
     assert finding.units.count == 10 and "flat part of HardSwish" in finding.message
     assert "LeakyReLU" not in finding.fix
-    assert result.extra["probe"]["layers"]["act1"]["never_positive"] == 12
+    assert result.analyses.to_json()["probe"]["layers"]["act1"]["never_positive"] == 12
 
 
 def decomposed_model(form):
@@ -208,7 +208,7 @@ def test_decomposed_activations_are_one_variant_layer(tmp_path, form):
     assert (layer.name, layer.activation_op, layer.family) == ("hswish", expected, "variant")
     assert layer.linear == "fc1" and layer.units == 8
     result = run(path, samples=64)
-    layer_probe = result.extra["probe"]["layers"]["hswish"]
+    layer_probe = result.analyses.to_json()["probe"]["layers"]["hswish"]
     # at x = -100 hard-swish is exactly 0, and SiLU's x * sigmoid(x) underflows to 0 in float32: dead
     assert layer_probe["never_positive"] == 5 and layer_probe["dead"] == 5
 

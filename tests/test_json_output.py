@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from relulint.findings import _array, _jsonable, _number
+from relulint.findings import _array, _jsonable, json_number
 from relulint.report.json import dumps
 
 
@@ -61,7 +61,7 @@ def test_arrays_are_written_as_each_number_would_be(values):
     """The vectorized path agrees with the one-number path: six decimals, six significant digits
     below 1e-4, NaN and infinities as strings (the last digit may differ only on an exact tie)."""
     got = _array(values)
-    expected = [_number(v) for v in values.astype(np.float64).tolist()]
+    expected = [json_number(v) for v in values.astype(np.float64).tolist()]
     assert len(got) == len(expected)
     for a, b in zip(got, expected, strict=True):
         if isinstance(b, str):

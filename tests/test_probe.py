@@ -95,8 +95,10 @@ def test_dead_counts_equal_numpy_on_training_data(tmp_path):
     path = save(tmp_path, mlp_model(params))
     np.savez(tmp_path / "train.npz", x=x)
     result = probe(path, data=str(tmp_path / "train.npz"), samples=len(x), batch=64)
-    layers = result.extra["probe"]["layers"]
-    assert result.extra["probe"]["inputs"] == "data" and result.extra["probe"]["samples"] == 256
+    layers = result.analyses.to_json()["probe"]["layers"]
+    assert (
+        result.analyses.to_json()["probe"]["inputs"] == "data" and result.analyses.to_json()["probe"]["samples"] == 256
+    )
     expected = numpy_layers(x, params)
     total_dead = 0
     for name, z in expected.items():
@@ -115,7 +117,7 @@ def test_dead_counts_equal_numpy_on_training_data(tmp_path):
 def test_healthy_convnet_has_no_rl501():
     result = probe(EXAMPLES / "healthy_convnet.onnx")
     assert not rule_findings(result, "RL501")
-    assert result.extra["probe"]["layers"]
+    assert result.analyses.to_json()["probe"]["layers"]
     assert [f.severity for f in rule_findings(result, "RL504")] == [Severity.NOTE]
 
 
@@ -186,7 +188,7 @@ def test_pooled_statistics_match_the_activations(tmp_path):
     data = np.random.default_rng(5).standard_normal((20, 3, 10, 10)).astype(np.float32)
     np.save(tmp_path / "x.npy", data)
     result = probe(path, data=str(tmp_path / "x.npy"), batch=8, samples=20)
-    layers = result.extra["probe"]["layers"]
+    layers = result.analyses.to_json()["probe"]["layers"]
     acts = reference_activations(model, {"x": data}, ["relu1_out", "relu2_out"])
     for name, act in (("relu1", acts["relu1_out"]), ("relu2", acts["relu2_out"])):
         per_unit = np.moveaxis(act, 1, 0).reshape(act.shape[1], -1).astype(np.float64)
@@ -233,7 +235,7 @@ def if_model(condition_true: bool):
 
 def test_relu_inside_an_if_branch_is_probed_when_the_branch_runs(tmp_path):
     result = probe(save(tmp_path, if_model(True)), samples=32)
-    layer = result.extra["probe"]["layers"]["If_0/then/t_relu"]
+    layer = result.analyses.to_json()["probe"]["layers"]["If_0/then/t_relu"]
     assert layer["samples"] == 32 and layer["dead"] == 12
     (finding,) = rule_findings(result, "RL501")
     assert finding.node == "If_0/then/t_relu" and finding.units.count == 12
@@ -241,7 +243,7 @@ def test_relu_inside_an_if_branch_is_probed_when_the_branch_runs(tmp_path):
 
 def test_a_branch_that_never_runs_reports_nothing(tmp_path):
     result = probe(save(tmp_path, if_model(False)))
-    assert result.extra["probe"]["layers"]["If_0/then/t_relu"]["samples"] == 0
+    assert result.analyses.to_json()["probe"]["layers"]["If_0/then/t_relu"]["samples"] == 0
     assert not rule_findings(result, "RL501") and not rule_findings(result, "RL503")
 
 
@@ -289,14 +291,14 @@ def test_a_relu_whose_rank_shape_inference_loses_behind_an_if_is_counted_at_run_
     relu_input = next(v for v in inferred.graph.value_info if v.name == "joined")
     assert not relu_input.type.tensor_type.HasField("shape")  # the case: no rank to count units on
     result = probe(save(tmp_path, model), samples=16)
-    layer = result.extra["probe"]["layers"]["relu"]
+    layer = result.analyses.to_json()["probe"]["layers"]["relu"]
     assert (layer["units"], layer["dead"], layer["samples"]) == (4, 2, 16)
     assert not any("number of units is unknown" in n for n in probe_notes(result))
 
 
 def test_a_rank_found_too_low_at_run_time_is_a_note_not_a_count(tmp_path):
     result = probe(save(tmp_path, rank_hiding_if_model(then_rank_one=True)), samples=16)
-    assert "relu" not in result.extra["probe"]["layers"]
+    assert "relu" not in result.analyses.to_json()["probe"]["layers"]
     assert any("relu (its output has shape 4 at run time: no axis of units)" in n for n in probe_notes(result))
     assert not rule_findings(result, "RL501")
 
@@ -328,12 +330,12 @@ def test_a_model_onnxruntime_cannot_load_keeps_the_static_findings(tmp_path):
     assert not [f for f in result.findings if f.rule.startswith("RL5")]
     (note,) = probe_notes(result)
     assert "onnxruntime cannot load" in note and "static findings only" in note
-    assert "probe" not in result.extra
+    assert "probe" not in result.analyses.to_json()
 
 
 def test_what_no_relu_needs_is_left_out_of_the_probe(tmp_path):
     result = probe(save(tmp_path, unloadable_model(after_the_relus=True)), select=("RL2", "RL5"))
-    assert result.extra["probe"]["layers"]["relu1"]["dead"] == 40
+    assert result.analyses.to_json()["probe"]["layers"]["relu1"]["dead"] == 40
     assert not probe_notes(result)
 
 
@@ -361,7 +363,7 @@ def test_too_little_memory_skips_with_a_note(tmp_path):
 
 def test_no_probe_means_no_probe_rules(tmp_path):
     result = probe(save(tmp_path, negative_bias_mlp(40)), probe=False)
-    assert not result.findings and "probe" not in result.extra
+    assert not result.findings and "probe" not in result.analyses.to_json()
 
 
 # ---- inputs --------------------------------------------------------------------------------------
@@ -380,7 +382,7 @@ def embedding_model(vocab=7):
 def test_integer_inputs_stay_below_the_vocabulary(tmp_path):
     # onnxruntime rejects an index >= vocab, so a finished probe shows every id was in range
     result = probe(save(tmp_path, embedding_model(vocab=3)), select=("RL5",), batch=4, samples=32)
-    layer = result.extra["probe"]["layers"]["relu"]
+    layer = result.analyses.to_json()["probe"]["layers"]["relu"]
     assert layer["units"] == 16 and layer["samples"] == 32
     assert any("dim 1 = 32" in n.message for n in result.notes)  # T was dynamic
 
@@ -393,7 +395,7 @@ def test_bool_inputs_and_input_shapes(tmp_path):
     y = b.relu(b.conv(gated, 3, 8, 3, name="conv"), "relu")
     path = save(tmp_path, b.build([y]))
     result = probe(path, input_shapes={"x": (1, 3, 12, 9)}, batch=4, samples=8)
-    assert result.extra["probe"]["layers"]["relu"]["samples"] == 8
+    assert result.analyses.to_json()["probe"]["layers"]["relu"]["samples"] == 8
     assert not any("dim" in n.message for n in result.notes)
 
 
@@ -405,8 +407,8 @@ def test_npz_folder_and_samples_cap(tmp_path):
     np.savez(folder / "a.npz", x=rng.standard_normal((5, 16)).astype(np.float32))
     np.save(folder / "b.npy", rng.standard_normal((7, 16)))  # float64: cast to the input's type
     result = probe(path, data=str(folder), batch=4, samples=10)
-    assert result.extra["probe"]["samples"] == 10
-    assert result.extra["probe"]["layers"]["relu1"]["samples"] == 10
+    assert result.analyses.to_json()["probe"]["samples"] == 10
+    assert result.analyses.to_json()["probe"]["layers"]["relu1"]["samples"] == 10
     (finding,) = rule_findings(result, "RL501")
     assert "real data" in finding.message and "synthetic" not in finding.message
     assert not rule_findings(result, "RL504")
@@ -529,5 +531,5 @@ def test_an_if_without_its_else_branch_skips_the_layer(tmp_path):
     del if_node.attribute[:]
     if_node.attribute.extend(kept)
     result = probe(save(tmp_path, model))
-    assert "probe" not in result.extra
+    assert "probe" not in result.analyses.to_json()
     assert any("lacks a branch" in n for n in probe_notes(result))

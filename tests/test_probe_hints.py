@@ -76,7 +76,7 @@ def test_default_dims_rejected_then_the_reshape_constant_is_used(tmp_path):
     path = tmp_path / "m.onnx"
     onnx.save(reshape_model(), path)  # 51 is none of the default sizes (32, 64, ...): only the hint runs
     result = probe(path)
-    layer = result.extra["probe"]["layers"]["act"]
+    layer = result.analyses.to_json()["probe"]["layers"]["act"]
     assert layer["dead"] == 1 and layer["positive_rate"][1] == 0
     (note,) = [n.message for n in result.notes if "rejected the default dims" in n.message]
     assert "'x' dim 1 = 32" in note and "the sizes the model hints at: 'x' dim 1 = 51 (Reshape" in note
@@ -87,5 +87,5 @@ def test_a_hint_from_flatten_and_gemm(tmp_path):
     path = tmp_path / "m.onnx"
     onnx.save(reshape_model(width=40, flatten_gemm=True), path)
     result = probe(path)
-    assert result.extra["probe"]["layers"]["act"]["dead"] == 1
+    assert result.analyses.to_json()["probe"]["layers"]["act"]["dead"] == 1
     assert any("Flatten 'Flatten_0' needs 40 values per sample" in n.message for n in result.notes)

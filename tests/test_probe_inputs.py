@@ -44,7 +44,7 @@ def model(tmp_path):
 
 def test_with_data_every_sample_is_used_by_default(tmp_path, model):
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((1000, 1), dtype=np.float32))
-    probe = run(model, data=str(tmp_path / "x.npy")).extra["probe"]
+    probe = run(model, data=str(tmp_path / "x.npy")).analyses.to_json()["probe"]
     assert probe["samples"] == 1000 and probe["available"] == 1000 and probe["stopped"] == "data"
     assert probe["layers"]["act"]["dead"] == 1
 
@@ -53,7 +53,7 @@ def test_a_sample_cap_draws_across_the_whole_file(tmp_path, model):
     # Sorted data: the first half never switches unit 0 (x - 0.5) on; first-N sampling would call it dead.
     x = np.sort(np.random.default_rng(1).random(2000, dtype=np.float32)).reshape(-1, 1)
     np.save(tmp_path / "x.npy", x)
-    probe = run(model, data=str(tmp_path / "x.npy"), samples=64).extra["probe"]
+    probe = run(model, data=str(tmp_path / "x.npy"), samples=64).analyses.to_json()["probe"]
     assert probe["samples"] == 64 and probe["stopped"] == "cap"
     assert probe["layers"]["act"]["dead"] == 1  # only unit 2
     positive = np.asarray(probe["layers"]["act"]["positive_rate"])
@@ -72,7 +72,7 @@ def test_chosen_samples_spread_over_every_file():
 
 def test_samples_auto_stops_once_the_dead_units_settle(model):
     probe_run = run(model, input_dist="uniform:0,1")  # synthetic inputs: --samples auto by default
-    probe = probe_run.extra["probe"]
+    probe = probe_run.analyses.to_json()["probe"]
     assert probe["stopped"] == "settled"
     assert auto_min_samples() == 299 and probe["samples"] >= 299
     assert probe["samples"] < 299 + (AUTO_STABLE_BATCHES + 2) * probe["batch"]  # dead set fixed from the start
@@ -111,7 +111,7 @@ def test_default_dims_onnxruntime_rejects_are_retried_with_other_sizes(tmp_path)
     path = tmp_path / "m.onnx"
     onnx.save(b.build([b.gemm(h, 4, 2, name="head")]), path)
     result = run(path, samples=16)
-    probe = result.extra["probe"]
+    probe = result.analyses.to_json()["probe"]
     assert probe["samples"] == 16 and probe["layers"]["relu1"]["samples"] == 16
     notes = [n.message for n in result.notes]
     tried = "('x' dim 2 = 224, dim 3 = 224, then 'x' dim 2 = 48, dim 3 = 320, then 'x' dim 2 = 32, dim 3 = 320)"
@@ -149,14 +149,14 @@ def test_a_scalar_input_and_a_state_batched_on_axis_1_from_real_data(tmp_path):
     x = rng.standard_normal((100, 4)).astype(np.float32)
     state = rng.standard_normal((2, 100, 3)).astype(np.float32)
     np.savez(tmp_path / "d.npz", input=x, state=state, sr=np.array(16000, np.int64))
-    probe = run(path, data=str(tmp_path / "d.npz"), batch=16).extra["probe"]
+    probe = run(path, data=str(tmp_path / "d.npz"), batch=16).analyses.to_json()["probe"]
     assert probe["samples"] == 100 and probe["inputs"] == "data"
     z = x @ np.array(WEIGHTS, np.float32) + state.sum(axis=0) + np.array([0.0, -50.0, 0.5], np.float32)
     layer = probe["layers"]["act"]
     assert layer["dead"] == int(np.sum(~(z > 0).any(axis=0))) == 1
     assert np.allclose(layer["positive_rate"], (z > 0).mean(axis=0))
     # synthetic inputs fill the same layout: the state's batch follows --batch on axis 1
-    assert run(path, samples=16, batch=8).extra["probe"]["samples"] == 16
+    assert run(path, samples=16, batch=8).analyses.to_json()["probe"]["samples"] == 16
 
 
 def test_an_input_range_aware_probe_finds_units_dead_on_the_domain_that_normal_noise_misses(tmp_path):
@@ -174,12 +174,14 @@ def test_an_input_range_aware_probe_finds_units_dead_on_the_domain_that_normal_n
     inputs = rng.random((2000, 8), dtype=np.float32)  # the domain's inputs: the truth
     truth = int(np.sum(~((inputs @ weight + bias) > 0).any(axis=0)))
     assert truth == 6
-    noise = run(path, input_dist="normal").extra["probe"]
+    noise = run(path, input_dist="normal").analyses.to_json()["probe"]
     assert noise["layers"]["relu1"]["dead"] == 0  # N(0, 1) misses every one of them
-    aware = run(path, input_ranges={"x": ((0.0, 1.0),)}, input_dist="normal").extra["probe"]
+    aware = run(path, input_ranges={"x": ((0.0, 1.0),)}, input_dist="normal").analyses.to_json()["probe"]
     assert aware["layers"]["relu1"]["dead"] == truth
     assert aware["distribution"].startswith("x uniform over [0, 1]")
-    default = run(path, input_ranges={"x": ((0.0, 1.0),)}).extra["probe"]  # structured samples in the domain
+    default = run(path, input_ranges={"x": ((0.0, 1.0),)}).analyses.to_json()[
+        "probe"
+    ]  # structured samples in the domain
     assert default["layers"]["relu1"]["dead"] == truth
     assert default["distribution"].startswith("x structured samples over [0, 1]")
 
@@ -210,7 +212,7 @@ def probed_notes(tmp_path, dims, reshape_to, features, samples):
     onnx.save(b.build([b.gemm(h, 4, 2, name="head")]), path)
     result = run(path, samples=samples)
     notes = [n.message for n in result.notes]
-    assert result.extra.get("probe", {}).get("samples") == samples, notes
+    assert result.analyses.to_json().get("probe", {}).get("samples") == samples, notes
     assert not any("did not run" in n for n in notes)
     return notes
 
@@ -274,4 +276,4 @@ def test_a_sequence_export_whose_data_gives_the_initial_state_once_is_probed_as_
     result = run(path, data=str(tmp_path / "d.npz"))
     notes = [n.message for n in result.notes]
     assert any("recurrent state carried between chunks ('h' from" in n for n in notes), notes
-    assert result.extra["probe"]["layers"]["act"]["dead"] == truth
+    assert result.analyses.to_json()["probe"]["layers"]["act"]["dead"] == truth

@@ -281,7 +281,7 @@ def brightness_model():
 def dead(path, data, **config):
     result = analyse(str(path), Config(select=("RL5",), data=str(data), **config))
     assert result.error is None, result.error
-    return result, result.extra["probe"]["layers"]["act"]
+    return result, result.analyses.to_json()["probe"]["layers"]["act"]
 
 
 def test_the_dead_units_follow_the_images(tmp_path):
@@ -293,7 +293,7 @@ def test_the_dead_units_follow_the_images(tmp_path):
         save_image(tmp_path / "bright", f"{i}.jpg", rng.integers(200, 256, (16, 16, 3), dtype=np.uint8))
     result, layer = dead(path, tmp_path / "dark")
     assert layer["dead"] == 2 and layer["positive_rate"][1] == 1.0  # units 0 and 2; sizes vary: 5 shapes
-    assert result.extra["probe"]["samples"] == 5
+    assert result.analyses.to_json()["probe"]["samples"] == 5
     (note,) = [n.message for n in result.notes if n.message.startswith("probe data:")]
     assert "5 image(s)" in note and "in 5 shapes (3x20x16, 3x21x16, 3x22x16, 3x23x16, ...)" in note
     _, layer = dead(path, tmp_path / "bright")
@@ -303,7 +303,7 @@ def test_the_dead_units_follow_the_images(tmp_path):
     assert layer["dead"] == 2 and layer["positive_rate"][0] == 1.0
     # --samples caps the images decoded, drawn at random
     result, _ = dead(path, tmp_path / "dark", samples=3)
-    assert result.extra["probe"]["samples"] == 3
+    assert result.analyses.to_json()["probe"]["samples"] == 3
 
 
 def test_per_unit_rates_equal_onnxruntime_on_the_same_images(tmp_path):
@@ -344,10 +344,10 @@ def test_the_dead_units_follow_the_audio(tmp_path):
     rng = np.random.default_rng(0)
     write_wav(folder / "quiet.wav", rng.integers(-3000, 3000, (640, 1)), 8000)
     result, layer = dead(path, folder, preprocess=Preprocess(window=64))
-    assert layer["dead"] == 1 and result.extra["probe"]["samples"] == 10
+    assert layer["dead"] == 1 and result.analyses.to_json()["probe"]["samples"] == 10
     write_wav(folder / "loud.wav", rng.integers(-30000, 30000, (1280, 2)), 16000)  # stereo, another rate
     result, layer = dead(path, folder, preprocess=Preprocess(window=64, sample_rate=8000))
-    assert layer["dead"] == 0 and result.extra["probe"]["samples"] == 20  # 10 + 640 resampled samples
+    assert layer["dead"] == 0 and result.analyses.to_json()["probe"]["samples"] == 20  # 10 + 640 resampled samples
     (note,) = [n.message for n in result.notes if n.message.startswith("probe data:")]
     assert "2 WAV file(s) in 20 window(s) of 64 samples" in note
 
@@ -361,7 +361,7 @@ def test_a_file_that_cannot_be_decoded_is_skipped_and_named(tmp_path):
         save_image(tmp_path / "imgs", f"{i}.png", pixels(20, 16, seed=i))
     (tmp_path / "imgs" / "z.png").write_bytes(b"not a png")
     result, _ = dead(path, tmp_path / "imgs")
-    assert result.extra["probe"]["samples"] == 3
+    assert result.analyses.to_json()["probe"]["samples"] == 3
     (note,) = [n.message for n in result.notes if n.message.startswith("probe data:")]
     assert "3 image(s) resized to the input's 12x12, grayscale, x*0.00392157 (preset zero-one), NCHW" in note
     assert "1 file(s) could not be read (z.png: cannot identify image file" in note

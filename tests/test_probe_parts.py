@@ -120,7 +120,7 @@ def check_layer(tmp_path, model, data, layer, tensor, axis):
     result = analyse(str(path), Config(select=("RL5",), data=str(tmp_path / "d.npy"), batch=3, samples=len(data)))
     assert result.error is None
     assert not [n for n in result.notes if "probe" in n.message], result.notes
-    measured = result.extra["probe"]["layers"][layer]
+    measured = result.analyses.to_json()["probe"]["layers"][layer]
     act = reference(model, {model.graph.input[0].name: data}, [tensor])[tensor]
     per_unit = np.moveaxis(act, axis, -1).reshape(-1, act.shape[axis]).astype(np.float64)
     assert measured["units"] == act.shape[axis] and measured["samples"] == len(data)
@@ -203,8 +203,8 @@ def test_layers_in_a_loop_body_are_skipped_with_a_note(tmp_path):
     path = tmp_path / "loop.onnx"
     onnx.save(b.build([y], output_shapes=[[2, 8]]), path)
     result = analyse(str(path), Config(select=("RL5",)))
-    assert "relu" in result.extra["probe"]["layers"]
-    assert "loop/body/body_relu" in result.extra["probe"]["skipped"]
+    assert "relu" in result.analyses.to_json()["probe"]["layers"]
+    assert "loop/body/body_relu" in result.analyses.to_json()["probe"]["skipped"]
     assert any("does not measure 1 layer" in n.message and "Loop" in n.message for n in result.notes)
 
 

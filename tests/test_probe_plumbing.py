@@ -67,8 +67,8 @@ def test_a_model_named_like_the_instrumented_file_is_probed(large, tmp_path):
     renamed = tmp_path / "instrumented.onnx"
     os.link(large, renamed)
     result = analyse(str(renamed), Config(select=("RL5",), batch=4, samples=8))
-    assert result.error is None and "probe" in result.extra, [n.message for n in result.notes]
-    narrow = result.extra["probe"]["layers"]["narrow_relu"]
+    assert result.error is None and "probe" in result.analyses.to_json(), [n.message for n in result.notes]
+    narrow = result.analyses.to_json()["probe"]["layers"]["narrow_relu"]
     assert narrow["dead"] == 16  # a bias of -50 under He-scaled inputs: never positive
 
 
@@ -114,7 +114,7 @@ def test_the_time_limit_counts_from_the_job_not_from_the_start(tmp_path, monkeyp
         result = analyse(str(_small(tmp_path)), Config(select=("RL5",), probe_timeout=30))
     finally:
         runner.stop_spare()  # in case the analysis did not take it
-    assert "probe" in result.extra, [n.message for n in result.notes]
+    assert "probe" in result.analyses.to_json(), [n.message for n in result.notes]
 
 
 def _small(tmp_path: Path) -> Path:
@@ -185,7 +185,7 @@ def test_the_temporary_folder_is_removed_after_the_probe(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     result = analyse(str(_small(tmp_path)), Config(select=("RL5",)))
-    assert "probe" in result.extra
+    assert "probe" in result.analyses.to_json()
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
@@ -208,7 +208,7 @@ def test_the_child_is_reaped_after_the_outcome(tmp_path):
 
     before = _children()
     result = analyse(str(_small(tmp_path)), Config(select=("RL5",)))
-    assert "probe" in result.extra
+    assert "probe" in result.analyses.to_json()
     deadline = time.monotonic() + 10
     while _children() - before and time.monotonic() < deadline:
         time.sleep(0.05)

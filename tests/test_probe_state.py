@@ -127,7 +127,7 @@ def test_a_vad_model_is_probed_from_real_data_with_its_state_carried(tmp_path):
     chunks = loud_chunks()
     np.savez(tmp_path / "speech.npz", input=chunks, sr=np.array(16000, np.int64))  # no state: it is carried
     result = probe(path, tmp_path / "speech.npz")
-    probe_result = result.extra["probe"]
+    probe_result = result.analyses.to_json()["probe"]
     assert probe_result["samples"] == 20 and probe_result["batch"] == 1
     layer = probe_result["layers"]["act"]
     ever = direct_positive(model, chunks)
@@ -144,7 +144,10 @@ def test_a_state_stored_in_the_data_is_used_as_it_is(tmp_path):
     chunks = loud_chunks()
     np.savez(tmp_path / "d.npz", input=chunks, state=np.zeros((2, 20, 4), np.float32), sr=np.array(16000))
     result = probe(path, tmp_path / "d.npz", batch=5)
-    assert result.extra["probe"]["batch"] == 5 and result.extra["probe"]["layers"]["act"]["dead"] == 3
+    assert (
+        result.analyses.to_json()["probe"]["batch"] == 5
+        and result.analyses.to_json()["probe"]["layers"]["act"]["dead"] == 3
+    )
     assert not [n for n in result.notes if "recurrent state" in n.message]
 
 
@@ -155,7 +158,7 @@ def test_the_state_starts_from_zeros_in_each_file(tmp_path):
     folder.mkdir()
     for i in range(4):  # four clips of 3 chunks: the accumulator never climbs past 0.45 * 2.71
         np.savez(folder / f"{i}.npz", input=loud_chunks(3, seed=i), sr=np.array(16000))
-    layer = probe(path, folder).extra["probe"]["layers"]["act"]
+    layer = probe(path, folder).analyses.to_json()["probe"]["layers"]["act"]
     assert [rate > 0 for rate in layer["positive_rate"]] == [True, True, False, False]
 
 
@@ -169,8 +172,8 @@ def test_a_wav_file_feeds_a_vad_model_with_its_rate_and_carried_state(tmp_path):
         out.setframerate(16000)
         out.writeframes(samples.tobytes())
     result = probe(path, tmp_path / "speech.wav", preprocess=Preprocess(window=64))
-    assert result.extra["probe"]["samples"] == 20
-    assert result.extra["probe"]["layers"]["act"]["dead"] == 1
+    assert result.analyses.to_json()["probe"]["samples"] == 20
+    assert result.analyses.to_json()["probe"]["layers"]["act"]["dead"] == 1
 
 
 # ---- a ReLU behind an LSTM or a Transpose: its units from the tensor's feature axis --------------------
@@ -236,7 +239,7 @@ def test_a_relu_after_an_lstm_gets_its_units_from_the_feature_axis(tmp_path, opa
     result = probe(path, tmp_path / "x.npy", batch=8)
     (unit,) = result.layers
     assert unit["channel_axis"] == -1
-    layer = result.extra["probe"]["layers"]["act"]
+    layer = result.analyses.to_json()["probe"]["layers"]["act"]
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     copy.graph.output.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, None))
@@ -262,5 +265,5 @@ def test_a_relu_after_a_transpose_counts_the_channels_where_they_moved(tmp_path)
     result = probe(path, tmp_path / "x.npy")
     (unit,) = result.layers
     assert unit["channel_axis"] == -1 and unit["units"] == 4
-    layer = result.extra["probe"]["layers"]["act"]
+    layer = result.analyses.to_json()["probe"]["layers"]["act"]
     assert layer["units"] == 4 and layer["dead"] == 1 and layer["positive_rate"][2] == 0

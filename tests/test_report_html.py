@@ -20,10 +20,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import relulint.rules
+from relulint.analyses import Analyses
+from relulint.compare_result import CompareResult, LayerChange, ProbeFeeding
 from relulint.config import Config, load_config_file
 from relulint.engine import analyse
 from relulint.findings import AffectedUnits, Finding, ModelResult, Note, Severity
 from relulint.modelkit import ModelBuilder
+from relulint.probe.result import LayerMeasure, ProbeResult
 from relulint.report import Run, render
 from relulint.report.html.charts import log_range
 from relulint.report.html.format import show
@@ -83,11 +86,10 @@ def with_probe_numbers(result: ModelResult) -> ModelResult:
         rates = rng.uniform(0.0, 1.0, units)
         rates[: int(dead * units)] = 0.0
         rates[int(dead * units) : int(dead * units) + 2] = 0.004
-        probe_layers[layer["name"]] = {
-            "positive_rate": rates.round(4).tolist(),
-            "dead": int(dead * units),
-            "units": units,
-        }
+        positions = 10_000  # the rates, to 4 decimals, as counts of positive values
+        probe_layers[layer["name"]] = LayerMeasure(
+            layer["name"], units, 32, positions, np.round(rates * positions), *np.zeros((3, units))
+        )
         metrics = {
             **layer["metrics"],
             "dead_fraction": dead,
@@ -118,8 +120,8 @@ def with_probe_numbers(result: ModelResult) -> ModelResult:
         Finding("RL195", Severity.NOTE, "model-wide remark about weights"),
     ]
     notes = [*result.notes, Note("skipped", f"layer {EVIL} has no weights the probe could read", names[0])]
-    probe = {"inputs": "synthetic", "samples": 32, "batch": 8, "layers": probe_layers}
-    return replace(result, layers=layers, findings=findings, notes=notes, extra={"probe": probe})
+    probe = ProbeResult("synthetic", 32, 8, probe_layers)
+    return replace(result, layers=layers, findings=findings, notes=notes, analyses=Analyses(probe=probe))
 
 
 # ---- two checkpoints of one hostile model, for the comparison and the proofs ----------------------
@@ -588,32 +590,29 @@ def test_proofs_show_their_domain_and_a_proven_dead_column(page):
     assert "Proven dead" not in first and "Compared with" not in first  # neither ran there
 
 
-def compared_result(compare: dict, names=("a", "b")) -> Run:
+def compared_result(compare: CompareResult, names=("a", "b")) -> Run:
     layers = [{"name": name, "units": 8, "metrics": {}} for name in names]
-    result = ModelResult(path="new.onnx", sha256="0" * 64, layers=layers, extra={"compare": compare})
+    result = ModelResult(path="new.onnx", sha256="0" * 64, layers=layers, analyses=Analyses(compare=compare))
     return Run(results=[result], config=Config(probe=False))
 
 
 def test_the_probe_counts_dead_units_first_and_a_layer_without_it_says_which_source_did():
-    change = {
-        "dead_old": 0,
-        "dead_new": 4,
-        "dead_fraction_old": 0.0,
-        "dead_fraction_new": 0.5,
-        "newly_dead": 4,
-        "revived": 0,
-    }
-    compare = {
-        "old": {"path": "old.onnx", "sha256": "1" * 64},
-        "same_file": False,
-        "sources": ["probe", "proof"],
-        "margin_k": 3.0,
-        "probe": {"inputs": "synthetic", "samples": 32, "old_samples": 16, "described": "32 samples <x>"},
-        "layers": {
-            "b": {"units": 8, "relative_update": None, "proof": change},
-            "a": {"units": 8, "relative_update": 0.5, "probe": change, "proof": change},
-        },
-    }
+    alive, half_dead = np.zeros(8, bool), np.arange(8) < 4  # 0 -> 4 of 8 units dead
+    by_probe_and_proof = LayerChange(
+        "a",
+        8,
+        relative_update=0.5,
+        dead_old={"probe": alive, "proof": alive},
+        dead_new={"probe": half_dead, "proof": half_dead},
+    )
+    by_proof = LayerChange("b", 8, dead_old={"proof": alive}, dead_new={"proof": half_dead})
+    compare = CompareResult(
+        "old.onnx",
+        "1" * 64,
+        same_file=False,
+        layers={"b": by_proof, "a": by_probe_and_proof},
+        probe_inputs=ProbeFeeding("synthetic", 32, 16, "32 samples <x>"),
+    )
     text = render("html", compared_result(compare))
     block = text.split('<section class="card compare"', 1)[1].split("</section>", 1)[0]
     assert "32 samples &lt;x&gt; (16 samples for OLD)" in block
@@ -629,14 +628,7 @@ def test_the_probe_counts_dead_units_first_and_a_layer_without_it_says_which_sou
 
 
 def test_identical_checkpoints_and_nothing_measured_say_so():
-    compare = {
-        "old": {"path": "new.onnx", "sha256": "0" * 64},
-        "same_file": True,
-        "sources": [],
-        "margin_k": 3.0,
-        "probe": None,
-        "layers": {"a": {"units": 8, "relative_update": None}},
-    }
+    compare = CompareResult("new.onnx", "0" * 64, same_file=True, layers={"a": LayerChange("a", 8)})
     text = render("html", compared_result(compare, names=("a",)))
     assert "OLD and NEW are the same file" in text
     assert "Dead units could not be counted in both checkpoints" in text
@@ -805,7 +797,7 @@ def test_rl701_says_the_number_the_comparison_table_shows(browser, tmp_path):
     onnx.save(checkpoint(weights, new_biases), new)
     config = Config(compare=str(old), samples=256, rule_options={"RL201": {"k": 0.01}})
     result = analyse(str(new), config)
-    layer = result.extra["compare"]["layers"][CONTROL] if "compare" in result.extra else None
+    layer = result.analyses.to_json()["compare"]["layers"][CONTROL] if "compare" in result.analyses.to_json() else None
     assert layer is not None and layer["probe"]["newly_dead"] == KILLED and layer["margins"]["newly_dead"] > KILLED
     died = [f for f in result.findings if f.rule == "RL701"]
     assert len(died) == 1 and died[0].units.count == KILLED and died[0].message.startswith(f"{KILLED} of 24 units")
@@ -831,7 +823,7 @@ def test_the_facts_say_what_the_probes_evidence_lets_it_claim():
     from relulint.report.html.views import model_facts
 
     def evidence(inputs: str | None) -> tuple[str, str, str] | None:
-        probe = {"inputs": inputs, "samples": 304, "batch": 8} if inputs else None
+        probe = ProbeResult(inputs, 304, 8) if inputs else None
         return next((fact for fact in model_facts({}, [], probe) if fact[0] == "Evidence"), None)
 
     synthetic, data = evidence("synthetic"), evidence("data")

@@ -56,3 +56,15 @@ def test_the_boundary_check_sees_a_raw_read(tmp_path):
         encoding="utf-8",
     )
     assert raw_reads(module) == {"import relulint.graph", "ctx.graph", "options_for: another rule's options"}
+
+
+def test_a_rule_needs_only_analyses_the_context_holds_typed():
+    from dataclasses import fields
+
+    from relulint.analyses import NAMES, Analyses
+    from relulint.rules import all_rules
+
+    assert tuple(field.name for field in fields(Analyses)) == NAMES == tuple(Analyses().by_name())
+    needed = {need for rule in all_rules() for need in rule.meta.needs}
+    assert needed == set(NAMES)  # every analysis has a rule, and no rule names one the context lacks
+    assert not any(Analyses().ran(name) for name in NAMES) and Analyses().to_json() == {}

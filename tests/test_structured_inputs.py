@@ -93,14 +93,16 @@ def pooled_gate_model():
 def test_structured_inputs_keep_pooled_gates_alive_where_normal_noise_calls_them_dead(tmp_path):
     path = tmp_path / "se.onnx"
     onnx.save(pooled_gate_model(), path)
-    normal = analyse(str(path), Config(select=("RL5",), input_dist="normal")).extra["probe"]
+    normal = analyse(str(path), Config(select=("RL5",), input_dist="normal")).analyses.to_json()["probe"]
     assert normal["layers"]["se_relu"]["dead"] == 2  # the false alarm i.i.d. noise raises behind a pool
-    smooth = analyse(str(path), Config(select=("RL5",), input_dist="smooth")).extra["probe"]
+    smooth = analyse(str(path), Config(select=("RL5",), input_dist="smooth")).analyses.to_json()["probe"]
     assert smooth["layers"]["se_relu"]["dead"] == 0
     assert smooth["distribution"].startswith("smooth")
-    strokes = analyse(str(path), Config(select=("RL5",), input_dist="strokes")).extra["probe"]
+    strokes = analyse(str(path), Config(select=("RL5",), input_dist="strokes")).analyses.to_json()["probe"]
     assert strokes["layers"]["se_relu"]["dead"] <= 1  # pages are bright: the dark-side gate may stay off
-    default = analyse(str(path), Config(select=("RL5",))).extra["probe"]  # structured: half pages, half smooth
+    default = analyse(str(path), Config(select=("RL5",))).analyses.to_json()[
+        "probe"
+    ]  # structured: half pages, half smooth
     assert default["layers"]["se_relu"]["dead"] == 0 and default["distribution"].startswith("structured")
 
 

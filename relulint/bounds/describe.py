@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from relulint.bounds import BoundsResult
+from relulint.bounds.result import BoundsResult
 
 
 def domain_text(result: BoundsResult) -> str:

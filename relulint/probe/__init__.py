@@ -3,7 +3,7 @@
 The engine calls ``start_probe_analysis(ctx)`` when a selected rule needs the probe, runs the
 static rules while the probe's child process works, then calls ``finish()`` on what it returned
 (``run_probe_analysis(ctx)`` does both at once). The probe stores a ``ProbeResult`` in
-``ctx.analyses["probe"]`` and the per-layer metrics (dead, dead_fraction, rarely_active,
+``ctx.analyses.probe`` and the per-layer metrics (dead, dead_fraction, rarely_active,
 rarely_active_fraction, probe_samples), or adds a note saying why the probe did not run.
 
 Imports stay inside the function: the probe's child process imports this package too,

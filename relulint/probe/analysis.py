@@ -65,7 +65,7 @@ class PendingProbe:
         self.hints_tried = False  # an attempt with the model's hints was made (it is made once)
 
     def finish(self) -> None:
-        """Wait for the child and store the result in ``ctx.analyses["probe"]``, or a note saying why not."""
+        """Wait for the child and store the result in ``ctx.analyses.probe``, or a note saying why not."""
         ctx = self.ctx
         try:
             outcome = self.child.wait(self.budget, Progress(ctx.path))  # stops the child
@@ -88,7 +88,7 @@ class PendingProbe:
         stopping_note(ctx, outcome, sampling(ctx.config)[1])
         result = probe_result(ctx, self.instrumentation, outcome, self.specs)
         note_unmeasured_layers(ctx, result, self.instrumentation)
-        ctx.analyses["probe"] = result
+        ctx.analyses.probe = result
         set_metrics(ctx, result)
 
     def _retry(self, problem: str, budget: float, hints: Hints | None = None) -> None:

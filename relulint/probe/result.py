@@ -26,7 +26,7 @@ def firing_rate_bound(samples: int, confidence: float = CONFIDENCE) -> float:
     """
     if samples <= 0:
         return 1.0
-    return 1.0 - (1.0 - confidence) ** (1.0 / samples)
+    return 1.0 - float((1.0 - confidence) ** (1.0 / samples))
 
 
 def samples_for_bound(rate: float, confidence: float = CONFIDENCE) -> int:
@@ -93,7 +93,8 @@ class LayerMeasure:
         """Never positive and so passing no gradient: for a variant, an output of exactly 0 everywhere."""
         if self.zero_below:
             return self.never_positive_mask
-        return self.never_positive_mask & (self.maximum == 0) & (self.mean == 0)
+        mask: np.ndarray = self.never_positive_mask & (self.maximum == 0) & (self.mean == 0)
+        return mask
 
     @property
     def never_positive(self) -> int:

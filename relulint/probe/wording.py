@@ -53,8 +53,7 @@ lower and says it is a suspicion and what to pass to confirm it (`--data`, more 
 
 
 def probe_result(ctx: Context) -> ProbeResult | None:
-    result = ctx.analyses.get("probe")
-    return result if isinstance(result, ProbeResult) else None
+    return ctx.analyses.probe
 
 
 def percent(fraction: float) -> str:
@@ -138,8 +137,8 @@ def dead_evidence(
     """The evidence for ``layer``'s dead units: the probe's samples, and RL601's bounds when they ran."""
     dead = np.flatnonzero(measure.dead_mask)
     proven = np.array([], dtype=np.int64)
-    bounds = ctx.analyses.get("bounds")
-    layer_bounds = getattr(bounds, "layers", {}).get(layer.name) if bounds is not None else None
+    bounds = ctx.analyses.bounds
+    layer_bounds = bounds.layers.get(layer.name) if bounds is not None else None
     # A variant's unit below zero still passes a gradient: only zero-output activations are proven dead.
     if layer_bounds is not None and measure.zero_below and layer_bounds.zero_output:
         proven = np.intersect1d(dead, np.asarray(layer_bounds.dead, dtype=np.int64))

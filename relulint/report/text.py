@@ -7,9 +7,8 @@ RL504 states once per model), clipped at ``CONCISE_CHARS``. ``full`` prints each
 
 from __future__ import annotations
 
-from typing import Any
-
 from relulint.findings import ModelResult, Severity
+from relulint.probe.result import ProbeResult
 from relulint.report import Run
 from relulint.report.escape import clean, shown_path
 
@@ -69,15 +68,16 @@ def model_lines(result: ModelResult, run: Run) -> list[str]:
             f"{clean(producer.get('name') or '?')} {clean(producer.get('version') or '')}".rstrip()
             + f", {info.get('parameters', 0):,} parameters, {len(result.layers)} ReLU-family layers"
         )
-        sparsity = sparsity_line(info.get("probe") or {})
+        sparsity = sparsity_line(result.analyses.probe)
         if sparsity:
             lines.append(f"{path}: {sparsity}")
     return lines
 
 
-def sparsity_line(probe: dict[str, Any]) -> str:
+def sparsity_line(probe: ProbeResult | None) -> str:
     """The probed layers' activation sparsity (share of zero outputs) in one line; "" when none was measured."""
-    values = [layer["sparsity"] for layer in probe.get("layers", {}).values() if layer.get("sparsity") is not None]
+    measured = probe.layers.values() if probe is not None else ()
+    values = [layer.sparsity for layer in measured if layer.sparsity is not None]
     if not values:
         return ""
     spread = f"{min(values):.1%}" if len(values) == 1 else f"{min(values):.1%} to {max(values):.1%}"

@@ -264,7 +264,7 @@ class Histogram:
     height: int = 26
 
 
-def positive_rate_histogram(rates: list[object]) -> Histogram | None:
+def positive_rate_histogram(rates: Sequence[object]) -> Histogram | None:
     values = [v for v in (number(r) for r in rates) if v is not None]
     if not values:
         return None

@@ -1,12 +1,12 @@
-"""The "Compared with OLD" section (``--compare OLD``): its rows, facts and charts, from the JSON ``compare``."""
+"""The "Compared with OLD" section (``--compare OLD``): its rows, facts and charts, from the ``CompareResult``."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
-from relulint.compare import SOURCES
+from relulint.bounds.result import BoundsResult
+from relulint.compare_result import SOURCES, CompareResult, LayerChange
 from relulint.report.html.charts import (
     MIN_BAR,
     Bar,
@@ -19,7 +19,7 @@ from relulint.report.html.charts import (
     x_labels,
     y_scale,
 )
-from relulint.report.html.format import as_int, as_object, domain_text, fmt_number, fmt_percent, number
+from relulint.report.html.format import domain_text, fmt_number, fmt_percent, number
 from relulint.report.text import clean
 
 # How each source of the checkpoint comparison (relulint.compare.SOURCES) counts a unit as dead.
@@ -88,17 +88,18 @@ class CompareView:
         return max(measured, key=lambda layer: layer.relative_update or 0.0) if measured else None
 
 
-def dead_change(source: str, data: Any) -> DeadChange | None:
-    if not isinstance(data, dict):
+def dead_change(source: str, change: LayerChange) -> DeadChange | None:
+    counts = change.dead_counts(source)
+    if counts is None:
         return None
     return DeadChange(
         source=source,
-        old=as_int(data.get("dead_old")),
-        new=as_int(data.get("dead_new")),
-        fraction_old=number(data.get("dead_fraction_old")),
-        fraction_new=number(data.get("dead_fraction_new")),
-        newly_dead=as_int(data.get("newly_dead")),
-        revived=as_int(data.get("revived")),
+        old=counts.old,
+        new=counts.new,
+        fraction_old=counts.fraction_old,
+        fraction_new=counts.fraction_new,
+        newly_dead=counts.newly_dead,
+        revived=counts.revived,
     )
 
 
@@ -107,69 +108,65 @@ def source_name(source: str | None) -> str:
     return DEAD_SOURCE_TEXT[source][0] if source in DEAD_SOURCE_TEXT else (source or "none")
 
 
-def dead_source_text(source: str | None, compare: dict[str, Any], bounds: dict[str, Any] | None) -> tuple[str, str]:
+def dead_source_text(source: str | None, compare: CompareResult, bounds: BoundsResult | None) -> tuple[str, str]:
     """(source, how it counts a unit as dead and on what) for the comparison's main source."""
     if source is None:
         return "none", "no source could count dead units in both checkpoints (the notes say why)"
     name, how = source_name(source), DEAD_SOURCE_TEXT.get(source, ("", ""))[1]
-    how = how.format(k=number(compare.get("margin_k")) or 0.0)
-    probe = as_object(compare.get("probe")) or {}
-    if source == "probe" and probe.get("described"):
-        how += f": {probe['described']}"
-        old_samples = probe.get("old_samples")
-        if old_samples is not None and old_samples != probe.get("samples"):
-            how += f" ({old_samples} samples for OLD)"
-    if source == "proof" and bounds and domain_text(bounds.get("domain")):
-        how += f": {domain_text(bounds.get('domain'))}"
+    how = how.format(k=number(compare.margin_k) or 0.0)
+    probe = compare.probe_inputs
+    if source == "probe" and probe is not None and probe.described:
+        how += f": {probe.described}"
+        if probe.old_samples != probe.samples:
+            how += f" ({probe.old_samples} samples for OLD)"
+    if source == "proof" and bounds is not None and domain_text(bounds.domain):
+        how += f": {domain_text(bounds.domain)}"
     return name, how
 
 
 def compare_view(
-    compare: dict[str, Any],
+    compare: CompareResult,
     order: dict[str, int],
     flagged_updates: set[str],
     options: tuple[float, float, float],
-    bounds: dict[str, Any] | None = None,
+    bounds: BoundsResult | None = None,
 ) -> CompareView:
-    """The comparison section of one model from its JSON ``compare`` object.
+    """The comparison section of one model from the checkpoint comparison's result.
 
     ``order`` maps layer names to their number in the Layers table; ``flagged_updates`` names the layers
     RL702 reported; ``options`` is (RL702's max_update, RL703's k, RL501's error_fraction) as configured for
     the run.
     """
     max_update, bias_k, dead_line = options
-    raw_layers = as_object(compare.get("layers")) or {}
-    listed = [str(s) for s in compare.get("sources") or []] if isinstance(compare.get("sources"), list) else []
-    present = [s for s in SOURCES if any(isinstance(v, dict) and s in v for v in raw_layers.values())]
-    source = next((s for s in SOURCES if s in listed or s in present), None)
-    names = sorted(raw_layers, key=lambda name: (order.get(name, len(order)), name))
+    source = next(iter(compare.sources), None)  # the strongest source any layer was counted by
+    names = sorted(compare.layers, key=lambda name: (order.get(name, len(order)), name))
     rows = []
     for position, name in enumerate(names):
-        data = as_object(raw_layers[name]) or {}
-        changes = [c for c in (dead_change(s, data.get(s)) for s in SOURCES) if c is not None]
+        change = compare.layers[name]
+        changes = [c for c in (dead_change(s, change) for s in SOURCES) if c is not None]
         main = next((c for c in changes if c.source == source), changes[0] if changes else None)
-        update, shift = number(data.get("relative_update")), number(data.get("bias_shift_min"))
+        lowest_shift, mean_shift = change.bias_shift_summary()
+        update, shift = number(change.relative_update), number(lowest_shift)
         rows.append(
             ChangeView(
                 index=order.get(name, len(order) + position),
                 name=name,
-                units=as_int(data.get("units")),
+                units=change.units,
                 relative_update=update,
-                weight_norm_old=number(data.get("weight_norm_old")),
-                weight_norm_new=number(data.get("weight_norm_new")),
+                weight_norm_old=number(change.weight_norm_old),
+                weight_norm_new=number(change.weight_norm_new),
                 bias_shift_min=shift,
-                bias_shift_mean=number(data.get("bias_shift_mean")),
+                bias_shift_mean=number(mean_shift),
                 dead=main,
                 others=tuple(c for c in changes if c is not main),
                 update_flagged=name in flagged_updates or (update is not None and update > max_update),
                 bias_flagged=shift is not None and shift < -bias_k,
             )
         )
-    old = as_object(compare.get("old")) or {}
     view = CompareView(
-        old_path=str(old.get("path") or "?"),
-        old_sha256=str(old.get("sha256") or ""),
-        same_file=compare.get("same_file") is True,
+        old_path=compare.old_path or "?",
+        old_sha256=compare.old_sha256 or "",
+        same_file=compare.same_file,
         source=source,
         source_text=dead_source_text(source, compare, bounds),
         max_update=max_update,

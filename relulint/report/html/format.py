@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from markupsafe import Markup, escape
 
+from relulint.findings import json_number
 from relulint.report.text import clean
 
 
@@ -29,10 +31,11 @@ def show_code(value: Any) -> Markup:
 
 
 def number(value: Any) -> float | None:
-    """A finite float from a JSON value ("nan"/"inf" strings and missing values become None)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """A finite float from a JSON value or a typed result, as the JSON report writes it ("nan"/"inf" strings,
+    non-finite numbers and missing values become None)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
-    return float(value) if math.isfinite(value) else None
+    return float(json_number(float(value)))
 
 
 def fmt_number(value: float | None, digits: int = 3) -> str:
@@ -78,33 +81,28 @@ def as_object(value: Any) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def domain_text(domain: Any) -> str:
+def domain_text(domain: Mapping[str, Sequence[Sequence[float]]] | None) -> str:
     """x ∈ [0, 1]; y ∈ 3 channel ranges (for one input, or several)."""
-    if not isinstance(domain, dict):
-        return ""
     parts = []
-    for name, pairs in domain.items():
-        if not isinstance(pairs, list) or not pairs:
+    for name, pairs in (domain or {}).items():
+        if not pairs:
             continue
-        if len(pairs) == 1 and isinstance(pairs[0], list) and len(pairs[0]) == 2:
+        if len(pairs) == 1 and len(pairs[0]) == 2:
             parts.append(f"{name} ∈ {_range_text(pairs[0])}")
         else:
             parts.append(f"{name} ∈ {len(pairs)} channel ranges")
     return "; ".join(parts)
 
 
-def domain_detail(domain: Any) -> str:
+def domain_detail(domain: Mapping[str, Sequence[Sequence[float]]] | None) -> str:
     """Every range of the domain, for the tooltip when channels have their own."""
-    if not isinstance(domain, dict):
-        return ""
     return "; ".join(
-        f"{name}: " + ", ".join(_range_text(pair) for pair in pairs if isinstance(pair, list) and len(pair) == 2)
-        for name, pairs in domain.items()
-        if isinstance(pairs, list)
+        f"{name}: " + ", ".join(_range_text(pair) for pair in pairs if len(pair) == 2)
+        for name, pairs in (domain or {}).items()
     )
 
 
-def _range_text(pair: list[Any]) -> str:
+def _range_text(pair: Sequence[float]) -> str:
     return f"[{_bound_text(number(pair[0]), pair[0])}, {_bound_text(number(pair[1]), pair[1])}]"
 
 

@@ -1,12 +1,16 @@
-"""The view of one model: its facts, findings and layers, read from the result's JSON form for the page."""
+"""The view of one model: its facts, findings and layers, for the page (the unit view and findings from the
+result's JSON form, the probe's, bounds' and comparison's numbers from their typed results)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from relulint.bounds.result import BoundsResult
+from relulint.compare_result import CompareResult
 from relulint.config import Config
 from relulint.findings import ModelResult, Severity
+from relulint.probe.result import LayerMeasure, ProbeResult
 from relulint.report.html.charts import (
     Chart,
     Histogram,
@@ -18,7 +22,6 @@ from relulint.report.html.charts import (
 from relulint.report.html.comparison import CompareView, compare_view
 from relulint.report.html.format import (
     as_int,
-    as_object,
     domain_detail,
     domain_text,
     fmt_bytes,
@@ -96,7 +99,7 @@ class ModelView:
     layers: list[LayerView]
     charts: list[Chart]
     notes: list[dict[str, Any]]
-    probe: dict[str, Any] | None
+    probe: ProbeResult | None
     thresholds: Thresholds
     proofs: bool = False  # bounds over an input domain ran: the Layers table gets a "Proven dead" column
     compare: CompareView | None = None  # the section "Compared with OLD"
@@ -144,13 +147,13 @@ def _evidence_text(value: Any) -> str:
     return str(value)
 
 
-def layer_view(index: int, unit: dict[str, Any], probe_layers: dict[str, Any], flagged: set[str]) -> LayerView:
+def layer_view(index: int, unit: dict[str, Any], probe_layers: dict[str, LayerMeasure], flagged: set[str]) -> LayerView:
     metrics = unit.get("metrics") or {}
     name = str(unit.get("name", ""))
-    probe = probe_layers.get(name) or {}
+    probe = probe_layers.get(name)
     dead_fraction = number(metrics.get("dead_fraction"))
-    if dead_fraction is None and number(probe.get("units")):
-        dead_fraction = (number(probe.get("dead")) or 0.0) / float(probe["units"])
+    if dead_fraction is None and probe is not None and probe.units:
+        dead_fraction = probe.dead / probe.units
     return LayerView(
         index=index,
         name=name,
@@ -162,7 +165,7 @@ def layer_view(index: int, unit: dict[str, Any], probe_layers: dict[str, Any], f
         fan_in=unit.get("fan_in") if isinstance(unit.get("fan_in"), int) else None,
         dead_fraction=dead_fraction,
         rarely_active_fraction=number(metrics.get("rarely_active_fraction")),
-        sparsity=number(probe.get("sparsity")),
+        sparsity=number(probe.sparsity) if probe is not None else None,
         at_risk_fraction=number(metrics.get("at_risk_fraction")),
         weight_std=number(metrics.get("weight_std")),
         he_std=number(metrics.get("he_std")),
@@ -172,7 +175,7 @@ def layer_view(index: int, unit: dict[str, Any], probe_layers: dict[str, Any], f
         proven_dead=as_int(metrics.get("proven_dead")),
         proven_dead_fraction=number(metrics.get("proven_dead_fraction")),
         always_active=as_int(metrics.get("always_active")),
-        histogram=positive_rate_histogram(probe.get("positive_rate") or []),
+        histogram=positive_rate_histogram([float(rate) for rate in probe.positive_rate]) if probe is not None else None,
         flagged=bool({name, unit.get("linear")} & flagged),
     )
 
@@ -181,22 +184,21 @@ def model_view(index: int, result: ModelResult, config: Config | None = None) ->
     config = config or Config()
     data = result.to_json()
     findings = [finding_view(i, f) for i, f in enumerate(data["findings"])]
-    probe = as_object(data.get("probe"))
-    probe_layers = probe.get("layers", {}) if probe else {}
-    bounds = as_object(data.get("bounds"))
+    probe, bounds, compared = result.analyses.probe, result.analyses.bounds, result.analyses.compare
+    probe_layers = probe.layers if probe is not None else {}
     flagged = {f.node for f in findings if f.node}
     layers = [layer_view(i, u, probe_layers, flagged) for i, u in enumerate(data.get("units") or [])]
     rules = sorted({f.rule.id: f.rule for f in findings}.values(), key=lambda r: r.id)
     thresholds = rule_thresholds(config)
     compare = None
-    if as_object(data.get("compare")) and result.error is None:
+    if compared is not None and result.error is None:
         options = (
             float(config.options_for("RL702")["max_update"]),
             float(config.options_for("RL703")["k"]),
             thresholds.dead_fraction,
         )
         compare = compare_view(
-            data["compare"],
+            compared,
             order={layer.name: layer.index for layer in layers},
             flagged_updates={f.node for f in findings if f.rule.id == "RL702" and f.node},
             options=options,
@@ -207,7 +209,7 @@ def model_view(index: int, result: ModelResult, config: Config | None = None) ->
         path=result.path,
         error=result.error,
         counts=result.counts(),
-        facts=model_facts(data, layers, probe, bounds),
+        facts=model_facts(data, layers, probe, bounds, compared),
         findings=findings,
         rules=rules,
         layers=layers,
@@ -233,7 +235,11 @@ def rule_thresholds(config: Config) -> Thresholds:
 
 
 def model_facts(
-    data: dict[str, Any], layers: list[LayerView], probe: dict[str, Any] | None, bounds: dict[str, Any] | None = None
+    data: dict[str, Any],
+    layers: list[LayerView],
+    probe: ProbeResult | None,
+    bounds: BoundsResult | None = None,
+    compare: CompareResult | None = None,
 ) -> list[tuple[str, str, str]]:
     if "error" in data:
         return []
@@ -256,20 +262,18 @@ def model_facts(
         facts.append(("Description", str(data["doc_string"]), ""))
     for key, value in (data.get("metadata") or {}).items():
         facts.append((f"Metadata: {key}", str(value), ""))
-    if probe:
-        inputs = "real data" if probe.get("inputs") == "data" else "synthetic inputs"
-        samples, batch = probe.get("samples", "?"), probe.get("batch", "?")
+    if probe is not None:
+        inputs = "real data" if probe.inputs == "data" else "synthetic inputs"
+        samples, batch = probe.samples, probe.batch
         facts.append(("Probe samples", str(samples), f"{samples} samples of {inputs}, batch {batch}"))
-        facts.append(EVIDENCE_FACTS["data" if probe.get("inputs") == "data" else "synthetic"])
+        facts.append(EVIDENCE_FACTS["data" if probe.inputs == "data" else "synthetic"])
     else:
         facts.append(("Probe", "did not run", "static analysis only"))
-    if bounds:
+    if bounds is not None:
         facts.extend(bounds_facts(bounds))
-    compare = as_object(data.get("compare"))
-    if compare:
-        old = as_object(compare.get("old")) or {}
-        tip = f"the older checkpoint (SHA-256 {old.get('sha256') or '?'})"
-        facts.append(("Compared with", str(old.get("path") or "?"), tip))
+    if compare is not None:
+        tip = f"the older checkpoint (SHA-256 {compare.old_sha256 or '?'})"
+        facts.append(("Compared with", compare.old_path or "?", tip))
     return facts
 
 
@@ -285,17 +289,16 @@ EVIDENCE_FACTS = {
 }
 
 
-def bounds_facts(bounds: dict[str, Any]) -> list[tuple[str, str, str]]:
+def bounds_facts(bounds: BoundsResult) -> list[tuple[str, str, str]]:
     """The input domain the proofs hold over, and how they were computed."""
-    domain = domain_text(bounds.get("domain")) or "—"
-    method = str(bounds.get("method") or "—")
-    variables = as_int(bounds.get("variables"))
+    domain = domain_text(bounds.domain) or "—"
+    method = bounds.method
     tip = f"bounds by {method}"
-    if variables:
-        tip += f", linear in {variables:,} input variables"
-    unbounded = as_object(bounds.get("unbounded_ops")) or {}
+    if bounds.variables:
+        tip += f", linear in {bounds.variables:,} input variables"
+    unbounded = dict(sorted(bounds.unbounded_ops.items()))
     if unbounded:
         listed = ", ".join(f"{op} ×{count}" for op, count in unbounded.items())
         tip += f"; left unbounded (sound, proves less): {listed}"
-        method += f" · {sum(c for c in unbounded.values() if isinstance(c, int)):,} ops unbounded"
-    return [("Input domain", domain, domain_detail(bounds.get("domain")) or domain), ("Bounds", method, tip)]
+        method += f" · {sum(unbounded.values()):,} ops unbounded"
+    return [("Input domain", domain, domain_detail(bounds.domain) or domain), ("Bounds", method, tip)]

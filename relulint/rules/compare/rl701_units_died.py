@@ -9,8 +9,8 @@ from relulint.context import Context
 from relulint.findings import AffectedUnits, Finding, Severity
 from relulint.rules import Option, RuleMeta
 
-if TYPE_CHECKING:  # annotations only: the analysis module loads when the analysis runs
-    from relulint.compare import CompareResult, LayerChange
+if TYPE_CHECKING:
+    from relulint.compare_result import LayerChange
 
 META = RuleMeta(
     id="RL701",
@@ -72,7 +72,9 @@ SOURCE_TEXT = {
 
 
 def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
-    result: CompareResult = ctx.analyses["compare"]
+    result = ctx.analyses.compare
+    if result is None:
+        return
     for layer in ctx.layers:
         change = result.layers.get(layer.name)
         if change is None or not change.units:

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from statistics import median
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from relulint.context import Context
 from relulint.findings import Finding, Severity
 from relulint.rules import Option, RuleMeta
-
-if TYPE_CHECKING:  # annotations only: the analysis module loads when the analysis runs
-    from relulint.compare import CompareResult
 
 META = RuleMeta(
     id="RL702",
@@ -54,7 +51,9 @@ relulint epoch_1.onnx --compare init.onnx
 
 
 def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
-    result: CompareResult = ctx.analyses["compare"]
+    result = ctx.analyses.compare
+    if result is None:
+        return
     updates = {name: c.relative_update for name, c in result.layers.items() if c.relative_update is not None}
     for layer in ctx.layers:
         update = updates.get(layer.name)

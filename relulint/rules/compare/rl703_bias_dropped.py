@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from relulint.context import Context
 from relulint.findings import AffectedUnits, Finding, Severity
 from relulint.rules import Option, RuleMeta
-
-if TYPE_CHECKING:  # annotations only: the analysis module loads when the analysis runs
-    from relulint.compare import CompareResult
 
 META = RuleMeta(
     id="RL703",
@@ -49,7 +46,9 @@ relulint epoch_1.onnx --compare init.onnx
 
 
 def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
-    result: CompareResult = ctx.analyses["compare"]
+    result = ctx.analyses.compare
+    if result is None:
+        return
     k = options["k"]
     for layer in ctx.layers:
         change = result.layers.get(layer.name)

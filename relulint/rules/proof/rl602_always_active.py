@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from relulint.context import Context
 from relulint.findings import AffectedUnits, Finding, Severity
 from relulint.rules import Option, RuleMeta
-
-if TYPE_CHECKING:  # annotations only: the analysis module loads when the analysis runs
-    from relulint.bounds import BoundsResult
 
 META = RuleMeta(
     id="RL602",
@@ -60,7 +57,9 @@ with torch.no_grad():
 def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
     from relulint.bounds.describe import domain_text, unit_list  # here: the bounds package is heavy to import
 
-    result: BoundsResult = ctx.analyses["bounds"]
+    result = ctx.analyses.bounds
+    if result is None:
+        return
     for layer in ctx.layers:
         bounds = result.layers.get(layer.name)
         if bounds is None or not bounds.always_active.size:
