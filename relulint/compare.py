@@ -8,7 +8,7 @@ measures per layer:
 - the relative update ``‖W_new − W_old‖ / ‖W_old‖`` of the weight feeding the layer (RL702);
 - how far each unit's bias (or BatchNorm beta) moved, in standard deviations of its pre-activation at
   OLD (``Δb / σ_old``, with σ from the static margin model of ``relulint.margins``; RL703);
-- which units are dead in each checkpoint (RL701): by the static margins (margin below RL201's ``-k``),
+- which units are dead in each checkpoint (RL701): by the static margins (margin below the margins analysis's ``-k``),
   by the probe (never positive on the same inputs) when it runs, and by the proofs (RL6xx) when an
   input domain is given.
 
@@ -88,7 +88,7 @@ def compare_checkpoints(ctx: Context, old_path: str) -> CompareResult:
         )
     result = CompareResult(old_path, old_loaded.sha256, old_loaded.sha256 == ctx.loaded.sha256)
     new_margins, old_margins = margins(ctx), margins(old_ctx)
-    result.margin_k = new_margins.settings.bias_k
+    result.margin_k = new_margins.settings.k
     old_layers = {layer.name: layer for layer in old_ctx.layers}
     for layer in ctx.layers:
         change = LayerChange(layer.name, layer.units)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from relulint.analysis_options import ANALYSIS_OPTIONS, analysis_option, effective_options, legacy_option
 from relulint.config_values import FILE_KEYS, PATH_KEYS, PATTERN_KEYS, rule_patterns, severity_level, unknown_rule
 from relulint.discovery import DEFAULT_EXCLUDES
 from relulint.errors import UsageError
@@ -43,6 +44,7 @@ class Config:
     max_model_size: int = DEFAULT_MAX_MODEL_SIZE
     per_node_ignores: dict[str, tuple[str, ...]] = field(default_factory=dict)  # node glob -> rule ids
     rule_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # rule id -> options
+    analysis_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # analysis -> its options set
     severities: dict[str, Severity] = field(default_factory=dict)  # rule id -> overriding severity
     # probe
     batch: int = 8
@@ -78,6 +80,10 @@ class Config:
         if self.probe_timeout is not None:
             return self.probe_timeout
         return DATA_PROBE_TIMEOUT if self.data else SYNTHETIC_PROBE_TIMEOUT
+
+    def options_of_analysis(self, analysis: str) -> dict[str, Any]:
+        """An analysis's effective options (``relulint.analysis_options``): defaults, legacy rule keys, its table."""
+        return effective_options(analysis, self.rule_options, self.analysis_options)
 
     def options_for(self, rule_id: str) -> dict[str, Any]:
         rule = rule_by_id(rule_id)
@@ -176,8 +182,11 @@ def config_from_table(
             options, severities = _rule_tables(value)
             changes["rule_options"] = options
             changes["severities"] = severities
+        elif key in ANALYSIS_OPTIONS:
+            changes["analysis_options"] = {**base.analysis_options, key: _analysis_table(key, value)}
         else:
-            close = difflib.get_close_matches(key, [*FILE_KEYS, "per-node-ignores", "preprocess", "rules"], n=1)
+            known = [*FILE_KEYS, "per-node-ignores", "preprocess", "rules", *ANALYSIS_OPTIONS]
+            close = difflib.get_close_matches(key, known, n=1)
             raise ValueError(f"unknown key '{key}'" + (f"; did you mean '{close[0]}'?" if close else ""))
     return replace(base, **changes)
 
@@ -211,15 +220,34 @@ def _rule_tables(value: Any) -> tuple[dict[str, dict[str, Any]], dict[str, Sever
             if name == "severity":
                 severities[rule.id] = severity_level(setting, where)
                 continue
-            if name not in by_name:
+            option = by_name.get(name) or legacy_option(rule.id, name)  # an analysis's option, set here as before
+            if option is None:
                 allowed = ", ".join(["severity", *by_name]) or "severity"
                 raise ValueError(f"'rules.{rule_id}': unknown option '{name}' (allowed: {allowed})")
             try:
-                coerced = by_name[name].coerce(setting, rule.id)
+                coerced = option.coerce(setting, rule.id)
             except ValueError as exc:
                 raise ValueError(f"'{where}': {exc}") from None
             options.setdefault(rule.id, {})[name] = _option_in_range(coerced, name, where)
     return options, severities
+
+
+def _analysis_table(analysis: str, value: Any) -> dict[str, Any]:
+    """``[tool.relulint.<analysis>]``: the analysis's own options, checked as a rule's are."""
+    if not isinstance(value, dict):
+        raise ValueError(f"'{analysis}' must be a table of the {analysis} analysis's options, got {value!r}")
+    options: dict[str, Any] = {}
+    for name, setting in value.items():
+        option = analysis_option(analysis, name)
+        if option is None:
+            allowed = ", ".join(option.name for option in ANALYSIS_OPTIONS[analysis])
+            raise ValueError(f"'{analysis}': unknown option '{name}' (allowed: {allowed})")
+        try:
+            coerced = option.coerce(setting, f"the {analysis} analysis")
+        except ValueError as exc:
+            raise ValueError(f"'{analysis}.{name}': {exc}") from None
+        options[name] = _option_in_range(coerced, name, f"{analysis}.{name}")
+    return options
 
 
 def _option_in_range(value: Any, name: str, where: str) -> Any:

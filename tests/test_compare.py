@@ -254,7 +254,7 @@ def _one_layer(bias: list[float]) -> onnx.ModelProto:
 
 
 def test_rl703_measures_the_bias_drop_in_standard_deviations(tmp_path):
-    # Unit weights of norm 1 on inputs of scale 1 (RL201's input_scale): sigma = 1, so the shift is the drop.
+    # Unit weights of norm 1 on inputs of scale 1 (the margins analysis's input_scale): sigma = 1, so the shift is the drop.
     onnx.save(_one_layer([0.0, 0.0]), tmp_path / "old.onnx")
     onnx.save(_one_layer([-2.0, -0.5]), tmp_path / "new.onnx")
     result = compare(tmp_path / "new.onnx", tmp_path / "old.onnx")
@@ -269,7 +269,7 @@ def test_rl703_measures_the_bias_drop_in_standard_deviations(tmp_path):
 
 
 def test_rl701_by_the_static_margins_is_a_warning(tmp_path):
-    # A bias of -5 on unit-scale inputs puts unit 0 five standard deviations below zero: at risk by RL201's k = 3.
+    # A bias of -5 on unit-scale inputs puts unit 0 five standard deviations below zero: at risk by the margins analysis's k = 3.
     onnx.save(_one_layer([0.0, 0.0]), tmp_path / "old.onnx")
     onnx.save(_one_layer([-5.0, 0.0]), tmp_path / "new.onnx")
     result = compare(tmp_path / "new.onnx", tmp_path / "old.onnx")

@@ -80,6 +80,16 @@ BAD_FILE_VALUES = [
     ("[rules.RL501]\nerror_fraction = 1.5", "'rules.RL501.error_fraction' is a fraction from 0 to 1"),
     ('[rules.RL501]\nworst = "5"', "'rules.RL501.worst': option 'worst' of RL501 must be a int"),
     ("rules = 5", "'rules' must hold one table per rule id"),
+    (
+        "[margins]\ninput_scal = 1.0",
+        "'margins': unknown option 'input_scal' (allowed: input_scale, constant_tolerance, k,",
+    ),
+    ("[margins]\nk = -1.0", "'margins.k' must not be negative"),
+    ('[margins]\ninput_scale = "big"', "'margins.input_scale': option 'input_scale' of the margins analysis must be a"),
+    ("margins = 5", "'margins' must be a table of the margins analysis's options"),
+    ("[rules.RL201]\ninput_scale = nan", "'rules.RL201.input_scale' must be a finite number"),  # checked as before
+    ("[rules.RL202]\ninput_scale = 1.0", "'rules.RL202': unknown option 'input_scale'"),
+    ("marginz = 5", "unknown key 'marginz'; did you mean 'margins'?"),
     ("probz = true", "unknown key 'probz'; did you mean 'probe'?"),
 ]
 
@@ -200,3 +210,51 @@ def test_the_probe_gets_longer_by_default_with_real_data_and_the_given_limit_alw
 
     assert Config().probe_seconds == SYNTHETIC_PROBE_TIMEOUT < DATA_PROBE_TIMEOUT == Config(data="x.npz").probe_seconds
     assert Config(data="x.npz", probe_timeout=7.0).probe_seconds == Config(probe_timeout=7.0).probe_seconds == 7.0
+
+
+# ---- the analyses' own options ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", {"input_scale": 1.0, "constant_tolerance": 1e-6}),
+        # the keys these options had in the rules' tables, before the analysis had its own, mean the same
+        (
+            "[rules.RL201]\ninput_scale = 2.0\n[rules.RL102]\nstd_tolerance = 1e-3\n",
+            {"input_scale": 2.0, "constant_tolerance": 1e-3},
+        ),
+        ("[margins]\ninput_scale = 3\n", {"input_scale": 3.0, "constant_tolerance": 1e-6}),
+        # the analysis's table wins, whichever comes first
+        (
+            "[margins]\ninput_scale = 3.0\n[rules.RL201]\ninput_scale = 2.0\n",
+            {"input_scale": 3.0, "constant_tolerance": 1e-6},
+        ),
+        (
+            "[rules.RL201]\ninput_scale = 2.0\n[margins]\ninput_scale = 3.0\n",
+            {"input_scale": 3.0, "constant_tolerance": 1e-6},
+        ),
+    ],
+)
+def test_the_margins_analysis_reads_its_table_and_the_keys_it_had_before(tmp_path, text, expected):
+    path = tmp_path / "relulint.toml"
+    path.write_text(text)
+    options = load_config_file(path).options_of_analysis("margins")
+    assert {name: options[name] for name in expected} == expected
+    assert options["k"] == 3.0 and options["scale_tolerance"] == 1e-3
+
+
+def test_the_margins_table_of_a_pyproject_moves_the_metrics(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text("[tool.relulint.margins]\ninput_scale = 4.0\n")
+    monkeypatch.chdir(tmp_path)
+    status, stdout, _ = invoke(str(model(tmp_path)), "--no-probe", "--format", "json")
+    units = json.loads(stdout)["models"][0]["units"]
+    assert status in (0, 1) and units and all(unit["metrics"]["input_scale"] == 4.0 for unit in units[:1])
+
+
+def test_the_readme_lists_every_analysis_option_with_its_default():
+    from relulint.analysis_options import ANALYSIS_OPTIONS
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    for analysis, options in ANALYSIS_OPTIONS.items():
+        assert f"[tool.relulint.{analysis}]" in readme
+        for option in options:
+            assert f"`{option.name}` (default {option.default:g})" in readme, option.name

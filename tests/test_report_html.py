@@ -785,7 +785,7 @@ def test_a_420_px_window_shows_findings_as_readable_cards(page, browser):
 
 def test_rl701_says_the_number_the_comparison_table_shows(browser, tmp_path):
     """The probe and the static margins disagree on six units of layer 2 (a bias of -0.05 puts them under
-    RL201's k = 0.01 but the probe sees them fire): RL701, the table and the facts count by the probe."""
+    the margins analysis's k = 0.01 but the probe sees them fire): RL701, the table and the facts count by the probe."""
     rng = np.random.default_rng(3)
     weights = [(rng.standard_normal((o, i)) * np.sqrt(2 / i)).astype(np.float32) for i, o in pairwise(WIDTHS)]
     old_biases = [np.zeros(n, np.float32) for n in WIDTHS[1:]]
@@ -795,7 +795,7 @@ def test_rl701_says_the_number_the_comparison_table_shows(browser, tmp_path):
     old, new = tmp_path / "old.onnx", tmp_path / "new.onnx"
     onnx.save(checkpoint(weights, old_biases), old)
     onnx.save(checkpoint(weights, new_biases), new)
-    config = Config(compare=str(old), samples=256, rule_options={"RL201": {"k": 0.01}})
+    config = Config(compare=str(old), samples=256, analysis_options={"margins": {"k": 0.01}})
     result = analyse(str(new), config)
     layer = result.analyses.to_json()["compare"]["layers"][CONTROL] if "compare" in result.analyses.to_json() else None
     assert layer is not None and layer["probe"]["newly_dead"] == KILLED and layer["margins"]["newly_dead"] > KILLED

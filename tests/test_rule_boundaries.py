@@ -68,3 +68,36 @@ def test_a_rule_needs_only_analyses_the_context_holds_typed():
     needed = {need for rule in all_rules() for need in rule.meta.needs}
     assert needed == set(NAMES)  # every analysis has a rule, and no rule names one the context lacks
     assert not any(Analyses().ran(name) for name in NAMES) and Analyses().to_json() == {}
+
+
+# ---- analyses read their own options ------------------------------------------------------------------
+PACKAGE = RULES.parent
+# Where a rule's options are legitimately read: the configuration that holds them, the engine that hands
+# each rule its own, the renderers that draw the rules' thresholds, and the rules (checked above).
+OPTION_READERS = {"config.py", "engine.py"}
+
+
+def option_reads(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Attribute) and node.attr in ("options_for", "rule_options"):
+            found.add(node.attr)
+    return found
+
+
+def test_no_analysis_reads_a_rules_options():
+    readers = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if relative in OPTION_READERS or relative.split("/")[0] in ("rules", "report"):
+            continue
+        reads = option_reads(path)
+        if reads:
+            readers[relative] = sorted(reads)
+    assert readers == {}, f"modules reading rules' options (an analysis declares its own): {readers}"
+
+
+def test_the_option_check_sees_a_read(tmp_path):
+    module = tmp_path / "analysis.py"
+    module.write_text("def settings(ctx):\n    return ctx.config.options_for('RL201')['k']\n", encoding="utf-8")
+    assert option_reads(module) == {"options_for"}

@@ -104,11 +104,24 @@ def test_rl201_severity_edges_at_5_and_40_percent(tmp_path, count, severity):
 def test_rl201_k_and_input_scale_are_options(tmp_path):
     model = margin_model(with_at_risk(10, bias=-2.5))
     assert findings(lint(tmp_path, model), "RL201") == []
-    assert len(findings(lint(tmp_path, model, rule_options={"RL201": {"k": 2.0}}), "RL201")) == 1
+    judged = lint(tmp_path, model, rule_options={"RL201": {"k": 2.0}})
+    assert len(findings(judged, "RL201")) == 1
+    # the at_risk metrics count by the margins analysis's own k, which the rule's does not move
+    assert metrics(judged, "fc1_relu")["at_risk"] == 0
+    counted = lint(tmp_path, model, analysis_options={"margins": {"k": 2.0}})
+    assert metrics(counted, "fc1_relu")["at_risk"] == 10 and findings(counted, "RL201") == []
     model = margin_model(with_at_risk(10, bias=-5.0))
     quiet = lint(tmp_path, model, rule_options={"RL201": {"input_scale": 2.0}})  # margins halve to -2.5
     assert findings(quiet, "RL201") == []
     assert metrics(quiet, "fc1_relu")["input_scale"] == 2.0
+    # the margins analysis's own table sets it too, and wins over the rule's key it replaces
+    own = lint(
+        tmp_path,
+        model,
+        analysis_options={"margins": {"input_scale": 2.0}},
+        rule_options={"RL201": {"input_scale": 0.5}},
+    )
+    assert findings(own, "RL201") == [] and metrics(own, "fc1_relu")["input_scale"] == 2.0
 
 
 def test_rl201_leaky_units_are_weak_not_dead(tmp_path):

@@ -166,6 +166,10 @@ def test_rl102_edge_of_the_std_tolerance(tmp_path, noise, fires):
     weight = (0.05 + exact_std((UNITS, FAN_IN), noise)).astype(np.float32)
     assert weight_stats(weight, FAN_IN, UNITS).std == pytest.approx(noise, rel=0.05)
     assert bool(findings(lint(tmp_path, one_layer_model(weight)), "RL102")) == fires
+    # the tolerance is the margins analysis's, set in its table or, as before, by RL102's std_tolerance
+    wider = {"margins": {"constant_tolerance": 1e-3}}
+    assert findings(lint(tmp_path, one_layer_model(weight), analysis_options=wider), "RL102")
+    assert findings(lint(tmp_path, one_layer_model(weight), rule_options={"RL102": {"std_tolerance": 1e-3}}), "RL102")
 
 
 # ---- RL103 non-finite parameters ------------------------------------------------------------------

@@ -23,6 +23,11 @@ independent; average and max pooling keep the RMS of their input (an overestimat
 makes margins smaller in magnitude, so the rules err towards silence). Where a scale cannot be propagated,
 ``sigma_in`` falls back to 1.0 and ``input_scale_source`` says why.
 
+The analysis's own options (``relulint.analysis_options``, ``[tool.relulint.margins]``): ``input_scale``
+(``sigma_in`` at a graph input), ``constant_tolerance`` (constant weights: RL102's, not propagated through),
+``k`` and ``scale_tolerance`` (what its ``at_risk`` metrics and the checkpoint comparison count). RL201 and
+RL202 judge the unit models with their own ``k``.
+
 The package's parts: ``model`` (the data), ``gaussian`` (the arithmetic), ``propagation`` (the forward
 pass), ``weights`` (predicates the init rules share) and ``report`` (wording RL201/RL202 share).
 """

@@ -8,14 +8,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from relulint.analysis_options import MARGINS
 from relulint.margins.gaussian import SCALAR_UNITS
 
 if TYPE_CHECKING:
     from relulint.context import Context
 
-BIAS_RULE = "RL201"  # judges layers without normalization
-NORM_RULE = "RL202"  # judges layers with normalization
-CONSTANT_RULE = "RL102"
 JUDGED_BY_BIAS = "bias"
 JUDGED_BY_NORM = "norm"
 FALLBACK_SCALE = 1.0
@@ -86,33 +84,27 @@ class Margins:
 
 @dataclass(frozen=True)
 class Settings:
-    """The rule options the analysis depends on, read once per model."""
+    """The analysis's own options (declared in ``relulint.analysis_options``, set in ``[tool.relulint.margins]``),
+    read once per model. The rules judge its margins with their own thresholds."""
 
-    input_scale: float = FALLBACK_SCALE
-    constant_tolerance: float = 1e-6
-    bias_k: float = 3.0
-    norm_k: float = 3.0
-    norm_scale_tolerance: float = 1e-3
-    warning_fraction: float = 0.05
+    input_scale: float  # sigma_in at a graph input
+    constant_tolerance: float  # weights this close to constant are RL102's, and not propagated through
+    k: float  # the at_risk metrics and the comparison count units whose margin is below -k
+    scale_tolerance: float  # ... and normalized units with |gamma| at most this and beta <= 0
 
     @classmethod
     def from_context(cls, ctx: Context) -> Settings:
-        bias, norm = ctx.config.options_for(BIAS_RULE), ctx.config.options_for(NORM_RULE)
-        defaults = cls()
+        options = ctx.config.options_of_analysis(MARGINS)
         return cls(
-            input_scale=float(bias.get("input_scale", defaults.input_scale)),
-            constant_tolerance=float(ctx.config.options_for(CONSTANT_RULE).get("std_tolerance", 1e-6)),
-            bias_k=float(bias.get("k", defaults.bias_k)),
-            norm_k=float(norm.get("k", defaults.norm_k)),
-            norm_scale_tolerance=float(norm.get("scale_tolerance", defaults.norm_scale_tolerance)),
-            warning_fraction=float(bias.get("warning_fraction", defaults.warning_fraction)),
+            input_scale=float(options["input_scale"]),
+            constant_tolerance=float(options["constant_tolerance"]),
+            k=float(options["k"]),
+            scale_tolerance=float(options["scale_tolerance"]),
         )
 
     def risk(self, model: UnitModel) -> tuple[float, float]:
-        """(k, scale tolerance) of the rule that judges this unit model."""
-        if model.judged_by == JUDGED_BY_NORM:
-            return self.norm_k, self.norm_scale_tolerance
-        return self.bias_k, 0.0
+        """(k, scale tolerance) for counting this unit model's units at risk."""
+        return self.k, self.scale_tolerance if model.judged_by == JUDGED_BY_NORM else 0.0
 
 
 def at_risk(model: UnitModel, k: float, scale_tolerance: float = 0.0) -> np.ndarray:

@@ -55,14 +55,15 @@ def risk_severity(fraction: float, warning_fraction: float, error_fraction: floa
     return Severity.NOTE
 
 
-def upstream_hint(ctx: Context, model: UnitModel) -> str:
-    """When sigma_in came from a layer that is itself mostly at risk, say so: fixing it comes first."""
+def upstream_hint(ctx: Context, model: UnitModel, warning_fraction: float) -> str:
+    """When sigma_in came from a layer that is itself mostly at risk (over the calling rule's warning
+    fraction), say so: fixing it comes first."""
     analysis = margins(ctx)
     upstream = analysis.models.get(model.upstream or "")
     if upstream is None:
         return ""
     fraction = float(np.count_nonzero(at_risk(upstream, *analysis.settings.risk(upstream)))) / max(upstream.units, 1)
-    if fraction <= analysis.settings.warning_fraction:
+    if fraction <= warning_fraction:
         return ""
     return (
         f"; its input comes from '{upstream.layer}', where {percent(fraction)} of units are at risk, "

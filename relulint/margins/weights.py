@@ -13,8 +13,6 @@ from relulint.units import Layer, norm_parameters
 if TYPE_CHECKING:
     from relulint.context import Context
 
-CONSTANT_RULE = "RL102"
-
 
 def is_constant_weight(stats: WeightStats, tolerance: float) -> bool:
     """All weights equal (zero included), or a std negligible next to their size and He's std."""
@@ -32,7 +30,3 @@ def layer_has_nonfinite(ctx: Context, layer: Layer) -> bool:
     if bias is not None and not np.isfinite(bias).all():  # the method: np.all's Python layers cost more here
         return True
     return any(not np.isfinite(v).all() for v in norm_parameters(ctx.graph, layer).values() if v is not None)
-
-
-def constant_tolerance(ctx: Context) -> float:
-    return float(ctx.config.options_for(CONSTANT_RULE).get("std_tolerance", 1e-6))

@@ -28,8 +28,8 @@ inputs: it outputs zero and passes no gradient almost all the time, so training 
 biases come from an initializer or a bias constant set too low, from a training run that drove the biases
 down (a learning rate too high is the usual cause), or from a conversion that mixed up a sign.
 
-relulint finds `σ_in` statically, as a root mean square: 1.0 at a graph input (the `input_scale`
-option), the normalized scale `sqrt(mean(γ² + β²))` after a normalization layer, and through earlier
+relulint finds `σ_in` statically, as a root mean square: 1.0 at a graph input (the margins analysis's
+`input_scale`: `[tool.relulint.margins] input_scale`, or this rule's `input_scale` as before), the normalized scale `sqrt(mean(γ² + β²))` after a normalization layer, and through earlier
 linear+ReLU layers. There each unit is modelled as a Gaussian `N(m, s²)` with `m = b_j + μ_in·Σw_j` and
 `s = ‖w_j‖·sd_in` (`μ_in`, `sd_in`: the mean and spread of that layer's own input), whose rectified output
 has the mean square `(m²+s²)·Φ(m/s) + m·s·φ(m/s)`; `σ_in` is the root of its average over the units.
@@ -62,7 +62,6 @@ torch.nn.init.constant_(layer.bias, -4.0)  # margin -4 / 1.4 = -2.8; the next la
         Option("warning_fraction", float, 0.05, "Warning when more than this fraction of a layer is at risk."),
         Option("error_fraction", float, 0.4, "Error when more than this fraction of a layer is at risk."),
         Option("worst", int, 5, "How many of the worst units the evidence lists (the message names 3)."),
-        Option("input_scale", float, 1.0, "Root-mean-square scale assumed for the model's inputs."),
     ),
     tags=("bias",),
 )
@@ -109,7 +108,7 @@ def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
             message=(
                 f"{summary.count} of {summary.total} units ({percent(summary.fraction)}) have a bias margin "
                 f"b/(‖w‖·σ_in) below -{k:g}, so they are active on under {percent(active_rate(-k))} of inputs; "
-                f"worst: {listed}; {scale}{upstream_hint(ctx, model)}"
+                f"worst: {listed}; {scale}{upstream_hint(ctx, model, options['warning_fraction'])}"
             ),
             node=layer.name,
             tensor=layer.bias[0].tensor if layer.bias else None,

@@ -27,7 +27,7 @@ that is too high (see RL702 and RL703, which usually fire with it).
 A unit counts as dead by the strongest evidence the layer has, judged the same way in both checkpoints,
 and that one count is what the finding, the JSON (`compare.layers`) and the HTML report's table show: the probe (it never fired on the same inputs, fed to both checkpoints with the same seed
 or `--data`), the proof (its pre-activation is provably at most 0 over `--input-range`), and the static
-margins (its bias puts it more than RL201's `k` standard deviations below zero). A weaker source never adds
+margins (its bias puts it more than the margins analysis's `k` standard deviations below zero, `[tool.relulint.margins] k`). A weaker source never adds
 units to a stronger one's count (a unit the probe saw fire is alive, whatever its margin says); what the
 other sources count is in the finding's evidence. The finding is an error
 when the probe or the proof shows the death, a warning when only the static margins do. A layer is

@@ -8,7 +8,8 @@ from typing import Any
 
 from relulint.context import Context
 from relulint.findings import Finding, Note, Severity
-from relulint.margins.weights import constant_tolerance, is_constant_weight
+from relulint.margins import margins
+from relulint.margins.weights import is_constant_weight
 from relulint.rules import Option, RuleMeta
 
 META = RuleMeta(
@@ -58,7 +59,7 @@ torch.nn.init.normal_(layer.weight, std=0.001)   # He would be sqrt(2/512) = 0.0
 
 def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
     low, high = options["min_ratio"], options["max_ratio"]
-    tolerance = constant_tolerance(ctx)
+    tolerance = margins(ctx).settings.constant_tolerance
     passed_over: list[tuple[str, str]] = []  # (layer, why its weights do not look like an initialization)
     for layer in ctx.layers:
         if layer.norm is not None and not options["check_normalized"]:

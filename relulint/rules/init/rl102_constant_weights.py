@@ -7,8 +7,9 @@ from typing import Any
 
 from relulint.context import Context
 from relulint.findings import AffectedUnits, Finding, Severity
+from relulint.margins import margins
 from relulint.margins.weights import is_constant_weight
-from relulint.rules import Option, RuleMeta
+from relulint.rules import RuleMeta
 
 META = RuleMeta(
     id="RL102",
@@ -22,6 +23,11 @@ however wide it is. With all-zero weights it is worse: each unit outputs `relu(b
 so with a zero or negative bias it is off for every input and, since ReLU's gradient is zero there, it never
 learns. This usually means an initializer did not run (weights left at `zeros`), a checkpoint failed to load
 into the layer, or the export replaced the weights by a placeholder.
+
+Weights also count as constant when their std is below `constant_tolerance` (default 1e-6) times
+max(|mean|, He std). That tolerance is the margins analysis's (`[tool.relulint.margins] constant_tolerance`,
+or this rule's `std_tolerance` as before), so RL101, RL104 and RL201 leave exactly the layers this rule
+reports to it.
 """,
     fix="""
 Initialize the weights randomly (He initialization for ReLU: `torch.nn.init.kaiming_normal_`); if the model
@@ -33,22 +39,15 @@ layer = torch.nn.Linear(256, 128)
 torch.nn.init.zeros_(layer.weight)   # or constant_(layer.weight, 0.01)
 ```
 """,
-    options=(
-        Option(
-            "std_tolerance",
-            float,
-            1e-6,
-            "Weights also count as constant when their std is below this fraction of max(|mean|, He std).",
-        ),
-    ),
     tags=("initialization",),
 )
 
 
 def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
+    tolerance = margins(ctx).settings.constant_tolerance  # the one tolerance RL101, RL104 and the margins use
     for layer in ctx.layers:
         stats = ctx.weight_stats(layer)
-        if stats is None or not is_constant_weight(stats, options["std_tolerance"]):
+        if stats is None or not is_constant_weight(stats, tolerance):
             continue
         zero = stats.min == stats.max == 0.0
         bias = ctx.bias(layer)

@@ -9,8 +9,9 @@ import numpy as np
 
 from relulint.context import Context
 from relulint.findings import AffectedUnits, Finding, Severity
+from relulint.margins import margins
 from relulint.margins.report import percent
-from relulint.margins.weights import constant_tolerance, is_constant_weight
+from relulint.margins.weights import is_constant_weight
 from relulint.rules import Option, RuleMeta
 
 META = RuleMeta(
@@ -48,7 +49,7 @@ with torch.no_grad():
 
 
 def check(ctx: Context, options: dict[str, Any]) -> Iterator[Finding]:
-    tolerance = constant_tolerance(ctx)
+    tolerance = margins(ctx).settings.constant_tolerance
     for layer in ctx.layers:
         stats = ctx.weight_stats(layer)
         # Non-finite entries are zeroed in the statistics (RL103's business); a whole zero layer is RL102's.
