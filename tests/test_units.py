@@ -401,3 +401,49 @@ def test_batchnorm_exported_in_training_mode_is_marked_and_noted(tmp_path, how):
     result = analyse(str(tmp_path / "m.onnx"), Config(probe=False))
     noted = [n for n in result.notes if "training mode" in n.message]
     assert (noted[0].node if noted else None) == ("bn" if how != "eval" else None)
+
+
+@pytest.mark.parametrize("entry", ["build_graph", "find_layers"])
+def test_graph_and_unit_view_pause_the_collector_and_restore_its_state(tmp_path, monkeypatch, entry):
+    """Called as a library, building the graph and its unit view runs with the cyclic collector paused
+    (it would rescan their many small objects again and again); the caller's setting comes back, also
+    after an error."""
+    import gc
+
+    import relulint.graph as graph_module
+    import relulint.units as units_module
+
+    b = ModelBuilder()
+    y = b.relu(b.gemm(b.input("x", [2, 5]), 5, 3, name="fc"), "act")
+    path = tmp_path / "m.onnx"
+    onnx.save(b.build([y]), path)
+    loaded = load_model(path)
+    graph = build_graph(loaded)
+    module, inner = (graph_module, "_build_graph") if entry == "build_graph" else (units_module, "_find_layers")
+    run = (lambda: build_graph(loaded)) if entry == "build_graph" else (lambda: find_layers(graph))
+    real = getattr(module, inner)
+    seen: list[bool] = []
+
+    def spy(*args):
+        seen.append(gc.isenabled())
+        return real(*args)
+
+    def fail(*args):
+        seen.append(gc.isenabled())
+        raise RuntimeError("planted")
+
+    was_enabled = gc.isenabled()
+    try:
+        monkeypatch.setattr(module, inner, spy)
+        for enabled in (True, False):
+            gc.enable() if enabled else gc.disable()
+            run()
+            assert gc.isenabled() is enabled
+        monkeypatch.setattr(module, inner, fail)
+        gc.enable()
+        with pytest.raises(RuntimeError, match="planted"):
+            run()
+        assert gc.isenabled()
+    finally:
+        gc.enable() if was_enabled else gc.disable()
+    assert seen == [False, False, False]
