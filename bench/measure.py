@@ -7,17 +7,27 @@ Peak RSS is the larger of two readings sampled every 20 ms from /proc while the 
   a per-process peak would count only once.
 ``ru_maxrss`` from ``wait4`` is used only for a command that ends before the first sample: after a
 fork it also counts the forking parent's memory, so for a benchmark runner holding models it lies.
+
+CPU time is that of the whole tree. ``wait4`` counts a process and the descendants it waited for, not
+one it left running: relulint reaps its probe child on a thread once the outcome is in, and when it
+exits first the child's time was lost (2 of 3 samples of a bench run). So the runner makes itself the
+"child subreaper" of what it starts (prctl): a process orphaned in the tree becomes its child, and it
+waits for each one after the command ends and adds its time.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
 import statistics
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +39,7 @@ class Sample:
     wall_s: float
     rss_mb: float  # max(ru_maxrss of the largest process, sampled peak of the tree's sum)
     returncode: int
-    cpu_s: float = 0.0  # user + system time of the process and its reaped children
+    cpu_s: float = 0.0  # user + system time of the process and all its descendants (orphans included)
     work_s: float | None = None  # the task's own timing, when it prints {"work_s": ...}
     stdout: str = ""
     stderr: str = ""
@@ -120,8 +130,52 @@ class _TreeSampler(threading.Thread):
             self.peak_kb = max(self.peak_kb, summed, largest)
 
 
+PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37  # linux/prctl.h
+
+
+@contextmanager
+def _subreaper() -> Iterator[None]:
+    """While inside, orphaned descendants of this process become its children (not init's), so it can
+    reap them; the setting before is restored after."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    previous = ctypes.c_int(0)
+    if libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(previous), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_GET_CHILD_SUBREAPER) failed")
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+    try:
+        yield
+    finally:
+        libc.prctl(PR_SET_CHILD_SUBREAPER, previous.value, 0, 0, 0)
+
+
+def _own_children() -> set[int]:
+    return set(_children_map().get(os.getpid(), ()))
+
+
+def _reap_orphans(before: set[int], deadline: float) -> float:
+    """Wait for the command's descendants it left running (now this process's children: it is their
+    subreaper; none existed in ``before``), killing those still alive at ``deadline``; their CPU seconds."""
+    cpu = 0.0
+    while orphans := _own_children() - before:
+        for pid in orphans:
+            while True:
+                try:
+                    reaped, _, usage = os.wait4(pid, os.WNOHANG)
+                except ChildProcessError:
+                    break  # reaped elsewhere
+                if reaped:
+                    cpu += usage.ru_utime + usage.ru_stime
+                    break
+                if time.perf_counter() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                time.sleep(0.002)
+    return cpu
+
+
 def run_once(command: list[str], env: dict[str, str] | None = None, timeout: float = 600.0) -> Sample:
-    with tempfile.TemporaryDirectory(prefix="relulint-bench-") as tmp:
+    before = _own_children()
+    with _subreaper(), tempfile.TemporaryDirectory(prefix="relulint-bench-") as tmp:
         out_path, err_path = Path(tmp, "out"), Path(tmp, "err")
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             started = time.perf_counter()
@@ -142,9 +196,9 @@ def run_once(command: list[str], env: dict[str, str] | None = None, timeout: flo
             process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: keep Popen from waiting
             sampler.done.set()
             sampler.join()
+            cpu = usage.ru_utime + usage.ru_stime + _reap_orphans(before, deadline)
         stdout, stderr = out_path.read_text(errors="replace"), err_path.read_text(errors="replace")
     peak_kb = sampler.peak_kb or usage.ru_maxrss
-    cpu = usage.ru_utime + usage.ru_stime
     return Sample(wall, peak_kb / 1024, process.returncode, cpu, _work_seconds(stdout), stdout, stderr)
 
 
