@@ -121,6 +121,10 @@ class LoadedModel:
     # location -> the file it names, for every location the external-data gate let through
     external_files: dict[str, CheckedFile] = field(default_factory=dict)
     notes: list[Note] = field(default_factory=list)
+    # id(tensor) -> (the tensor, why its values cannot be read): asked about seven times per layer (graph
+    # constants, shapes, weight blocks, reads), each answer a dozen attribute reads (35,000 on 5,000 layers).
+    # The tensor is held so that its id stays its own.
+    tensor_problems: dict[int, tuple[Any, str | None]] = field(default_factory=dict)
 
     @property
     def sha256(self) -> str:

@@ -80,6 +80,17 @@ def _numeric_dtype(tensor: TensorProto) -> np.dtype:
 
 def tensor_problem(tensor: TensorProto, loaded: LoadedModel | None = None) -> str | None:
     """Why the tensor's values cannot be read, or None when its data agrees with its dims and type."""
+    if loaded is None:
+        return _tensor_problem(tensor, None)
+    known = loaded.tensor_problems.get(id(tensor))
+    if known is not None and known[0] is tensor:
+        return known[1]
+    problem = _tensor_problem(tensor, loaded)
+    loaded.tensor_problems[id(tensor)] = (tensor, problem)
+    return problem
+
+
+def _tensor_problem(tensor: TensorProto, loaded: LoadedModel | None) -> str | None:
     name = tensor.name or "<unnamed>"
     count = element_count(tensor)
     if count is None:

@@ -259,3 +259,23 @@ def test_the_sha256_is_computed_only_for_the_reports_that_show_it(tmp_path, monk
     as_json = runner.invoke(main, ["--no-probe", "--format", "json", str(path)])
     assert hashed == ["hashed"]
     assert json.loads(as_json.stdout)["models"][0]["sha256"] == expected
+
+
+def test_each_tensor_is_judged_readable_once_per_analysis(tmp_path, monkeypatch):
+    """The graph, the weight readers and the statistics all ask whether a tensor can be read; the loaded
+    model remembers the answer for each tensor object."""
+    from relulint import tensors
+
+    path = tmp_path / "m.onnx"
+    onnx.save(small_mlp(), path)
+    judged: list[int] = []
+    real = tensors._tensor_problem
+
+    def counting(tensor, loaded):
+        judged.append(id(tensor))
+        return real(tensor, loaded)
+
+    monkeypatch.setattr(tensors, "_tensor_problem", counting)
+    result = analyse(str(path), Config(probe=False))
+    assert result.error is None and judged
+    assert len(judged) == len(set(judged))
