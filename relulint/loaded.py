@@ -74,8 +74,7 @@ class Digest:
 
     def value(self) -> str:
         if self._value is None:
-            if self._thread is None:
-                self._thread = threading.current_thread()  # computed here, now
+            if self._thread is None:  # never started: computed here, now
                 self._compute()
             else:
                 self._thread.join()

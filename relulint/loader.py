@@ -101,8 +101,6 @@ def _read_and_parse(
             size = os.fstat(stream.fileno()).st_size
             if size > max_size:
                 raise ModelError(shown, _too_large(size, max_size))
-            if not size:
-                raise ModelError(shown, "file is empty, not an ONNX model")
             # The reference names the file inside its own folder: a symlinked model (whose target may live
             # elsewhere) is parsed whole, so the external-data checks never see a location leaving the folder.
             if size >= STRIP_INLINE_WEIGHTS_ABOVE and not file.is_symlink():

@@ -4,8 +4,9 @@ External data (and the large inline weights the loader left in the model file) i
 with plain file reads, never memory-mapped: a mapped file that shrinks while it is read
 kills the process with SIGBUS, which Python cannot catch, while a short read is a clean
 error for that model. The loader has already checked that the file lies inside the
-model's folder; the file opened must still be the one checked (same device and inode). Weights too large to hold are streamed in row blocks
-(``row_blocks``). Inline raw bytes are viewed in place.
+model's folder; the file opened must still be the one checked (same device and inode).
+Weights too large to hold are streamed in row blocks (``row_blocks``). Inline raw bytes
+are viewed in place.
 
 A tensor's dims are only believed when its data agrees with them: ``tensor_problem``
 says why a tensor cannot be read (negative or oversized dims, an unknown element
